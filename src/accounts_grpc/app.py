@@ -1,0 +1,158 @@
+"""The composition root: settings → store → keys → auth → services → servers."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterable
+from types import FrameType
+
+import grpc
+
+from accounts.v1 import (
+    account_service_pb2_grpc,
+    partition_service_pb2_grpc,
+    session_service_pb2_grpc,
+    user_group_service_pb2_grpc,
+    user_service_pb2_grpc,
+)
+from accounts_grpc.auth.authenticate import Authenticator
+from accounts_grpc.auth.jwt_tokens import JwtService
+from accounts_grpc.auth.keys import KeyStore, load_kek
+from accounts_grpc.config import Settings
+from accounts_grpc.rpc import registry
+from accounts_grpc.rpc.account_servicer import AccountServiceServicer
+from accounts_grpc.rpc.partition_servicer import PartitionServiceServicer
+from accounts_grpc.rpc.pipeline import Pipeline
+from accounts_grpc.rpc.server import GrpcServer
+from accounts_grpc.rpc.session_servicer import SessionServiceServicer
+from accounts_grpc.rpc.user_group_servicer import UserGroupServiceServicer
+from accounts_grpc.rpc.user_servicer import UserServiceServicer
+from accounts_grpc.services import Services
+from accounts_grpc.services.deps import Deps
+from accounts_grpc.store import migrate
+from accounts_grpc.store.db import Database
+
+log = logging.getLogger("accounts_grpc")
+
+
+class SchemaNotReady(SystemExit):
+    pass
+
+
+def open_database(settings: Settings, *, auto_migrate: bool) -> Database:
+    """The database, at the current schema: SQLite is migrated on start, PostgreSQL must be."""
+    db = Database(settings.database_url, pool_size=settings.db_pool_size,
+                  max_overflow=settings.grpc_workers)
+    if not migrate.is_current(db.engine):
+        if auto_migrate or db.is_sqlite:
+            migrate.upgrade(db.engine)
+        else:
+            raise SchemaNotReady(
+                f"accounts-grpc: the database schema is at {migrate.current(db.engine)!r}, "
+                f"not {migrate.head()!r}: run `accounts-grpc migrate` first"
+            )
+    return db
+
+
+class App:
+    """Everything one server process runs. ``start()`` binds the ports; ``stop()`` drains."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        auto_migrate: bool = False,
+        extra_handlers: Iterable[grpc.GenericRpcHandler] = (),
+    ) -> None:
+        self.settings = settings
+        self.db = open_database(settings, auto_migrate=auto_migrate)
+        self.keys = KeyStore(self.db, load_kek(settings), settings)
+        self.keys.ensure_key()
+        self.jwts = JwtService(self.keys, settings)
+        self.authn = Authenticator(self.db, self.jwts, settings)
+        self.deps = Deps(settings, self.db, self.keys, self.jwts, self.authn)
+        self.services = Services.build(self.deps)
+        self.pipeline = Pipeline(self.authn, registry.access_rules())
+        s = self.services
+        self.servicers = {
+            "accounts.v1.AccountService": AccountServiceServicer(s),
+            "accounts.v1.UserService": UserServiceServicer(s),
+            "accounts.v1.UserGroupService": UserGroupServiceServicer(s),
+            "accounts.v1.PartitionService": PartitionServiceServicer(s),
+            "accounts.v1.SessionService": SessionServiceServicer(s),
+        }
+        adders = {
+            "accounts.v1.AccountService": account_service_pb2_grpc.add_AccountServiceServicer_to_server,
+            "accounts.v1.UserService": user_service_pb2_grpc.add_UserServiceServicer_to_server,
+            "accounts.v1.UserGroupService":
+                user_group_service_pb2_grpc.add_UserGroupServiceServicer_to_server,
+            "accounts.v1.PartitionService":
+                partition_service_pb2_grpc.add_PartitionServiceServicer_to_server,
+            "accounts.v1.SessionService": session_service_pb2_grpc.add_SessionServiceServicer_to_server,
+        }
+        self.grpc = GrpcServer(
+            settings,
+            self.pipeline,
+            [(adders[name], servicer) for name, servicer in self.servicers.items()],
+            registry.service_names(),
+            extra_handlers,
+        )
+        self.http = None
+        if settings.http_port >= 0:
+            from accounts_grpc.rest.server import HttpServer
+
+            self.http = HttpServer(self)
+        self.draining = False
+        self._stopped = threading.Event()
+
+    @property
+    def grpc_port(self) -> int:
+        return self.grpc.port
+
+    @property
+    def http_port(self) -> int | None:
+        return self.http.port if self.http else None
+
+    def start(self) -> None:
+        self.grpc.start()
+        if self.http:
+            self.http.start()
+        log.info(
+            "serving gRPC on %s:%d%s (database %s)",
+            self.settings.bind_host,
+            self.grpc_port,
+            f", HTTP on {self.settings.bind_host}:{self.http_port}" if self.http else "",
+            self.db.engine.url.render_as_string(hide_password=True),
+        )
+
+    def stop(self, grace: float | None = None) -> None:
+        """Drain: health NOT_SERVING, no new calls, in-flight calls finish within grace."""
+        if self._stopped.is_set():
+            return
+        grace = self.settings.shutdown_grace if grace is None else grace
+        self.draining = True
+        log.info("draining (grace %.1fs)", grace)
+        self.grpc.set_serving(False)
+        if self.http:
+            self.http.stop(grace)
+        self.grpc.stop(grace)
+        self.db.dispose()
+        self._stopped.set()
+        log.info("stopped")
+
+    def serve_forever(self) -> None:
+        """Start, then block until SIGTERM/SIGINT, then drain and return."""
+        stop = threading.Event()
+
+        def _on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s", signal.Signals(signum).name)
+            stop.set()
+
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        self.start()
+        while not stop.wait(3600):
+            pass
+        self.stop()

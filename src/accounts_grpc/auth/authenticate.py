@@ -1,0 +1,199 @@
+"""From an ``authorization`` header to a Principal, once per call.
+
+Both token kinds work on every RPC:
+- a JWT (``CreateToken``) is verified offline (signature, kid, alg, iss, aud, exp, iat);
+- an opaque session token (``CreateSession``) is looked up by its SHA-256.
+Either way the user and its account are then read from the database on *every* call,
+so a deleted user, a closed account, a revoked session or a removed role takes effect
+on the very next call, on every server sharing the database. Activity times (session
+sliding expiry, account ``activity_time``) are written at most once per
+``activity_interval`` seconds, never on every call.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import sqlalchemy as sa
+
+from accounts_grpc.auth.jwt_tokens import JwtService
+from accounts_grpc.auth.secrets import SESSION_TOKEN_PREFIX, hash_secret
+from accounts_grpc.config import Settings
+from accounts_grpc.domain.errors import Unauthenticated
+from accounts_grpc.domain.principal import Principal
+from accounts_grpc.store.db import Database, now_us
+from accounts_grpc.store.tables import (
+    accounts,
+    group_members,
+    group_partitions,
+    sessions,
+    user_groups,
+    users,
+)
+
+log = logging.getLogger(__name__)
+
+_USER = (
+    sa.select(
+        users.c.id,
+        users.c.account_id,
+        users.c.kind,
+        users.c.roles,
+        users.c.client_id,
+        accounts.c.roles.label("account_roles"),
+        accounts.c.closed,
+        accounts.c.activity_time,
+    )
+    .select_from(users.join(accounts, accounts.c.id == users.c.account_id))
+    .where(users.c.id == sa.bindparam("uid"))
+)
+_SESSION = (
+    sa.select(
+        sessions.c.id.label("session_id"),
+        sessions.c.expire_time,
+        sessions.c.revoke_time,
+        sessions.c.last_activity_time,
+        users.c.id,
+        users.c.account_id,
+        users.c.kind,
+        users.c.roles,
+        users.c.client_id,
+        accounts.c.roles.label("account_roles"),
+        accounts.c.closed,
+        accounts.c.activity_time,
+    )
+    .select_from(
+        sessions.join(users, users.c.id == sessions.c.user_id).join(
+            accounts, accounts.c.id == users.c.account_id
+        )
+    )
+    .where(sessions.c.token_hash == sa.bindparam("h"))
+)
+_GROUPS = (
+    sa.select(user_groups.c.id, user_groups.c.roles, group_partitions.c.partition_id)
+    .select_from(
+        group_members.join(user_groups, user_groups.c.id == group_members.c.group_id).outerjoin(
+            group_partitions, group_partitions.c.group_id == user_groups.c.id
+        )
+    )
+    .where(group_members.c.user_id == sa.bindparam("uid"))
+)
+_TOUCH_ACCOUNT = (
+    accounts.update()
+    .where(accounts.c.id == sa.bindparam("aid"))
+    .where(sa.or_(accounts.c.activity_time.is_(None), accounts.c.activity_time < sa.bindparam("old")))
+    .values(activity_time=sa.bindparam("now"))
+)
+_TOUCH_SESSION = (
+    sessions.update()
+    .where(sessions.c.id == sa.bindparam("sid"))
+    .where(sessions.c.revoke_time.is_(None))
+    .values(last_activity_time=sa.bindparam("now"), expire_time=sa.bindparam("exp"))
+)
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthenticated(
+            "this call needs `authorization: Bearer <token>`", reason="TOKEN_MISSING"
+        )
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated(
+            "the authorization header must be `Bearer <token>`", reason="TOKEN_MALFORMED"
+        )
+    return token
+
+
+class Authenticator:
+    def __init__(self, db: Database, jwts: JwtService, settings: Settings) -> None:
+        self._db = db
+        self._jwts = jwts
+        self._settings = settings
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        return self.principal_for_token(bearer_token(authorization))
+
+    def principal_for_token(self, token: str) -> Principal:
+        if token.startswith(SESSION_TOKEN_PREFIX):
+            return self._session(token)
+        if token.count(".") == 2:
+            return self._jwt(token)
+        raise Unauthenticated("the access token is malformed", reason="TOKEN_INVALID")
+
+    def _jwt(self, token: str) -> Principal:
+        claims = self._jwts.verify(token)
+        with self._db.connect() as conn:
+            row = conn.execute(_USER, {"uid": claims["sub"]}).first()
+            if row is None:
+                raise Unauthenticated("the token's user no longer exists", reason="USER_DELETED")
+            if row.account_id != claims.get("account_id"):
+                raise Unauthenticated("the token does not match its user", reason="TOKEN_INVALID")
+            p = self._principal(conn, row, token_type="jwt", token_id=claims["jti"],
+                                expires_at=int(claims["exp"]))
+            conn.commit()
+            if p.extra.get("touch_account"):
+                self._touch_account(conn, row.account_id)
+        return p
+
+    def _touch_account(self, conn: sa.Connection, account_id: str) -> None:
+        now = now_us()
+        old = now - self._settings.activity_interval * 1_000_000
+        self._touch(conn, _TOUCH_ACCOUNT, {"aid": account_id, "old": old, "now": now})
+
+    def _touch(self, conn: sa.Connection, stmt: sa.Update, params: dict[str, object]) -> None:
+        """Best effort: an activity time that misses one write is written on a later call."""
+        try:
+            with conn.begin():
+                conn.execute(stmt, params)
+        except sa.exc.DBAPIError:
+            log.warning("could not record activity (%s); will retry on a later call", stmt.table)
+
+    def _session(self, token: str) -> Principal:
+        now = now_us()
+        with self._db.connect() as conn:
+            row = conn.execute(_SESSION, {"h": hash_secret(token)}).first()
+            if row is None:
+                raise Unauthenticated("the session token is not known", reason="TOKEN_INVALID")
+            if row.revoke_time is not None:
+                raise Unauthenticated("the session has been revoked", reason="SESSION_REVOKED")
+            if row.expire_time <= now:
+                raise Unauthenticated("the session has expired", reason="SESSION_EXPIRED")
+            p = self._principal(conn, row, token_type="session", session_id=row.session_id,
+                                expires_at=row.expire_time // 1_000_000)
+            conn.commit()
+            if now - row.last_activity_time > self._settings.activity_interval * 1_000_000:
+                self._touch(conn, _TOUCH_SESSION, {
+                    "sid": row.session_id, "now": now,
+                    "exp": now + self._settings.session_ttl * 1_000_000,
+                })
+            if p.extra.get("touch_account"):
+                self._touch_account(conn, row.account_id)
+        return p
+
+    def _principal(self, conn: sa.Connection, row: sa.Row, **extra: object) -> Principal:
+        if row.closed:
+            raise Unauthenticated("the account is closed", reason="ACCOUNT_CLOSED")
+        roles = set(row.roles or ()) | {"member"}
+        group_ids: set[str] = set()
+        partition_ids: set[str] = set()
+        for g in conn.execute(_GROUPS, {"uid": row.id}):
+            group_ids.add(g.id)
+            roles.update(g.roles or ())
+            if g.partition_id:
+                partition_ids.add(g.partition_id)
+        interval = self._settings.activity_interval * 1_000_000
+        stale = row.activity_time is None or now_us() - row.activity_time > interval
+        return Principal(
+            user_id=row.id,
+            account_id=row.account_id,
+            kind=row.kind,
+            roles=frozenset(roles),
+            account_roles=frozenset(row.account_roles or ()),
+            partition_ids=frozenset(partition_ids),
+            group_ids=frozenset(group_ids),
+            client_id=row.client_id,
+            extra={"touch_account": "1"} if stale else {},
+            **extra,  # type: ignore[arg-type]
+        )

@@ -1,0 +1,150 @@
+"""One Settings object. Every setting is a flag and an ``ACCOUNTS_*`` environment variable.
+
+Precedence: flag > environment > default. ``accounts-grpc serve --help`` lists them all,
+each with its variable name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def _opt(default: Any, help: str, *, metavar: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "metavar": metavar})
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = _opt(
+        "sqlite:///data/accounts.db",
+        "SQLAlchemy URL: sqlite:///path.db (embedded default) or postgresql+psycopg://...",
+    )
+    bind_host: str = _opt("0.0.0.0", "address the gRPC and HTTP servers listen on")
+    grpc_port: int = _opt(50051, "gRPC port (0 picks a free one)")
+    http_port: int = _opt(8080, "REST/HTTP port (0 picks a free one, -1 disables the REST shim)")
+    grpc_workers: int = _opt(
+        64,
+        "worker threads of the gRPC server; every open stream (reflection, health Watch) "
+        "holds one for its life",
+    )
+    grpc_max_concurrent_rpcs: int = _opt(
+        0, "RPCs in flight before new ones get RESOURCE_EXHAUSTED (0: as many as workers)"
+    )
+    shutdown_grace: float = _opt(10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
+    issuer: str = _opt("accounts-grpc", "JWT iss claim, checked on every token")
+    audience: str = _opt("accounts-grpc", "JWT aud claim, checked on every token")
+    token_lifetime: int = _opt(86400, "lifetime of a CreateToken JWT, seconds")
+    session_ttl: int = _opt(
+        30 * 86400, "a session expires this many seconds after its last activity (sliding)"
+    )
+    activity_interval: int = _opt(
+        60,
+        "seconds between writes of a session's or account's activity time "
+        "(activity within this window is not written again)",
+    )
+    signing_alg: str = _opt("RS256", "JWT signing algorithm of new keys: RS256 or ES256")
+    key_encryption_key: str = _opt(
+        "",
+        "key-encryption key for the signing keys (urlsafe base64, 32 bytes); "
+        "empty: read or create --key-encryption-key-file",
+    )
+    key_encryption_key_file: str = _opt(
+        "", "file holding the key-encryption key (default: accounts.kek beside the SQLite file)"
+    )
+    jwt_cache_size: int = _opt(10000, "verified JWTs kept in memory (by raw token, up to exp)")
+    jwt_cache_ttl: float = _opt(30.0, "seconds a verified JWT's signature check is reused")
+    auth_max_failures: int = _opt(
+        10, "failed client-credential attempts per client id or address before 429"
+    )
+    auth_failure_window: int = _opt(300, "seconds over which failed attempts are counted")
+    auth_block_seconds: int = _opt(300, "seconds a client id or address is refused after that")
+    http_max_body_bytes: int = _opt(1 << 20, "largest accepted HTTP request body, bytes")
+    db_pool_size: int = _opt(8, "database connections kept open per process")
+    log_level: str = _opt("INFO", "log level: DEBUG, INFO, WARNING, ERROR")
+    log_json: bool = _opt(False, "log one JSON object per line instead of text")
+
+    # -- derived ---------------------------------------------------------------------------
+    @property
+    def max_concurrent_rpcs(self) -> int:
+        return self.grpc_max_concurrent_rpcs or self.grpc_workers
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        path = self.database_url.split(":///", 1)[1] if ":///" in self.database_url else ""
+        if not path or path == ":memory:":
+            return None
+        return Path(path.split("?", 1)[0])
+
+    def kek_path(self) -> Path:
+        if self.key_encryption_key_file:
+            return Path(self.key_encryption_key_file)
+        db = self.sqlite_path()
+        return (db.parent if db else Path("data")) / "accounts.kek"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    # -- flags and environment -------------------------------------------------------------
+    @staticmethod
+    def env_name(name: str) -> str:
+        return "ACCOUNTS_" + name.upper()
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+        for f in dataclasses.fields(cls):
+            if names is not None and f.name not in names:
+                continue
+            flag = "--" + f.name.replace("_", "-")
+            env = cls.env_name(f.name)
+            help_ = f"{f.metadata['help']} [env {env}; default {f.default!r}]"
+            if f.type in (bool, "bool"):
+                parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                                    default=None, help=help_)
+            else:
+                parser.add_argument(flag, dest=f.name, default=None, help=help_,
+                                    metavar=f.metadata.get("metavar") or f.name.upper())
+
+    @classmethod
+    def load(cls, args: argparse.Namespace | None = None,
+             env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw: Any = None
+            if args is not None and getattr(args, f.name, None) is not None:
+                raw = getattr(args, f.name)
+            elif cls.env_name(f.name) in env:
+                raw = env[cls.env_name(f.name)]
+            if f.name in overrides:
+                raw = overrides[f.name]
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f, raw)
+        return cls(**values)
+
+
+def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if kind == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as e:
+        raise SystemExit(f"accounts-grpc: bad value {raw!r} for {f.name}: {e}") from None
+    return raw

@@ -1,0 +1,65 @@
+"""Who is calling: built once per call at the edge, held in a contextvar."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass, field
+
+from accounts_grpc.domain.errors import Unauthenticated
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller.
+
+    ``roles`` are the *effective* roles: the user's direct roles, the roles of its
+    groups and the implicit ``member``, loaded from the database on every call (a
+    JWT's ``roles`` claim is a snapshot for other services, not trusted here).
+    """
+
+    user_id: str
+    account_id: str
+    kind: str  # "HUMAN" | "EXTERNAL" | "MACHINE"
+    roles: frozenset[str]
+    account_roles: frozenset[str]
+    partition_ids: frozenset[str] = frozenset()
+    group_ids: frozenset[str] = frozenset()
+    token_type: str = "jwt"  # "jwt" | "session"
+    session_id: str | None = None
+    token_id: str | None = None  # the JWT's jti
+    client_id: str | None = None
+    expires_at: int | None = None
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+    @property
+    def is_platform_reader(self) -> bool:
+        return "admin" in self.roles or "admin-reader" in self.roles
+
+
+_current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "accounts_principal", default=None
+)
+_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("accounts_request_id", default="")
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being served; UNAUTHENTICATED if the RPC is public."""
+    p = _current.get()
+    if p is None:
+        raise Unauthenticated("this call needs an access token", reason="TOKEN_MISSING")
+    return p
+
+
+def maybe_principal() -> Principal | None:
+    return _current.get()
+
+
+def set_principal(p: Principal | None) -> contextvars.Token[Principal | None]:
+    return _current.set(p)
+
+
+def reset_principal(token: contextvars.Token[Principal | None]) -> None:
+    _current.reset(token)

@@ -1,0 +1,11 @@
+"""AccountService: thin servicer (unpack, convert, call the use case, convert back)."""
+
+from __future__ import annotations
+
+from accounts.v1 import account_service_pb2_grpc
+from accounts_grpc.services import Services
+
+
+class AccountServiceServicer(account_service_pb2_grpc.AccountServiceServicer):
+    def __init__(self, services: Services) -> None:
+        self.services = services
