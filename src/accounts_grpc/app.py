@@ -72,7 +72,8 @@ class App:
         self.keys.ensure_key()
         self.jwts = JwtService(self.keys, settings)
         self.authn = Authenticator(self.db, self.jwts, settings)
-        self.deps = Deps(settings, self.db, self.keys, self.jwts, self.authn)
+        self.deps = Deps(settings, self.db, self.keys, self.jwts, self.authn,
+                         page_secret=Deps.derive_secret(settings, "page-tokens"))
         self.services = Services.build(self.deps)
         self.pipeline = Pipeline(self.authn, registry.access_rules())
         s = self.services

@@ -72,7 +72,9 @@ class Grant:
     note: str = ""
 
 
-def _g(roles: set[str] | str, rels: set[Rel] | Rel, when: Cond | None = None, note: str = "") -> Grant:
+def _g(
+    roles: set[str] | str, rels: set[Rel] | Rel, when: Cond | None = None, note: str = ""
+) -> Grant:
     rs = frozenset({roles} if isinstance(roles, str) else roles)
     ls = frozenset({rels} if isinstance(rels, Rel) else rels)
     return Grant(rs, ls, when, note)
@@ -91,7 +93,7 @@ def _intermediary_manager(p: Principal, t: Target) -> bool:
     return (
         R.INTERMEDIARY in p.account_roles
         and p.kind == "MACHINE"
-        and (t.user_kind == "EXTERNAL" or t.user_kind is None and t.user_id is None)
+        and (t.user_kind == "EXTERNAL" or (t.user_kind is None and t.user_id is None))
     )
 
 
@@ -176,14 +178,19 @@ def can_see_account(p: Principal, t: Target) -> bool:
     return allows(p, Action.ACCOUNT_READ, t)
 
 
-def require(p: Principal, action: Action, t: Target, *, what: str = "resource", key: str = "") -> None:
+def require(
+    p: Principal, action: Action, t: Target, *, what: str = "resource", key: str = ""
+) -> None:
     """Raise unless allowed: NOT_FOUND if the caller cannot see the account at all."""
     if allows(p, action, t):
         return
     if not can_see_account(p, t) or action.value.endswith(".read"):
         reason = f"{what.upper()}_NOT_FOUND"
-        raise NotFound(f"{what.replace('_', ' ')} {key!r} not found", reason=reason,
-                       metadata={"id": key} if key else None)
+        raise NotFound(
+            f"{what.replace('_', ' ')} {key!r} not found",
+            reason=reason,
+            metadata={"id": key} if key else None,
+        )
     raise PermissionDenied(
         f"the caller may not {action.value.split('.')[1].replace('_', ' ')} this {what.replace('_', ' ')}",
         reason="PERMISSION_DENIED",

@@ -27,7 +27,9 @@ class BootstrapResult:
     client_secret: str
 
 
-def bootstrap(db: Database, *, name: str = PLATFORM_NAME, email: str = PLATFORM_EMAIL) -> BootstrapResult:
+def bootstrap(
+    db: Database, *, name: str = PLATFORM_NAME, email: str = PLATFORM_EMAIL
+) -> BootstrapResult:
     now = now_us()
     with db.write() as uow:
         row = uow.conn.execute(
@@ -38,26 +40,66 @@ def bootstrap(db: Database, *, name: str = PLATFORM_NAME, email: str = PLATFORM_
         created = row is None
         if row is None:
             account_id = new_id()
-            uow.conn.execute(accounts.insert().values(
-                id=account_id, name=name, email=email, email_lower=email.lower(), roles=[],
-                consultancy_account_id=None, primary_color="", secondary_color="", logo_url="",
-                closed=False, create_time=now, update_time=now, activity_time=None, etag=new_etag(),
-            ))
-            audit.record(uow, account_id=account_id, actor_user_id=None, action="account.create",
-                         resource_type="Account", resource_id=account_id,
-                         changed_fields=["name", "email"], request_id="bootstrap")
+            uow.conn.execute(
+                accounts.insert().values(
+                    id=account_id,
+                    name=name,
+                    email=email,
+                    email_lower=email.lower(),
+                    roles=[],
+                    consultancy_account_id=None,
+                    primary_color="",
+                    secondary_color="",
+                    logo_url="",
+                    closed=False,
+                    create_time=now,
+                    update_time=now,
+                    activity_time=None,
+                    etag=new_etag(),
+                )
+            )
+            audit.record(
+                uow,
+                account_id=account_id,
+                actor_user_id=None,
+                action="account.create",
+                resource_type="Account",
+                resource_id=account_id,
+                changed_fields=["name", "email"],
+                request_id="bootstrap",
+            )
         else:
             account_id = row.id
         user_id = new_id()
         client_id, secret = new_client_id(), new_client_secret()
-        uow.conn.execute(users.insert().values(
-            id=user_id, account_id=account_id, kind="MACHINE", email=None, email_lower=None,
-            first_name="", last_name="", name=f"bootstrap admin {client_id}", external_id=None,
-            client_id=client_id, secret_hash=hash_secret(secret), roles=["admin"],
-            create_time=now, update_time=now, etag=new_etag(),
-        ))
-        audit.record(uow, account_id=account_id, actor_user_id=None, action="user.create",
-                     resource_type="User", resource_id=user_id, changed_fields=["kind", "roles"],
-                     request_id="bootstrap")
+        uow.conn.execute(
+            users.insert().values(
+                id=user_id,
+                account_id=account_id,
+                kind="MACHINE",
+                email=None,
+                email_lower=None,
+                first_name="",
+                last_name="",
+                name=f"bootstrap admin {client_id}",
+                external_id=None,
+                client_id=client_id,
+                secret_hash=hash_secret(secret),
+                roles=["admin"],
+                create_time=now,
+                update_time=now,
+                etag=new_etag(),
+            )
+        )
+        audit.record(
+            uow,
+            account_id=account_id,
+            actor_user_id=None,
+            action="user.create",
+            resource_type="User",
+            resource_id=user_id,
+            changed_fields=["kind", "roles"],
+            request_id="bootstrap",
+        )
         uow.commit()
     return BootstrapResult(account_id, created, user_id, client_id, secret)

@@ -1,0 +1,331 @@
+"""Lists, once for every service (AIP-132 / AIP-158), evaluated in SQL.
+
+A list is described by a ``ListSpec`` (which fields may be ordered by, which are searched
+by ``filter``); a request is parsed into a ``ListQuery`` (validated page size, filter
+terms, order, cursor); ``run_list`` executes it on a Core ``Select`` that already carries
+the caller's scope and returns a ``Page``.
+
+- ``page_size``: 0 means 50, above 1000 is coerced to 1000, negative is INVALID_ARGUMENT.
+- Keyset paging: the page token holds the sort-key values of the row it continues from,
+  so page 1,000 costs what page 1 costs and rows inserted meanwhile are neither skipped
+  nor repeated. Ties are broken by ``id``.
+- Tokens are opaque and tamper-evident: base64url(JSON payload + HMAC-SHA256). Each is
+  bound to its query (filter, order, scope): reused with another, INVALID_ARGUMENT.
+- ``previous_page_token`` pages backwards; empty on the first page, as
+  ``next_page_token`` is empty on the last.
+- ``filter``: free-text terms, ``"quoted phrases"`` kept whole; every term must occur,
+  case-insensitively, in one of the spec's search columns (FlexMeasures semantics).
+- ``order_by``: ``"name"``, ``"name desc"``, ``"create_time desc, name"`` ...; an unknown
+  field is INVALID_ARGUMENT with a field violation.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from accounts_grpc.domain.errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+MAX_FILTER_LENGTH = 1000
+MAX_FILTER_TERMS = 20
+_TOKEN_VERSION = 1
+_MAC_BYTES = 16
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """What a resource's list allows. Column expressions must be NOT NULL."""
+
+    resource: str  # e.g. "accounts", names the list in tokens
+    id_column: ColumnElement[Any]
+    orderable: Mapping[str, ColumnElement[Any]]
+    searchable: Sequence[ColumnElement[Any]]
+    default_order: tuple[tuple[str, bool], ...] = (("create_time", False),)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    backwards: bool
+    values: list[Any]  # sort-key values, then the id
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    page_size: int
+    terms: tuple[str, ...]
+    order: tuple[tuple[str, bool], ...]  # (field, descending)
+    cursor: Cursor | None
+    query_hash: str
+    secret: bytes = field(repr=False, default=b"")
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Any]
+    next_page_token: str
+    previous_page_token: str
+    total_size: int
+
+
+def _bad(field_name: str, description: str, reason: str = "INVALID_ARGUMENT") -> InvalidArgument:
+    return InvalidArgument.field(field_name, description, reason=reason)
+
+
+def page_size_of(page_size: int) -> int:
+    if page_size < 0:
+        raise _bad("page_size", f"must not be negative (got {page_size})", "INVALID_PAGE_SIZE")
+    if page_size == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(page_size, MAX_PAGE_SIZE)
+
+
+def parse_filter(text: str) -> tuple[str, ...]:
+    """Split into terms; ``"quoted phrases"`` stay whole. Lower-cased, de-duplicated."""
+    if len(text) > MAX_FILTER_LENGTH:
+        raise _bad("filter", f"must be at most {MAX_FILTER_LENGTH} characters", "INVALID_FILTER")
+    terms: list[str] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isspace():
+            i += 1
+            continue
+        if c == '"':
+            end = text.find('"', i + 1)
+            if end < 0:
+                raise _bad("filter", f"unterminated quote at position {i}", "INVALID_FILTER")
+            phrase = " ".join(text[i + 1 : end].split())
+            if phrase:
+                terms.append(phrase)
+            i = end + 1
+            continue
+        j = i
+        while j < n and not text[j].isspace() and text[j] != '"':
+            j += 1
+        terms.append(text[i:j])
+        i = j
+    out = tuple(dict.fromkeys(t.lower() for t in terms))
+    if len(out) > MAX_FILTER_TERMS:
+        raise _bad("filter", f"must have at most {MAX_FILTER_TERMS} terms", "INVALID_FILTER")
+    return out
+
+
+def parse_order_by(spec: ListSpec, text: str) -> tuple[tuple[str, bool], ...]:
+    text = text.strip()
+    if not text:
+        return spec.default_order
+    order: list[tuple[str, bool]] = []
+    for part in text.split(","):
+        words = part.split()
+        if (
+            not words
+            or len(words) > 2
+            or (len(words) == 2 and words[1].lower() not in ("asc", "desc"))
+        ):
+            raise _bad(
+                "order_by",
+                f"cannot read {part.strip()!r}: use 'field' or 'field desc'",
+                "INVALID_ORDER_BY",
+            )
+        name = words[0]
+        # accept lowerCamel spellings from JSON clients
+        snake = "".join("_" + ch.lower() if ch.isupper() else ch for ch in name)
+        if snake not in spec.orderable:
+            raise _bad(
+                "order_by",
+                f"cannot order by {name!r}; use one of {sorted(spec.orderable)}",
+                "INVALID_ORDER_BY",
+            )
+        if any(o[0] == snake for o in order):
+            raise _bad("order_by", f"{name!r} is named twice", "INVALID_ORDER_BY")
+        order.append((snake, len(words) == 2 and words[1].lower() == "desc"))
+    return tuple(order)
+
+
+def _hash_query(
+    spec: ListSpec,
+    terms: Sequence[str],
+    order: Sequence[tuple[str, bool]],
+    scope: Mapping[str, Any],
+) -> str:
+    blob = json.dumps(
+        [spec.resource, list(terms), [list(o) for o in order], sorted(scope.items())],
+        default=str,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _mac(secret: bytes, payload: bytes) -> bytes:
+    return hmac.new(secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
+
+
+def encode_token(query: ListQuery, backwards: bool, values: list[Any]) -> str:
+    payload = json.dumps(
+        {"v": _TOKEN_VERSION, "q": query.query_hash, "b": backwards, "k": values},
+        separators=(",", ":"),
+        default=str,
+    ).encode()
+    return base64.urlsafe_b64encode(payload + _mac(query.secret, payload)).decode().rstrip("=")
+
+
+def _decode_token(token: str, secret: bytes, query_hash: str) -> Cursor:
+    bad = _bad("page_token", "is not a page token of this list", "INVALID_PAGE_TOKEN")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (binascii.Error, ValueError):
+        raise bad from None
+    if len(raw) <= _MAC_BYTES:
+        raise bad
+    payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+    if not hmac.compare_digest(mac, _mac(secret, payload)):
+        raise bad
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        raise bad from None
+    if data.get("v") != _TOKEN_VERSION or not isinstance(data.get("k"), list):
+        raise bad
+    if data.get("q") != query_hash:
+        raise _bad(
+            "page_token",
+            "was made for another query: keep filter, order_by and the "
+            "other list arguments unchanged while paging",
+            "PAGE_TOKEN_QUERY_MISMATCH",
+        )
+    return Cursor(bool(data.get("b")), data["k"])
+
+
+def parse_list_request(
+    spec: ListSpec,
+    *,
+    secret: bytes,
+    page_size: int = 0,
+    page_token: str = "",
+    filter: str = "",
+    order_by: str = "",
+    scope: Mapping[str, Any] | None = None,
+) -> ListQuery:
+    """Validate a list request. ``scope`` names everything else the result depends on
+    (parent id, show_closed, the caller ...) so that a token cannot cross queries."""
+    errors: list[InvalidArgument] = []
+
+    def attempt(fn: Any, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except InvalidArgument as e:
+            errors.append(e)
+            return None
+
+    size = attempt(page_size_of, page_size)
+    terms = attempt(parse_filter, filter)
+    order = attempt(parse_order_by, spec, order_by)
+    if errors:
+        if len(errors) == 1:
+            raise errors[0]
+        raise InvalidArgument(
+            "; ".join(e.message for e in errors), [v for e in errors for v in e.violations]
+        )
+    qh = _hash_query(spec, terms, order, scope or {})
+    cursor = _decode_token(page_token, secret, qh) if page_token else None
+    if cursor is not None and len(cursor.values) != len(order) + 1:
+        raise _bad("page_token", "is not a page token of this list", "INVALID_PAGE_TOKEN")
+    return ListQuery(size, terms, order, cursor, qh, secret)
+
+
+def _like_escape(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def filter_clause(spec: ListSpec, terms: Sequence[str]) -> ColumnElement[bool] | None:
+    """Every term in some searchable column (case-insensitive substring)."""
+    if not terms:
+        return None
+    clauses = []
+    for t in terms:
+        pattern = f"%{_like_escape(t)}%"
+        clauses.append(
+            sa.or_(*(sa.func.lower(c).like(pattern, escape="\\") for c in spec.searchable))
+        )
+    return sa.and_(*clauses)
+
+
+def _keyset(
+    cols: list[ColumnElement[Any]], desc: list[bool], values: list[Any]
+) -> ColumnElement[bool]:
+    """Rows strictly after ``values`` in the order (cols, desc)."""
+    if len(set(desc)) == 1:
+        left = sa.tuple_(*cols)
+        right = sa.tuple_(*(sa.literal(v) for v in values))
+        return left < right if desc[0] else left > right
+    ors = []
+    for i in range(len(cols)):
+        eqs = [cols[j] == values[j] for j in range(i)]
+        cmp = cols[i] < values[i] if desc[i] else cols[i] > values[i]
+        ors.append(sa.and_(*eqs, cmp))
+    return sa.or_(*ors)
+
+
+def run_list(
+    conn: sa.Connection,
+    spec: ListSpec,
+    query: ListQuery,
+    base: sa.Select[Any],
+    *,
+    count: bool = True,
+) -> Page:
+    """Run ``base`` (already scoped to what the caller may see) as one page of the list."""
+    flt = filter_clause(spec, query.terms)
+    if flt is not None:
+        base = base.where(flt)
+    cols = [spec.orderable[name] for name, _ in query.order] + [spec.id_column]
+    desc = [d for _, d in query.order]
+    desc.append(desc[-1])  # the id breaks ties in the direction of the last key
+    backwards = bool(query.cursor and query.cursor.backwards)
+    scan_desc = [not d for d in desc] if backwards else desc
+    keys = [c.label(f"_k{i}") for i, c in enumerate(cols)]
+    stmt = base.add_columns(*keys)
+    if query.cursor is not None:
+        stmt = stmt.where(_keyset(cols, scan_desc, query.cursor.values))
+    stmt = stmt.order_by(
+        *(c.desc() if d else c.asc() for c, d in zip(cols, scan_desc, strict=True))
+    )
+    rows = list(conn.execute(stmt.limit(query.page_size + 1)))
+    more = len(rows) > query.page_size
+    rows = rows[: query.page_size]
+    if backwards:
+        rows.reverse()
+
+    def key_of(row: Any) -> list[Any]:
+        return [getattr(row, f"_k{i}") for i in range(len(cols))]
+
+    next_token = prev_token = ""
+    if rows:
+        if backwards:
+            next_token = encode_token(query, False, key_of(rows[-1]))
+            if more:
+                prev_token = encode_token(query, True, key_of(rows[0]))
+        else:
+            if more:
+                next_token = encode_token(query, False, key_of(rows[-1]))
+            if query.cursor is not None:
+                prev_token = encode_token(query, True, key_of(rows[0]))
+    elif query.cursor is not None and not backwards:
+        # past the end (rows deleted meanwhile): let the client step back
+        prev_token = encode_token(query, True, query.cursor.values)
+    total = 0
+    if count:
+        counted = sa.select(sa.func.count()).select_from(base.order_by(None).subquery())
+        total = int(conn.execute(counted).scalar_one())
+    return Page(rows, next_token, prev_token, total)

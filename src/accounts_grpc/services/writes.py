@@ -1,0 +1,135 @@
+"""Writes, once for every service: idempotent creates, etags, conditional updates.
+
+Idempotency (``request_id``): the key is (caller's account, method, request_id). The
+key row is inserted *first* in the creating transaction, so of two concurrent calls
+with one id the second blocks on it (PostgreSQL) or on the write lock (SQLite) and
+then finds the first one's result; ``create_once`` retries once for that. The same id
+with a different request is INVALID_ARGUMENT (REQUEST_ID_REUSED). The stored result
+is the ids of what was created; a retry returns the resource as it is now (a secret
+shown by the first response is not shown again: it is stored only as a hash).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from accounts_grpc.domain.errors import Aborted, InvalidArgument
+from accounts_grpc.domain.principal import Principal
+from accounts_grpc.store.db import Database, UnitOfWork, new_etag, now_us
+from accounts_grpc.store.tables import idempotency_keys
+
+T = TypeVar("T")
+MAX_REQUEST_ID = 200
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of a request's meaningful content (not its request_id)."""
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _key(p: Principal | None, method: str, request_id: str) -> str:
+    scope = p.account_id if p else "-"
+    return hashlib.sha256(f"{scope}\x00{method}\x00{request_id}".encode()).hexdigest()
+
+
+def create_once(
+    db: Database,
+    principal: Principal | None,
+    method: str,
+    request_id: str,
+    request_fingerprint: str,
+    create: Callable[[UnitOfWork], Mapping[str, Any]],
+    load: Callable[[UnitOfWork, Mapping[str, Any]], T],
+) -> tuple[T, bool]:
+    """Run ``create`` (returns the new ids) once per request_id; returns (result, created).
+
+    ``create`` must write its audit event itself; ``load`` turns ids into the result.
+    Without a request_id it is a plain create in one transaction.
+    """
+    if len(request_id) > MAX_REQUEST_ID:
+        raise InvalidArgument.field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
+    key = _key(principal, method, request_id) if request_id else None
+    for attempt in range(2):
+        with db.write() as uow:
+            if key is not None:
+                prior = uow.conn.execute(
+                    sa.select(idempotency_keys.c.fingerprint, idempotency_keys.c.result).where(
+                        idempotency_keys.c.key == key
+                    )
+                ).first()
+                if prior is not None:
+                    if prior.fingerprint != request_fingerprint:
+                        raise InvalidArgument.field(
+                            "request_id",
+                            "was already used for a different request",
+                            reason="REQUEST_ID_REUSED",
+                        )
+                    return load(uow, prior.result), False
+                try:
+                    with uow.conn.begin_nested():
+                        uow.conn.execute(
+                            idempotency_keys.insert().values(
+                                key=key,
+                                method=method,
+                                fingerprint=request_fingerprint,
+                                result={},
+                                create_time=now_us(),
+                            )
+                        )
+                except IntegrityError:
+                    if attempt == 0:
+                        continue  # a concurrent call with the same id won: read its result
+                    raise
+            ids = create(uow)
+            if key is not None:
+                uow.conn.execute(
+                    idempotency_keys.update()
+                    .where(idempotency_keys.c.key == key)
+                    .values(result=dict(ids))
+                )
+            result = load(uow, ids)
+            uow.commit()
+            return result, True
+    raise AssertionError("unreachable")
+
+
+def check_etag(given: str, current: str, what: str = "resource") -> None:
+    """AIP-154: a set etag must match the stored one, else ABORTED (ETAG_MISMATCH)."""
+    if given and given != current:
+        raise Aborted(
+            f"the {what} was changed since it was read (etag mismatch); read it again and retry",
+            reason="ETAG_MISMATCH",
+            metadata={"current_etag": current},
+        )
+
+
+def conditional_update(
+    uow: UnitOfWork,
+    table: sa.Table,
+    row_id: str,
+    old_etag: str,
+    values: Mapping[str, Any],
+    what: str = "resource",
+) -> dict[str, Any]:
+    """UPDATE ... WHERE id = :id AND etag = :old; a concurrent writer makes it ABORTED.
+
+    Sets ``update_time`` and a fresh ``etag``; returns the values written.
+    """
+    values = dict(values)
+    values["update_time"] = now_us()
+    values["etag"] = new_etag()
+    res = uow.conn.execute(
+        table.update().where(table.c.id == row_id, table.c.etag == old_etag).values(**values)
+    )
+    if res.rowcount != 1:
+        raise Aborted(
+            f"the {what} was changed concurrently; read it again and retry", reason="ETAG_MISMATCH"
+        )
+    return values
