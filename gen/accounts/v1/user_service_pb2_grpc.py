@@ -173,8 +173,9 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RotateClientSecret(self, request, context):
-        """Replaces a MACHINE user's client secret. The old secret stops working;
-        the new one is in the response, and shown only this once.
+        """Replaces a MACHINE user's client secret. The old secret stops working at
+        once (tokens issued with it stay valid until they expire); the new one is
+        in the response, and shown only this once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -203,8 +204,9 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddChargingPermission(self, request, context):
-        """Lets a user also control a device's charging; the user gets permission
-        to see the device too if it had none.
+        """Lets a user also control a device's charging. The user must already hold
+        the device permission (FAILED_PRECONDITION `DEVICE_PERMISSION_REQUIRED`
+        otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
