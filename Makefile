@@ -30,9 +30,12 @@ test: $(STAMP) $(BUF)
 
 gen: $(STAMP)
 	$(PY) scripts/protogen.py gen
+	$(PY) -m accounts_grpc.rest.openapi --write-descriptors
+	$(PY) -m accounts_grpc.rest.openapi > openapi.json.tmp && mv openapi.json.tmp openapi.json
 
 check-gen: $(STAMP)
 	$(PY) scripts/protogen.py check
+	$(PY) -m accounts_grpc.rest.openapi --check
 
 lint: $(STAMP) $(BUF)
 	$(PY) scripts/protogen.py lint
@@ -40,7 +43,7 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/mypy
 
 openapi: $(STAMP)
-	$(PY) -m accounts_grpc.rest.openapi > openapi.json
+	$(PY) -m accounts_grpc.rest.openapi > openapi.json.tmp && mv openapi.json.tmp openapi.json
 
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)

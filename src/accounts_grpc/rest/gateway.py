@@ -1,24 +1,427 @@
-"""The REST shim (issue 6 builds the transcoder); for now: health endpoints only."""
+"""The REST shim: a grpc-gateway-style transcoder, as one small ASGI application.
+
+Every route comes from a ``google.api.http`` annotation (``routes.py``); a request is
+matched, transcoded to the RPC's request message (``transcode.py``: path, query,
+proto3 JSON body), and handed to the very Pipeline the gRPC interceptor uses, in
+process, on a worker thread (authentication, authorization, error mapping, logging and
+metrics happen there, once, for both transports). The response goes back as proto3
+JSON; a failure as grpc-gateway's ``{"code", "message", "details"}`` with its HTTP
+status (``errors.py``). ``POST /v1/token`` also speaks RFC 6749 (``oauth.py``).
+
+Besides the RPC routes: ``/healthz`` (the process is up), ``/readyz`` (the database
+answers and the server is not draining; 503 otherwise), ``/metrics`` (Prometheus text
+format) and ``/openapi.json`` (OpenAPI 3.1, generated from the same annotations).
+
+Limits: a request body larger than ``--http-max-body-bytes`` (default 1 MiB) is refused
+with 413 before it is read, or as soon as it grows past the limit.
+
+Raw ASGI rather than Starlette routing: the hot path is a dict lookup, a message parse
+and a thread hop, with nothing per request that could be done once at startup.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route
+from google.protobuf import json_format
+from prometheus_client import generate_latest
+
+from accounts_grpc.domain.errors import InvalidArgument
+from accounts_grpc.rest import oauth
+from accounts_grpc.rest.errors import Headers, error_response, shim_status
+from accounts_grpc.rest.routes import Match, Route, Router, routes_for
+from accounts_grpc.rest.templates import unescape
+from accounts_grpc.rest.transcode import (
+    Problem,
+    invalid,
+    load_json,
+    merge_json,
+    parse_query,
+    set_field,
+)
+from accounts_grpc.rpc import metrics, registry
+from accounts_grpc.rpc.pipeline import CallFailed
+from accounts_grpc.rpc.status import internal_status, status_from_error
 
 if TYPE_CHECKING:
     from accounts_grpc.app import App
 
+log = logging.getLogger("accounts_grpc.rest")
 
-def create_http_app(app: App) -> Starlette:
-    async def healthz(_: Request) -> PlainTextResponse:
-        return PlainTextResponse("ok\n")
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-    async def readyz(_: Request) -> JSONResponse:
-        ok = not app.draining and app.db.ping()
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+JSON_TYPE = b"application/json"
+METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+# Request headers passed on to the pipeline as gRPC metadata (lowercase, as gRPC has
+# them); grpc-gateway's "Grpc-Metadata-<name>" headers pass on as "<name>".
+FORWARDED = frozenset({b"authorization", b"x-request-id", b"user-agent"})
+GRPC_METADATA = b"grpc-metadata-"
+READY_TIMEOUT = 2.0
 
-    return Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)])
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class ClientGone(Exception):
+    pass
+
+
+def _unimplemented(rpc: str) -> CallFailed:
+    return CallFailed(shim_status("UNIMPLEMENTED", f"{rpc} is not implemented yet",
+                                  "UNIMPLEMENTED", {"method": rpc}))
+
+
+def _handler_for(servicer: Any, name: str, rpc: str) -> Callable[[Any], Any]:
+    """``request -> response`` calling the servicer method (context is never used).
+
+    A method still inherited from the generated base class answers UNIMPLEMENTED, as
+    grpcio does, rather than crashing on the missing context.
+    """
+    fn = getattr(servicer, name, None)
+    impl = getattr(type(servicer), name, None)
+    if fn is None or getattr(impl, "__module__", "").endswith("_pb2_grpc"):
+        def missing(_request: Any) -> Any:
+            raise _unimplemented(rpc)
+        return missing
+
+    def call(request: Any) -> Any:
+        try:
+            return fn(request, None)
+        except NotImplementedError:
+            raise _unimplemented(rpc) from None
+
+    return call
+
+
+async def _send(send: Send, status: int, headers: Headers, body: bytes) -> None:
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
+    if declared is not None and declared > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class Gateway:
+    """The ASGI application ``create_http_app`` returns."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.pipeline = app.pipeline
+        self.max_body = app.settings.http_max_body_bytes
+        routes = routes_for(registry.service_descriptors())
+        for r in routes:
+            servicer = app.servicers.get(r.service.full_name)
+            r.handler = _handler_for(servicer if servicer is not None else object(),
+                                     r.method.name, r.rpc)
+        self.router = Router(routes)
+        workers = max(4, min(32, app.settings.grpc_workers))
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest-worker")
+        self._openapi: bytes | None = None
+        self._openapi_lock = threading.Lock()
+        self._static: dict[str, Callable[[Scope, Receive, Send], Awaitable[int]]] = {
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/metrics": self._metrics,
+            "/openapi.json": self._openapi_json,
+        }
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- ASGI entry ---------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http":
+            if kind == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        static = self._static.get(path)
+        if static is not None:
+            status = await static(scope, receive, send)
+            metrics.HTTP_REQUESTS.labels(path, str(status)).inc()
+            return
+        raw = scope.get("raw_path")
+        raw_path = raw.decode("latin-1") if raw else path
+        if "?" in raw_path:  # some servers leave the query on raw_path
+            raw_path = raw_path.split("?", 1)[0]
+        method: str = scope["method"]
+        match = self.router.match(method, raw_path)
+        if match is None:
+            await self._no_route(method, raw_path, send)
+            return
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            if match.route.rpc == oauth.TOKEN_RPC:
+                await self._token(match, scope, receive, tracked)
+            else:
+                await self._rpc(match, scope, receive, tracked)
+        except Exception:
+            # A bug in the shim itself (the pipeline already maps everything it runs):
+            # log it, and answer like any INTERNAL error, with nothing of it on the wire.
+            log.exception("REST shim failed on %s %s", method, raw_path)
+            if not started:
+                await _send(send, *error_response(internal_status()))
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- the transcoded RPCs --------------------------------------------------------------
+    @staticmethod
+    def _headers(scope: Scope) -> tuple[dict[str, str], str, int | None]:
+        """(metadata for the pipeline, content type, declared content length)."""
+        md: dict[str, str] = {}
+        ctype = ""
+        length: int | None = None
+        for k, v in scope["headers"]:
+            if k in FORWARDED:
+                md[k.decode()] = v.decode("latin-1")
+            elif k == b"content-type":
+                ctype = v.decode("latin-1")
+            elif k == b"content-length":
+                try:
+                    length = int(v)
+                except ValueError:
+                    length = None
+            elif k.startswith(GRPC_METADATA):
+                md[k[len(GRPC_METADATA):].decode("latin-1")] = v.decode("latin-1")
+        return md, ctype, length
+
+    def _build(self, route: Route, values: list[str], body: bytes | None,
+               query: bytes) -> Any:
+        """The request message: body first, then the path (which wins), then the query."""
+        msg = route.request_class()
+        if body is not None and route.body and body.strip():
+            merge_json(msg, load_json(body), route.body)
+        if values:
+            problems: list[Problem] = []
+            for chain, raw, name in zip(route.path_chains, values, route.path_fields,
+                                        strict=True):
+                try:
+                    set_field(msg, chain, [unescape(raw)], name)
+                except Problem as p:
+                    problems.append(p)
+            if problems:
+                raise invalid(problems, reason="INVALID_PATH_PARAMETER", what="bad path parameter")
+        if query:
+            try:
+                params = parse_query(query)
+            except UnicodeDecodeError:
+                raise invalid([Problem("query", "is not valid percent-encoded UTF-8")],
+                              reason="INVALID_QUERY_PARAMETER",
+                              what="bad query string") from None
+            route.query.bind(msg, params)
+        return msg
+
+    async def _call(self, route: Route, request: Any, metadata: dict[str, str],
+                    scope: Scope) -> Any:
+        """Run the call through the pipeline on a worker thread; raises CallFailed."""
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        loop = asyncio.get_running_loop()
+        try:
+            future = loop.run_in_executor(
+                self.executor, self.pipeline.call, route.rpc, request, metadata, peer, "rest",
+                route.handler,
+            )
+        except RuntimeError:  # the executor is shut down: the server is stopping
+            raise CallFailed(shim_status("UNAVAILABLE", "the server is shutting down",
+                                         "SHUTTING_DOWN")) from None
+        return await future
+
+    async def _rpc(self, match: Match, scope: Scope, receive: Receive, send: Send) -> None:
+        route = match.route
+        start = time.perf_counter()
+        metadata, _ctype, length = self._headers(scope)
+        body: bytes | None = None
+        if route.body:
+            try:
+                body = await _read_body(receive, self.max_body, length)
+            except BodyTooLarge:
+                await self._too_large(route, send, start)
+                return
+            except ClientGone:
+                return
+        try:
+            request = self._build(route, match.values, body, scope.get("query_string", b""))
+        except InvalidArgument as e:
+            metrics.observe("rest", route.rpc, "INVALID_ARGUMENT", time.perf_counter() - start)
+            await _send(send, *error_response(status_from_error(e)))
+            return
+        try:
+            response = await self._call(route, request, metadata, scope)
+        except CallFailed as e:
+            await _send(send, *error_response(e.status))
+            return
+        if route.response_body:
+            response = getattr(response, route.response_body)
+        payload = json_format.MessageToDict(response, preserving_proto_field_name=False) \
+            if hasattr(response, "DESCRIPTOR") else response
+        out = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        await _send(send, 200, [(b"content-type", JSON_TYPE)], out)
+
+    async def _too_large(self, route: Route | None, send: Send, start: float) -> None:
+        status = shim_status(
+            "RESOURCE_EXHAUSTED",
+            f"the request body is larger than the limit of {self.max_body} bytes",
+            "REQUEST_TOO_LARGE", {"limit_bytes": str(self.max_body)},
+        )
+        if route is not None:
+            metrics.observe("rest", route.rpc, "RESOURCE_EXHAUSTED", time.perf_counter() - start)
+        await _send(send, *error_response(status, 413))
+
+    async def _no_route(self, method: str, raw_path: str, send: Send) -> None:
+        allowed = self.router.allowed(raw_path)
+        if allowed:
+            status = shim_status("UNIMPLEMENTED", "Method Not Allowed", "METHOD_NOT_ALLOWED",
+                                 {"method": method, "allow": ", ".join(allowed)})
+            code, headers, body = error_response(status, 405)
+            headers.append((b"allow", ", ".join(allowed).encode()))
+            metrics.HTTP_REQUESTS.labels("<method not allowed>", "405").inc()
+        else:
+            status = shim_status("NOT_FOUND", "Not Found", "ROUTE_NOT_FOUND",
+                                 {"method": method})
+            code, headers, body = error_response(status, 404)
+            metrics.HTTP_REQUESTS.labels("<unmatched>", "404").inc()
+        await _send(send, code, headers, body)
+
+    # -- POST /v1/token -------------------------------------------------------------------
+    async def _token(self, match: Match, scope: Scope, receive: Receive, send: Send) -> None:
+        route = match.route
+        start = time.perf_counter()
+        metadata, ctype, length = self._headers(scope)
+        authorization = metadata.pop("authorization", None)  # credentials, not a bearer token
+        try:
+            body = await _read_body(receive, self.max_body, length)
+        except BodyTooLarge:
+            metrics.observe("rest", route.rpc, "RESOURCE_EXHAUSTED", time.perf_counter() - start)
+            err = oauth.OAuthError(413, "invalid_request",
+                                   f"the request body is larger than {self.max_body} bytes")
+            await _send(send, *err.response())
+            return
+        except ClientGone:
+            return
+        try:
+            request, basic = oauth.build_request(body, ctype, authorization)
+            if scope.get("query_string"):
+                raise oauth.OAuthError(400, "invalid_request",
+                                       "send the parameters in the body, not the query string")
+        except oauth.OAuthError as e:
+            code = "UNAUTHENTICATED" if e.status == 401 else "INVALID_ARGUMENT"
+            metrics.observe("rest", route.rpc, code, time.perf_counter() - start)
+            await _send(send, *e.response())
+            return
+        try:
+            response = await self._call(route, request, metadata, scope)
+        except CallFailed as e:
+            await _send(send, *oauth.error_from_status(e.status, basic).response())
+            return
+        out = json.dumps(json_format.MessageToDict(response), separators=(",", ":")).encode()
+        await _send(send, 200, [(b"content-type", JSON_TYPE), *oauth.NO_STORE], out)
+
+    # -- operations endpoints -------------------------------------------------------------
+    async def _only_get(self, scope: Scope, send: Send) -> bool:
+        if scope["method"] in ("GET", "HEAD"):
+            return True
+        status = shim_status("UNIMPLEMENTED", "Method Not Allowed", "METHOD_NOT_ALLOWED",
+                             {"method": scope["method"], "allow": "GET, HEAD"})
+        code, headers, body = error_response(status, 405)
+        headers.append((b"allow", b"GET, HEAD"))
+        await _send(send, code, headers, body)
+        return False
+
+    async def _healthz(self, scope: Scope, receive: Receive, send: Send) -> int:
+        if not await self._only_get(scope, send):
+            return 405
+        await _send(send, 200, [(b"content-type", b"text/plain; charset=utf-8")], b"ok\n")
+        return 200
+
+    async def _readyz(self, scope: Scope, receive: Receive, send: Send) -> int:
+        if not await self._only_get(scope, send):
+            return 405
+        reason = ""
+        if self.app.draining:
+            reason = "draining"
+        else:
+            loop = asyncio.get_running_loop()
+            try:
+                ok = await asyncio.wait_for(
+                    loop.run_in_executor(self.executor, self.app.db.ping), READY_TIMEOUT)
+            except (TimeoutError, RuntimeError):
+                ok = False
+            if not ok:
+                reason = "database unreachable"
+        status = 503 if reason else 200
+        doc = {"ready": False, "reason": reason} if reason else {"ready": True}
+        await _send(send, status, [(b"content-type", JSON_TYPE)], json.dumps(doc).encode())
+        return status
+
+    async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> int:
+        if not await self._only_get(scope, send):
+            return 405
+        await _send(send, 200, [(b"content-type", METRICS_TYPE)], generate_latest(metrics.REGISTRY))
+        return 200
+
+    async def _openapi_json(self, scope: Scope, receive: Receive, send: Send) -> int:
+        if not await self._only_get(scope, send):
+            return 405
+        doc = self._openapi
+        if doc is None:
+            loop = asyncio.get_running_loop()
+            doc = await loop.run_in_executor(self.executor, self._render_openapi)
+        await _send(send, 200, [(b"content-type", JSON_TYPE)], doc)
+        return 200
+
+    def _render_openapi(self) -> bytes:
+        with self._openapi_lock:
+            if self._openapi is None:
+                from accounts_grpc.rest.openapi import render
+
+                self._openapi = render(self.router.routes).encode()
+            return self._openapi
+
+
+def create_http_app(app: App) -> Gateway:
+    """The ASGI application serving the REST shim for ``app`` (uvicorn runs it)."""
+    return Gateway(app)
+

@@ -1,0 +1,158 @@
+"""``POST /v1/token`` as an RFC 6749 §4.4 token endpoint (client credentials grant).
+
+The route is CreateToken's ``google.api.http`` binding like any other; this module only
+adapts the HTTP edges so stock OAuth2 clients work unchanged:
+
+- the request may be ``application/x-www-form-urlencoded`` (RFC 6749 §4.4.2) or JSON
+  (either spelling); unrecognised form parameters are ignored (§3.2), a repeated one is
+  ``invalid_request``;
+- the client may authenticate with HTTP Basic (``client_secret_basic``, RFC 6749
+  §2.3.1: id and secret form-urlencoded, then base64) or in the body
+  (``client_secret_post``), not both;
+- success is RFC 6749 §5.1 (snake_case, numeric ``expires_in``, ``Cache-Control:
+  no-store``); errors are §5.2 ``{"error", "error_description"}``: ``invalid_client``
+  (401 with ``WWW-Authenticate: Basic``), ``invalid_request`` and
+  ``unsupported_grant_type`` (400), and, when the attempt limiter refuses the client or
+  the address, 429 with ``Retry-After``.
+
+The call itself goes through the same Pipeline as gRPC's CreateToken.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from urllib.parse import unquote_plus
+
+from accounts.v1 import session_service_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+from accounts_grpc.domain.errors import InvalidArgument
+from accounts_grpc.rest.errors import REALM, Headers, http_status, retry_after
+from accounts_grpc.rest.transcode import load_json, merge_json, parse_query
+
+TOKEN_RPC = "/accounts.v1.SessionService/CreateToken"
+FORM = "application/x-www-form-urlencoded"
+PARAMS = ("grant_type", "client_id", "client_secret", "scope")
+NO_STORE: Headers = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
+
+
+class OAuthError(Exception):
+    """An RFC 6749 §5.2 error response."""
+
+    def __init__(self, status: int, error: str, description: str, *,
+                 basic_challenge: bool = False, retry_after: int | None = None) -> None:
+        super().__init__(f"{error}: {description}")
+        self.status = status
+        self.error = error
+        self.description = description
+        self.basic_challenge = basic_challenge
+        self.retry_after = retry_after
+
+    def response(self) -> tuple[int, Headers, bytes]:
+        headers: Headers = [(b"content-type", b"application/json"), *NO_STORE]
+        if self.status == 401 or self.basic_challenge:
+            headers.append((b"www-authenticate", f'Basic realm="{REALM}"'.encode()))
+        if self.retry_after is not None:
+            headers.append((b"retry-after", str(self.retry_after).encode()))
+        body = json.dumps({"error": self.error, "error_description": self.description},
+                          separators=(",", ":")).encode()
+        return self.status, headers, body
+
+
+def parse_basic(value: str) -> tuple[str, str]:
+    """``Basic base64(urlencode(id):urlencode(secret))`` → (id, secret); raises OAuthError."""
+    scheme, _, param = value.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise OAuthError(401, "invalid_client",
+                         f"unsupported client authentication scheme {scheme!r}; "
+                         "use Basic or client_secret in the body")
+    try:
+        decoded = base64.b64decode(param.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise OAuthError(401, "invalid_client",
+                         "malformed HTTP Basic credentials", basic_challenge=True) from None
+    user, sep, password = decoded.partition(":")
+    if not sep:
+        raise OAuthError(401, "invalid_client",
+                         "malformed HTTP Basic credentials", basic_challenge=True)
+    return unquote_plus(user), unquote_plus(password)
+
+
+def build_request(body: bytes, content_type: str,
+                  authorization: str | None) -> tuple[session_service_pb2.CreateTokenRequest, bool]:
+    """The CreateTokenRequest from the HTTP request, and whether Basic was used."""
+    msg = session_service_pb2.CreateTokenRequest()
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    form = ctype == FORM
+    if form:
+        try:
+            params = parse_query(body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise OAuthError(400, "invalid_request", "the form is not UTF-8") from None
+        for name in PARAMS:
+            values = params.get(name)
+            if values is None:
+                continue
+            if len(values) > 1:
+                raise OAuthError(400, "invalid_request", f"parameter {name} is repeated")
+            setattr(msg, name, values[0])
+    elif ctype in ("", "application/json") or ctype.endswith("+json"):
+        if body.strip():
+            try:
+                merge_json(msg, load_json(body), "*")
+            except InvalidArgument as e:
+                raise OAuthError(400, "invalid_request", e.message) from None
+    else:
+        raise OAuthError(400, "invalid_request",
+                         f"unsupported content type {ctype!r}; send {FORM} or application/json")
+    basic = False
+    # Only HTTP Basic authenticates a client here; another scheme (say a Bearer token a
+    # client sends everywhere) is no client authentication and is ignored.
+    if authorization and authorization.lstrip()[:6].lower() == "basic ":
+        client_id, client_secret = parse_basic(authorization)
+        basic = True
+        if msg.client_secret:
+            raise OAuthError(400, "invalid_request",
+                             "the client authenticated with more than one method "
+                             "(HTTP Basic and client_secret in the body)")
+        if msg.client_id and msg.client_id != client_id:
+            raise OAuthError(400, "invalid_request",
+                             "client_id in the body differs from the HTTP Basic user")
+        msg.client_id, msg.client_secret = client_id, client_secret
+    if form and not msg.grant_type:
+        raise OAuthError(400, "invalid_request", "grant_type is required")
+    supported = msg.grant_type in ("", "client_credentials")
+    if supported and (not msg.client_id or not msg.client_secret):
+        missing = [n for n in ("client_id", "client_secret") if not getattr(msg, n)]
+        raise OAuthError(400, "invalid_request",
+                         f"{' and '.join(missing)} required, in the body or as HTTP Basic "
+                         "authentication")
+    return msg, basic
+
+
+def error_from_status(status: status_pb2.Status, basic: bool) -> OAuthError:
+    """A failed CreateToken call → its RFC 6749 §5.2 error."""
+    reason = ""
+    for d in status.details:
+        if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            d.Unpack(info)
+            reason = info.reason
+            break
+    code = status.code
+    if code == code_pb2.UNAUTHENTICATED:
+        return OAuthError(401, "invalid_client", status.message, basic_challenge=basic)
+    if code == code_pb2.INVALID_ARGUMENT:
+        error = "unsupported_grant_type" if reason == "UNSUPPORTED_GRANT_TYPE" else (
+            "invalid_scope" if reason == "INVALID_SCOPE" else "invalid_request")
+        return OAuthError(400, error, status.message)
+    if code == code_pb2.PERMISSION_DENIED:
+        return OAuthError(400, "unauthorized_client", status.message)
+    if code == code_pb2.RESOURCE_EXHAUSTED:
+        return OAuthError(429, "temporarily_unavailable", status.message,
+                          retry_after=retry_after(status))
+    http = http_status(code)
+    error = "temporarily_unavailable" if http in (503, 504, 429) else "server_error"
+    return OAuthError(http if http >= 400 else 500, error, status.message)

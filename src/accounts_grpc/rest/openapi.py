@@ -1,0 +1,755 @@
+"""OpenAPI 3.1 for the REST shim, generated from the same annotations that route it.
+
+Routes, parameters and bodies come from the compiled route table (``routes.py``), so
+the document cannot drift from what the server serves; schemas come from the message
+descriptors, descriptions from the proto comments.
+
+The generated ``*_pb2`` modules carry no comments (protoc drops source info from
+them), so the comments ship separately in ``descriptors.binpb`` next to this module: a
+``FileDescriptorSet`` of the accounts.v1 files built by protoc with
+``--include_source_info``, reduced to the locations that carry comments. Regenerate it
+whenever the protos change (``make gen`` does)::
+
+    python -m accounts_grpc.rest.openapi --write-descriptors   # needs grpcio-tools
+    python -m accounts_grpc.rest.openapi > openapi.json        # make openapi
+    python -m accounts_grpc.rest.openapi --check               # both fresh? (exit 1 if not)
+
+At runtime each file in it is checked against the descriptor the server actually uses
+(source info aside); a stale file is ignored with a warning, so a stale comment can
+never describe the wrong field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from google.api import field_behavior_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from accounts_grpc.rest.routes import Route, routes_for
+from accounts_grpc.rest.transcode import SCALAR_MESSAGES, WRAPPERS
+from accounts_grpc.rpc import registry  # imports every accounts.v1 module into the pool
+
+log = logging.getLogger("accounts_grpc.rest")
+
+PACKAGE = "accounts.v1"
+DESCRIPTORS = Path(__file__).with_name("descriptors.binpb")
+REF = "#/components/schemas/"
+T = FieldDescriptor
+
+_FB = field_behavior_pb2.FieldBehavior
+
+# -- comments -----------------------------------------------------------------------------
+
+# FileDescriptorProto / DescriptorProto / ... field numbers used in SourceCodeInfo paths.
+_FILE_MESSAGE, _FILE_ENUM, _FILE_SERVICE = 4, 5, 6
+_MSG_FIELD, _MSG_NESTED, _MSG_ENUM, _MSG_ONEOF = 2, 3, 4, 8
+_ENUM_VALUE = 2
+_SERVICE_METHOD = 2
+
+
+def _element_names(fdp: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int, ...], str]:
+    """SourceCodeInfo path → full name of the element it describes."""
+    names: dict[tuple[int, ...], str] = {}
+    pkg = fdp.package
+
+    def enum(e: descriptor_pb2.EnumDescriptorProto, path: tuple[int, ...], scope: str) -> None:
+        full = f"{scope}.{e.name}"
+        names[path] = full
+        for i, v in enumerate(e.value):
+            # enum values are scoped like siblings of the enum in protobuf, but keep the
+            # enum's name in the key so two enums cannot collide.
+            names[(*path, _ENUM_VALUE, i)] = f"{full}.{v.name}"
+
+    def message(m: descriptor_pb2.DescriptorProto, path: tuple[int, ...], scope: str) -> None:
+        full = f"{scope}.{m.name}"
+        names[path] = full
+        for i, f in enumerate(m.field):
+            names[(*path, _MSG_FIELD, i)] = f"{full}.{f.name}"
+        for i, o in enumerate(m.oneof_decl):
+            names[(*path, _MSG_ONEOF, i)] = f"{full}.{o.name}"
+        for i, n in enumerate(m.nested_type):
+            message(n, (*path, _MSG_NESTED, i), full)
+        for i, e in enumerate(m.enum_type):
+            enum(e, (*path, _MSG_ENUM, i), full)
+
+    for i, m in enumerate(fdp.message_type):
+        message(m, (_FILE_MESSAGE, i), pkg)
+    for i, e in enumerate(fdp.enum_type):
+        enum(e, (_FILE_ENUM, i), pkg)
+    for i, s in enumerate(fdp.service):
+        full = f"{pkg}.{s.name}"
+        names[(_FILE_SERVICE, i)] = full
+        for j, rpc in enumerate(s.method):
+            names[(_FILE_SERVICE, i, _SERVICE_METHOD, j)] = f"{full}.{rpc.name}"
+    return names
+
+
+def clean_comment(text: str) -> str:
+    """A proto comment block → text: one leading space per line dropped, ends trimmed."""
+    lines = [line[1:] if line.startswith(" ") else line for line in text.split("\n")]
+    return "\n".join(lines).strip()
+
+
+def _default_json_name(name: str) -> str:
+    """protoc's ToJsonName: drop underscores, capitalizing the letter after each."""
+    out: list[str] = []
+    upper = False
+    for ch in name:
+        if ch == "_":
+            upper = True
+        elif upper:
+            out.append(ch.upper())
+            upper = False
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _strip_default_json_names(fields: Iterable[descriptor_pb2.FieldDescriptorProto]) -> None:
+    for f in fields:
+        if f.HasField("json_name") and f.json_name == _default_json_name(f.name):
+            f.ClearField("json_name")
+
+
+def _normalize_messages(messages: Iterable[descriptor_pb2.DescriptorProto]) -> None:
+    for m in messages:
+        _strip_default_json_names(m.field)
+        _strip_default_json_names(m.extension)
+        _normalize_messages(m.nested_type)
+
+
+def normalized(fdp: descriptor_pb2.FileDescriptorProto) -> descriptor_pb2.FileDescriptorProto:
+    """The file as the generated *_pb2 module embeds it: no source info, and no json_name
+    where it is the default (protoc's Python generator leaves those out)."""
+    copy = descriptor_pb2.FileDescriptorProto()
+    copy.CopyFrom(fdp)
+    copy.ClearField("source_code_info")
+    _normalize_messages(copy.message_type)
+    _strip_default_json_names(copy.extension)
+    return copy
+
+
+@lru_cache(maxsize=1)
+def comments() -> dict[str, str]:
+    """Full element name → its leading (else trailing) comment, from descriptors.binpb."""
+    out: dict[str, str] = {}
+    try:
+        fds = descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTORS.read_bytes())
+    except (OSError, ValueError) as e:
+        log.warning("OpenAPI: no proto comments (%s: %s); run `make gen`", DESCRIPTORS.name, e)
+        return out
+    pool = descriptor_pool.Default()
+    for fdp in fds.file:
+        try:
+            live = descriptor_pb2.FileDescriptorProto.FromString(
+                pool.FindFileByName(fdp.name).serialized_pb)
+        except KeyError:
+            live = None
+        if live is None or normalized(live) != normalized(fdp):
+            log.warning("OpenAPI: %s in %s is stale; its comments are left out. Run `make gen`",
+                        fdp.name, DESCRIPTORS.name)
+            continue
+        names = _element_names(fdp)
+        for loc in fdp.source_code_info.location:
+            name = names.get(tuple(loc.path))
+            text = loc.leading_comments or loc.trailing_comments
+            if name and text:
+                out[name] = clean_comment(text)
+    return out
+
+
+def stale_files() -> list[str]:
+    """Files of descriptors.binpb that do not match the live descriptors (for tests)."""
+    fds = descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTORS.read_bytes())
+    pool = descriptor_pool.Default()
+    stale = []
+    for fdp in fds.file:
+        try:
+            live = descriptor_pb2.FileDescriptorProto.FromString(
+                pool.FindFileByName(fdp.name).serialized_pb)
+        except KeyError:
+            stale.append(fdp.name)
+            continue
+        if normalized(live) != normalized(fdp):
+            stale.append(fdp.name)
+    return stale
+
+
+# -- writing descriptors.binpb (dev time, needs grpcio-tools) -------------------------------
+
+
+def _repo_protos() -> Path:
+    return Path(__file__).resolve().parents[3] / "protos"
+
+
+def build_descriptors(proto_root: Path) -> bytes:
+    """protoc → a FileDescriptorSet of proto_root's accounts/ files with comments only."""
+    import google.api
+
+    googleapis = Path(next(iter(google.api.__path__))).resolve().parent.parent
+    proto_root = proto_root.resolve()
+    files = sorted(p.relative_to(proto_root).as_posix() for p in proto_root.rglob("*.proto"))
+    if not files:
+        raise SystemExit(f"openapi: no .proto files under {proto_root}")
+    with tempfile.TemporaryDirectory(prefix="openapi-desc-") as tmp:
+        out = Path(tmp, "set.binpb")
+        cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_root}", f"-I{googleapis}",
+               "--include_source_info", f"--descriptor_set_out={out}", *files]
+        result = subprocess.run(cmd, cwd=proto_root, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"openapi: protoc failed:\n{result.stdout}{result.stderr}")
+        fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    for fdp in fds.file:
+        _normalize_messages(fdp.message_type)
+        _strip_default_json_names(fdp.extension)
+        keep = [loc for loc in fdp.source_code_info.location
+                if loc.leading_comments or loc.trailing_comments]
+        fdp.source_code_info.ClearField("location")
+        for loc in keep:
+            new = fdp.source_code_info.location.add()
+            new.path.extend(loc.path)
+            if loc.leading_comments:
+                new.leading_comments = loc.leading_comments
+            if loc.trailing_comments:
+                new.trailing_comments = loc.trailing_comments
+    return fds.SerializeToString(deterministic=True)
+
+
+def write_descriptors(proto_root: Path, target: Path = DESCRIPTORS) -> None:
+    data = build_descriptors(proto_root)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+
+
+# -- schemas ------------------------------------------------------------------------------
+
+_WKT: dict[str, dict[str, Any]] = {
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time",
+                                  "description": "RFC 3339, e.g. \"2024-05-01T12:00:00Z\"."},
+    "google.protobuf.Duration": {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$",
+                                 "description": "Seconds with an \"s\" suffix, e.g. \"1.5s\"."},
+    "google.protobuf.FieldMask": {"type": "string",
+                                  "description": "Comma-separated field paths, e.g. "
+                                                 "\"name,primaryColor\"."},
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array", "items": {}},
+    "google.protobuf.Empty": {"type": "object"},
+    "google.protobuf.Any": {"$ref": REF + "Any"},
+}
+
+
+def _scalar(f: FieldDescriptor) -> dict[str, Any]:
+    t = f.type
+    if t in (T.TYPE_INT32, T.TYPE_SINT32, T.TYPE_SFIXED32):
+        return {"type": "integer", "format": "int32"}
+    if t in (T.TYPE_UINT32, T.TYPE_FIXED32):
+        return {"type": "integer", "format": "int64", "minimum": 0, "maximum": 4294967295}
+    if t in (T.TYPE_INT64, T.TYPE_SINT64, T.TYPE_SFIXED64):
+        return {"type": ["string", "integer"], "format": "int64"}
+    if t in (T.TYPE_UINT64, T.TYPE_FIXED64):
+        return {"type": ["string", "integer"], "format": "uint64"}
+    if t == T.TYPE_DOUBLE:
+        return {"type": "number", "format": "double"}
+    if t == T.TYPE_FLOAT:
+        return {"type": "number", "format": "float"}
+    if t == T.TYPE_BOOL:
+        return {"type": "boolean"}
+    if t == T.TYPE_BYTES:
+        return {"type": "string", "format": "byte", "contentEncoding": "base64"}
+    return {"type": "string"}
+
+
+def schema_name(full_name: str) -> str:
+    prefix = PACKAGE + "."
+    return full_name[len(prefix):] if full_name.startswith(prefix) else full_name
+
+
+class SchemaBuilder:
+    """Message and enum descriptors → JSON Schema (OpenAPI 3.1) components."""
+
+    def __init__(self, notes: dict[str, str]) -> None:
+        self.notes = notes
+        self.schemas: dict[str, dict[str, Any]] = {}
+        self._pending: list[Descriptor | EnumDescriptor] = []
+
+    def type_schema(self, f: FieldDescriptor) -> dict[str, Any]:
+        """The schema of one value of ``f`` (an element, for a repeated field)."""
+        if f.message_type is not None:
+            name = f.message_type.full_name
+            if name in WRAPPERS:
+                inner = _scalar(f.message_type.fields_by_name["value"])
+                t = inner["type"]
+                inner["type"] = [*t, "null"] if isinstance(t, list) else [t, "null"]
+                return inner
+            if name in _WKT:
+                return dict(_WKT[name])
+            return {"$ref": REF + self.add(f.message_type)}
+        if f.enum_type is not None:
+            return {"$ref": REF + self.add(f.enum_type)}
+        return _scalar(f)
+
+    def field_schema(self, f: FieldDescriptor) -> dict[str, Any]:
+        mt = f.message_type
+        if mt is not None and mt.GetOptions().map_entry:
+            schema: dict[str, Any] = {"type": "object", "additionalProperties":
+                                      self.type_schema(mt.fields_by_name["value"])}
+        elif f.is_repeated:
+            schema = {"type": "array", "items": self.type_schema(f)}
+        else:
+            schema = self.type_schema(f)
+        note = self.notes.get(f.full_name)
+        behaviors = set(f.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+        if _FB.OUTPUT_ONLY in behaviors:
+            schema["readOnly"] = True
+        if _FB.INPUT_ONLY in behaviors:
+            schema["writeOnly"] = True
+        extra = []
+        if _FB.IMMUTABLE in behaviors:
+            extra.append("Immutable: set on create only.")
+        oneof = f.containing_oneof
+        if oneof is not None and len(oneof.fields) > 1:
+            others = [o.json_name for o in oneof.fields if o is not f]
+            extra.append(f"At most one of `{f.json_name}`, "
+                         + ", ".join(f"`{o}`" for o in others) + " may be set.")
+        text = " ".join([note, *extra]) if note else " ".join(extra)
+        if text:
+            schema["description"] = text if "description" not in schema else \
+                f"{text} {schema['description']}"
+        if f.GetOptions().deprecated:
+            schema["deprecated"] = True
+        return schema
+
+    def add(self, d: Descriptor | EnumDescriptor) -> str:
+        name = schema_name(d.full_name)
+        if name not in self.schemas:
+            self.schemas[name] = {}  # placeholder, breaks cycles
+            self.schemas[name] = (self._enum(d) if isinstance(d, EnumDescriptor)
+                                  else self._message(d))
+        return name
+
+    def _enum(self, e: EnumDescriptor) -> dict[str, Any]:
+        lines = [self.notes.get(e.full_name, "")]
+        for v in e.values:
+            note = self.notes.get(f"{e.full_name}.{v.name}")
+            if note:
+                lines.append(f"- `{v.name}`: {note}")
+        schema: dict[str, Any] = {"type": "string", "enum": [v.name for v in e.values]}
+        text = "\n".join(x for x in lines if x)
+        if text:
+            schema["description"] = text
+        return schema
+
+    def _message(self, m: Descriptor) -> dict[str, Any]:
+        props: dict[str, Any] = {}
+        required: list[str] = []
+        for f in m.fields:
+            props[f.json_name] = self.field_schema(f)
+            if _FB.REQUIRED in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]:
+                required.append(f.json_name)
+        schema: dict[str, Any] = {"type": "object"}
+        note = self.notes.get(m.full_name)
+        if note:
+            schema["description"] = note
+        schema["properties"] = props
+        if required:
+            schema["required"] = required
+        return schema
+
+
+# -- the document -------------------------------------------------------------------------
+
+STATUS_SCHEMA = {
+    "type": "object",
+    "description": "An error, as grpc-gateway writes a google.rpc.Status: the gRPC code "
+                   "number, a message for developers, and details such as "
+                   "google.rpc.ErrorInfo (reason, domain \"accounts.v1\", metadata), "
+                   "google.rpc.BadRequest (field violations) and google.rpc.RetryInfo.",
+    "properties": {
+        "code": {"type": "integer", "format": "int32",
+                 "description": "gRPC status code, e.g. 5 for NOT_FOUND."},
+        "message": {"type": "string"},
+        "details": {"type": "array", "items": {"$ref": REF + "Any"}},
+    },
+    "required": ["code", "message", "details"],
+}
+ANY_SCHEMA = {
+    "type": "object",
+    "description": "A google.protobuf.Any: `@type` names the message, its fields follow.",
+    "properties": {"@type": {"type": "string"}},
+    "required": ["@type"],
+    "additionalProperties": True,
+}
+OAUTH2_ERROR_SCHEMA = {
+    "type": "object",
+    "description": "An RFC 6749 section 5.2 error.",
+    "properties": {
+        "error": {"type": "string", "enum": [
+            "invalid_request", "invalid_client", "unsupported_grant_type",
+            "unauthorized_client", "invalid_scope", "temporarily_unavailable", "server_error"]},
+        "error_description": {"type": "string"},
+    },
+    "required": ["error"],
+}
+ERROR_RESPONSE = {
+    "description": "An error: HTTP status from the gRPC code (grpc-gateway's table), the "
+                   "status as JSON. 429 carries `Retry-After`.",
+    "content": {"application/json": {"schema": {"$ref": REF + "Status"}}},
+}
+DESCRIPTION = """\
+The REST shim of accounts-grpc, transcoded from the gRPC API (package `accounts.v1`)
+like grpc-gateway: the same RPCs, authorization and errors as over gRPC.
+
+- Authenticate with `Authorization: Bearer <token>`: a JWT from `POST /v1/token`
+  (OAuth2 client credentials, RFC 6749 section 4.4) or a session token from
+  `POST /v1/sessions`.
+- Bodies and responses are proto3 JSON: lowerCamelCase out (fields left at their
+  default are omitted, 64-bit integers are strings), either spelling in; an unknown
+  field is 400.
+- Fields not in the path or the body come from the query string: dotted names for
+  nested fields, a repeated key for a list, field masks comma-separated, enums by name,
+  timestamps in RFC 3339.
+- Errors are `{"code", "message", "details"}` with the HTTP status from grpc-gateway's
+  table (INVALID_ARGUMENT 400, UNAUTHENTICATED 401, PERMISSION_DENIED 403, NOT_FOUND 404,
+  ALREADY_EXISTS/ABORTED 409, RESOURCE_EXHAUSTED 429 with `Retry-After`,
+  UNIMPLEMENTED 501, UNAVAILABLE 503). A known path with the wrong method is 405 with
+  `Allow`; a request body over the server's limit (`--http-max-body-bytes`, 1 MiB by
+  default) is 413.
+"""
+
+
+def _first_sentence(text: str) -> str:
+    flat = " ".join(text.split())
+    m = re.match(r"(.+?\.)(\s|$)", flat)
+    return (m.group(1) if m else flat)[:200]
+
+
+def _canonical(route: Route) -> tuple[Any, ...]:
+    t = route.template
+    shape: list[Any] = []
+    last_var = -2
+    for s in t.segments:
+        if s.var >= 0:
+            if s.var != last_var:
+                shape.append(("var", t.var_patterns[s.var]))
+            last_var = s.var
+        else:
+            shape.append((s.kind, s.literal))
+            last_var = -2
+    return (tuple(shape), t.verb)
+
+
+class DocumentBuilder:
+    def __init__(self, routes: Sequence[Route], notes: dict[str, str]) -> None:
+        self.routes = routes
+        self.notes = notes
+        self.schemas = SchemaBuilder(notes)
+
+    def build(self) -> dict[str, Any]:
+        paths: dict[str, dict[str, Any]] = {}
+        canonical: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
+        for route in self.routes:
+            key = _canonical(route)
+            if key not in canonical:
+                names = route.template.field_paths
+                canonical[key] = (route.template.openapi_path(names), names)
+            path, names = canonical[key]
+            item = paths.setdefault(path, {})
+            item[route.http_method.lower()] = self.operation(route, names)
+        paths.update(self.ops_paths())
+        self.schemas.schemas.setdefault("Status", STATUS_SCHEMA)
+        self.schemas.schemas.setdefault("Any", ANY_SCHEMA)
+        self.schemas.schemas.setdefault("OAuth2Error", OAUTH2_ERROR_SCHEMA)
+        # every message and enum of the package, used by a route or not
+        for d in self._package_types():
+            self.schemas.add(d)
+        services = []
+        seen: set[str] = set()
+        for r in self.routes:
+            if r.service.full_name not in seen:
+                seen.add(r.service.full_name)
+                tag: dict[str, Any] = {"name": r.service.name}
+                if self.notes.get(r.service.full_name):
+                    tag["description"] = self.notes[r.service.full_name]
+                services.append(tag)
+        services.append({"name": "Operations",
+                         "description": "Health, readiness, metrics and this document."})
+        return {
+            "openapi": "3.1.0",
+            "info": {
+                "title": "accounts-grpc",
+                "version": "v1",
+                "description": DESCRIPTION,
+                "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+            },
+            "servers": [{"url": "/"}],
+            "tags": services,
+            "security": [{"bearer": []}],
+            "paths": paths,
+            "components": {
+                "schemas": dict(sorted(self.schemas.schemas.items())),
+                "securitySchemes": {
+                    "bearer": {
+                        "type": "http",
+                        "scheme": "bearer",
+                        "description": "A JWT from POST /v1/token or a session token from "
+                                       "POST /v1/sessions.",
+                    },
+                    "oauth2": {
+                        "type": "oauth2",
+                        "description": "OAuth2 client credentials (RFC 6749 section 4.4); "
+                                       "the token goes in `Authorization: Bearer`.",
+                        "flows": {"clientCredentials": {"tokenUrl": "/v1/token", "scopes": {}}},
+                    },
+                },
+            },
+        }
+
+    def _package_types(self) -> Iterable[Descriptor | EnumDescriptor]:
+        files = {r.service.file for r in self.routes}
+        todo = list(files)
+        seen = set()
+        while todo:
+            f = todo.pop()
+            if f.name in seen or f.package != PACKAGE:
+                continue
+            seen.add(f.name)
+            todo.extend(f.dependencies)
+        pool_files = sorted(seen)
+        out: list[Descriptor | EnumDescriptor] = []
+        pool = descriptor_pool.Default()
+        for name in pool_files:
+            fd = pool.FindFileByName(name)
+
+            def walk(m: Descriptor) -> None:
+                if m.GetOptions().map_entry:
+                    return
+                out.append(m)
+                for n in m.nested_types:
+                    walk(n)
+                out.extend(m.enum_types)
+
+            for m in fd.message_types_by_name.values():
+                walk(m)
+            out.extend(fd.enum_types_by_name.values())
+        return out
+
+    def _param_desc(self, f: FieldDescriptor) -> str:
+        return self.notes.get(f.full_name, "")
+
+    def _query_params(self, desc: Descriptor, skip: set[str], prefix: str = "",
+                      proto_prefix: str = "", depth: int = 0,
+                      stack: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for f in desc.fields:
+            proto = proto_prefix + f.name
+            if proto in skip:
+                continue
+            mt = f.message_type
+            if mt is not None and mt.GetOptions().map_entry:
+                continue
+            if mt is not None and mt.full_name not in SCALAR_MESSAGES:
+                if f.is_repeated or depth >= 3 or mt.full_name in stack:
+                    continue
+                out += self._query_params(mt, skip, f"{prefix}{f.json_name}.", proto + ".",
+                                          depth + 1, (*stack, mt.full_name))
+                continue
+            schema = self.schemas.field_schema(f)
+            param: dict[str, Any] = {"name": prefix + f.json_name, "in": "query",
+                                     "required": False}
+            description = schema.pop("description", "")
+            schema.pop("readOnly", None)
+            if description:
+                param["description"] = description
+            if f.is_repeated:
+                param["style"] = "form"
+                param["explode"] = True
+            param["schema"] = schema
+            out.append(param)
+        return out
+
+    def operation(self, route: Route, names: list[str]) -> dict[str, Any]:
+        m = route.method
+        note = self.notes.get(m.full_name, "")
+        op: dict[str, Any] = {"operationId": route.operation_id, "tags": [route.service.name]}
+        if note:
+            op["summary"] = _first_sentence(note)
+            op["description"] = note
+        params: list[dict[str, Any]] = []
+        for i, chain in enumerate(route.path_chains):
+            leaf = chain[-1]
+            schema = self.schemas.type_schema(leaf)
+            desc = self._param_desc(leaf)
+            field_path = route.path_fields[i]
+            if names[i] != route.template.field_paths[i]:
+                desc = f"Sets `{field_path}`. {desc}".strip()
+            pattern = route.template.var_patterns[i]
+            if pattern != "*":
+                desc = f"{desc} Matches `{pattern}`.".strip()
+            p: dict[str, Any] = {"name": names[i], "in": "path", "required": True,
+                                 "schema": schema}
+            if desc:
+                p["description"] = desc
+            params.append(p)
+        req = m.input_type
+        if route.body != "*":
+            skip = set(route.path_fields)
+            if route.body:
+                skip.add(route.body)
+            params += self._query_params(req, skip)
+        if params:
+            op["parameters"] = params
+        if route.body:
+            op["requestBody"] = self.request_body(route)
+        op["responses"] = self.responses(route)
+        if route.public:
+            op["security"] = []
+        return op
+
+    def request_body(self, route: Route) -> dict[str, Any]:
+        req = route.method.input_type
+        if route.body == "*":
+            top = {c[0].name for c in route.path_chains if len(c) == 1}
+            if top:
+                full = self.schemas.schemas[self.schemas.add(req)]
+                schema = {k: v for k, v in full.items() if k not in ("properties", "required")}
+                excluded = {req.fields_by_name[t].json_name for t in top}
+                schema["properties"] = {n: s for n, s in full["properties"].items()
+                                        if n not in excluded}
+                req_fields = [n for n in full.get("required", ()) if n in schema["properties"]]
+                if req_fields:
+                    schema["required"] = req_fields
+            else:
+                schema = {"$ref": REF + self.schemas.add(req)}
+            required = False
+        else:
+            f = req.fields_by_name[route.body]
+            schema = self.schemas.field_schema(f)
+            schema.pop("readOnly", None)
+            required = _FB.REQUIRED in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+        content: dict[str, Any] = {"application/json": {"schema": schema}}
+        if route.rpc == "/accounts.v1.SessionService/CreateToken":
+            content["application/x-www-form-urlencoded"] = {"schema": {
+                "type": "object",
+                "properties": {f.name: _scalar(f) for f in req.fields},
+                "required": ["grant_type"],
+            }}
+        return {"required": required, "content": content}
+
+    def responses(self, route: Route) -> dict[str, Any]:
+        out_desc = route.method.output_type
+        if route.response_body:
+            schema = self.schemas.field_schema(out_desc.fields_by_name[route.response_body])
+        else:
+            schema = {"$ref": REF + self.schemas.add(out_desc)}
+        ok = {"description": self.notes.get(out_desc.full_name, "OK") or "OK",
+              "content": {"application/json": {"schema": schema}}}
+        if route.rpc == "/accounts.v1.SessionService/CreateToken":
+            oauth_error = {"content": {"application/json": {
+                "schema": {"$ref": REF + "OAuth2Error"}}}}
+            return {
+                "200": ok,
+                "400": {"description": "invalid_request or unsupported_grant_type", **oauth_error},
+                "401": {"description": "invalid_client; carries `WWW-Authenticate: Basic`",
+                        **oauth_error},
+                "429": {"description": "Too many failed attempts for this client or address; "
+                                       "retry after `Retry-After` seconds",
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        **oauth_error},
+                "default": ERROR_RESPONSE,
+            }
+        return {"200": ok, "default": ERROR_RESPONSE}
+
+    def ops_paths(self) -> dict[str, Any]:
+        def op(op_id: str, summary: str, content_type: str, schema: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+            responses: dict[str, Any] = {"200": {"description": "OK", "content": {
+                content_type: {"schema": schema}}}}
+            responses.update(extra or {})
+            return {"get": {"operationId": op_id, "summary": summary, "tags": ["Operations"],
+                            "security": [], "responses": responses}}
+
+        ready = {"type": "object", "properties": {"ready": {"type": "boolean"},
+                                                  "reason": {"type": "string"}}}
+        return {
+            "/healthz": op("Operations_Healthz", "The process is up.", "text/plain",
+                           {"type": "string"}),
+            "/readyz": op("Operations_Readyz",
+                          "Ready for traffic: the database answers and the server is not "
+                          "draining.", "application/json", ready,
+                          {"503": {"description": "Not ready (draining or database down).",
+                                   "content": {"application/json": {"schema": ready}}}}),
+            "/metrics": op("Operations_Metrics",
+                           "Prometheus metrics (text format 0.0.4): calls, latencies and "
+                           "errors per RPC, code and transport.", "text/plain",
+                           {"type": "string"}),
+            "/openapi.json": op("Operations_OpenApi", "This document.", "application/json",
+                                {"type": "object"}),
+        }
+
+
+def document(routes: Sequence[Route] | None = None) -> dict[str, Any]:
+    """The OpenAPI document as a dict."""
+    if routes is None:
+        routes = routes_for(registry.service_descriptors())
+    return DocumentBuilder(routes, comments()).build()
+
+
+def render(routes: Sequence[Route] | None = None) -> str:
+    """The OpenAPI document as the text ``make openapi`` writes (stable, diff-friendly)."""
+    return json.dumps(document(routes), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m accounts_grpc.rest.openapi",
+        description="Print the REST shim's OpenAPI 3.1 document, or refresh the proto "
+                    "comments it is built from.")
+    parser.add_argument("--write-descriptors", action="store_true",
+                        help=f"rebuild {DESCRIPTORS.name} from the protos (needs grpcio-tools)")
+    parser.add_argument("--check", action="store_true",
+                        help=f"exit 1 if {DESCRIPTORS.name} or the repository's openapi.json "
+                             "is stale (needs grpcio-tools)")
+    parser.add_argument("--protos", type=Path, default=None,
+                        help="proto root (default: protos/ of the repository)")
+    ns = parser.parse_args(argv)
+    if ns.check:
+        root = ns.protos or _repo_protos()
+        problems = []
+        if build_descriptors(root) != DESCRIPTORS.read_bytes():
+            problems.append(f"{DESCRIPTORS} is stale: run `make gen`")
+        committed = root.parent / "openapi.json"
+        if not committed.is_file() or committed.read_text() != render():
+            problems.append(f"{committed} is stale: run `make openapi`")
+        for p in problems:
+            print(f"openapi: {p}", file=sys.stderr)
+        if not problems:
+            print("openapi: descriptors and openapi.json are up to date", file=sys.stderr)
+        return 1 if problems else 0
+    if ns.write_descriptors:
+        root = ns.protos or _repo_protos()
+        write_descriptors(root)
+        print(f"openapi: wrote {DESCRIPTORS}", file=sys.stderr)
+        return 0
+    sys.stdout.write(render())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

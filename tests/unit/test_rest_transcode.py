@@ -1,0 +1,330 @@
+"""The REST shim's transcoding: query strings, path values, JSON bodies (no I/O)."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+import pytest
+from accounts.v1 import (
+    account_service_pb2,
+    partition_service_pb2,
+    session_service_pb2,
+    user_service_pb2,
+)
+from google.protobuf import timestamp_pb2
+from hypothesis import given
+from hypothesis import strategies as st
+
+from accounts_grpc.domain.errors import InvalidArgument
+from accounts_grpc.rest.errors import error_response, http_status, retry_after
+from accounts_grpc.rest.oauth import OAuthError, build_request, parse_basic
+from accounts_grpc.rest.routes import Router, routes_for
+from accounts_grpc.rest.transcode import (
+    Problem,
+    QueryBinder,
+    convert_scalar,
+    load_json,
+    merge_json,
+    parse_query,
+    resolve,
+    set_field,
+    snake_case,
+)
+from accounts_grpc.rpc import registry
+from accounts_grpc.rpc.status import status_for, status_from_error
+
+
+def violations(e: InvalidArgument) -> dict[str, str]:
+    return {v.field: v.description for v in e.violations}
+
+
+# -- query strings --------------------------------------------------------------------------
+
+
+def test_parse_query_repeats_decodes_and_keeps_blanks() -> None:
+    q = parse_query(b"include=account&include=x&filter=a+b%20c&empty=&flag")
+    assert q == {"include": ["account", "x"], "filter": ["a b c"], "empty": [""], "flag": [""]}
+
+
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=8), st.text(max_size=8)), max_size=6))
+def test_property_parse_query_inverts_urlencode(pairs: list[tuple[str, str]]) -> None:
+    expected: dict[str, list[str]] = {}
+    for k, v in pairs:
+        expected.setdefault(k, []).append(v)
+    assert parse_query(urlencode(pairs)) == expected
+
+
+def bind(cls: type, query: str, path: tuple[str, ...] = (), body: tuple[str, ...] = (),
+         closed: bool = False) -> object:
+    msg = cls()
+    QueryBinder(cls.DESCRIPTOR, path, body, closed=closed).bind(msg, parse_query(query))
+    return msg
+
+
+def test_query_scalars_both_spellings() -> None:
+    msg = bind(account_service_pb2.ListAccountsRequest,
+               "pageSize=10&page_token=t&filter=%22big+co%22&order_by=name+desc&showClosed=true")
+    assert msg.page_size == 10
+    assert msg.page_token == "t"
+    assert msg.filter == '"big co"'
+    assert msg.order_by == "name desc"
+    assert msg.show_closed is True
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("true", True), ("1", True), ("T", True), ("false", False), ("0", False), ("F", False)])
+def test_query_bools_like_strconv(raw: str, expected: bool) -> None:
+    msg = bind(account_service_pb2.ListAccountsRequest, f"show_closed={raw}")
+    assert msg.show_closed is expected
+
+
+def test_query_repeated_and_nested_fields() -> None:
+    msg = bind(partition_service_pb2.ListPartitionsRequest, "include=account&include=other",
+               path=("account_id",))
+    assert list(msg.include) == ["account", "other"]
+    msg = bind(session_service_pb2.ListSessionsRequest,
+               "user.accountId=a1&user.external_id=e1&pageSize=5")
+    assert msg.user.account_id == "a1"
+    assert msg.user.external_id == "e1"
+    assert msg.page_size == 5
+
+
+def test_query_field_mask_comma_separated_either_spelling() -> None:
+    msg = bind(account_service_pb2.UpdateAccountRequest,
+               "updateMask=name,primaryColor,logo_url", path=("account.id",), body=("account",))
+    assert list(msg.update_mask.paths) == ["name", "primary_color", "logo_url"]
+
+
+def test_query_enum_by_name_and_timestamp() -> None:
+    # fields of these kinds, wherever they are in the API: exercise the converters directly
+    desc = user_service_pb2.ListUsersRequest.DESCRIPTOR
+    kind = [f for f in _all_fields(desc) if f.enum_type is not None]
+    if kind:
+        f = kind[0]
+        name = f.enum_type.values[1].name
+        assert convert_scalar(f, name) == f.enum_type.values[1].number
+        with pytest.raises(ValueError, match="is not one of"):
+            convert_scalar(f, "NOPE")
+    ts = timestamp_pb2.Timestamp()
+    ts.FromJsonString("2024-05-01T12:00:00Z")
+    from accounts.v1 import account_pb2
+
+    acc = account_pb2.Account()
+    chain = resolve(account_pb2.Account.DESCRIPTOR, ["createTime"])
+    set_field(acc, chain, ["2024-05-01T12:00:00Z"], "createTime")
+    assert acc.create_time == ts
+    with pytest.raises(Problem, match="RFC 3339"):
+        set_field(acc, chain, ["yesterday"], "createTime")
+
+
+def _all_fields(desc: object) -> list:  # type: ignore[type-arg]
+    out = []
+    seen = set()
+    todo = [desc]
+    while todo:
+        d = todo.pop()
+        if d.full_name in seen:  # type: ignore[attr-defined]
+            continue
+        seen.add(d.full_name)  # type: ignore[attr-defined]
+        for f in d.fields:  # type: ignore[attr-defined]
+            out.append(f)
+            if f.message_type is not None:
+                todo.append(f.message_type)
+    return out
+
+
+def test_query_errors_are_field_violations() -> None:
+    with pytest.raises(InvalidArgument) as ei:
+        bind(account_service_pb2.ListAccountsRequest,
+             "pageSize=ten&bogus=1&showClosed=maybe&page_size=99999999999")
+    v = violations(ei.value)
+    assert v["pageSize"] == "'ten' is not an integer"
+    assert v["bogus"] == "unknown query parameter"
+    assert "boolean" in v["showClosed"]
+    assert "out of range" in v["page_size"]
+    assert ei.value.reason == "INVALID_QUERY_PARAMETER"
+
+
+def test_query_refuses_path_and_body_fields_and_messages() -> None:
+    with pytest.raises(InvalidArgument) as ei:
+        bind(account_service_pb2.UpdateAccountRequest,
+             "account.name=x&account.id=y&account=z", path=("account.id",), body=("account",))
+    v = violations(ei.value)
+    assert v["account.name"] == "is set by the body, not the query"
+    assert v["account.id"] == "is set by the path, not the query"
+    assert "set by" in v["account"]
+    with pytest.raises(InvalidArgument) as ei:
+        bind(account_service_pb2.GetAccountRequest, "filter=x", path=("id",))
+    assert violations(ei.value) == {"filter": "unknown query parameter"}
+    with pytest.raises(InvalidArgument) as ei:
+        bind(account_service_pb2.CloseAccountRequest, "id=x", closed=True)
+    assert "JSON body" in violations(ei.value)["id"]
+
+
+def test_query_single_field_given_twice() -> None:
+    with pytest.raises(InvalidArgument) as ei:
+        bind(account_service_pb2.ListAccountsRequest, "filter=a&filter=b")
+    assert violations(ei.value) == {"filter": "takes one value, got 2"}
+
+
+def test_snake_case() -> None:
+    assert snake_case("primaryColor") == "primary_color"
+    assert snake_case("logo_url") == "logo_url"
+    assert snake_case("id") == "id"
+
+
+# -- JSON bodies ----------------------------------------------------------------------------
+
+
+def test_body_star_both_spellings() -> None:
+    msg = account_service_pb2.CreateAccountRequest()
+    merge_json(msg, {"account": {"name": "A", "primaryColor": "#fff", "logo_url": "u"},
+                     "request_id": "r1"}, "*")
+    assert msg.account.name == "A"
+    assert msg.account.primary_color == "#fff"
+    assert msg.account.logo_url == "u"
+    assert msg.request_id == "r1"
+
+
+def test_body_field_goes_into_that_field() -> None:
+    msg = account_service_pb2.UpdateAccountRequest()
+    merge_json(msg, {"name": "B", "etag": "e"}, "account")
+    assert msg.account.name == "B"
+    assert msg.account.etag == "e"
+    empty = account_service_pb2.UpdateAccountRequest()
+    merge_json(empty, {}, "account")
+    assert empty.HasField("account")
+
+
+@pytest.mark.parametrize(("body", "field", "fragment"), [
+    ({"account": {"nmae": "x"}}, "account.nmae", "unknown field"),
+    ({"bogus": 1}, "bogus", "unknown field"),
+    ({"account": {"name": 5}}, "account.name", "must be a string, not a number"),
+    ({"account": {"roles": "admin"}}, "account.roles", "must be a JSON array"),
+    ({"account": "x"}, "account", "must be a JSON object, not a string"),
+    ({"firstUser": {"kind": "NOPE"}}, "first_user.kind", "NOPE"),
+    ({"account": {"createTime": "yesterday"}}, "account.create_time", "timestamp"),
+    ({"requestId": 3}, "request_id", "must be a string, not a number"),
+])
+def test_body_errors_name_the_field(body: object, field: str, fragment: str) -> None:
+    msg = account_service_pb2.CreateAccountRequest()
+    with pytest.raises(InvalidArgument) as ei:
+        merge_json(msg, body, "*")
+    v = violations(ei.value)
+    assert list(v) == [field], v
+    assert fragment in v[field]
+    assert ei.value.reason == "INVALID_JSON"
+
+
+@pytest.mark.parametrize("value", [[1], "x", 3, None, True])
+def test_body_must_be_an_object(value: object) -> None:
+    with pytest.raises(InvalidArgument) as ei:
+        merge_json(account_service_pb2.CreateAccountRequest(), value, "*")
+    assert "must be a JSON object" in violations(ei.value)["body"]
+    with pytest.raises(InvalidArgument) as ei:
+        merge_json(account_service_pb2.UpdateAccountRequest(), value, "account")
+    assert "must be a JSON object" in violations(ei.value)["account"]
+
+
+@pytest.mark.parametrize("raw", [b"{", b"{'a': 1}", b"\xff\xfe", b"[" * 100000, b"nul"])
+def test_malformed_json(raw: bytes) -> None:
+    with pytest.raises(InvalidArgument) as ei:
+        load_json(raw)
+    assert "malformed JSON" in violations(ei.value)["body"]
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def test_http_status_table() -> None:
+    from google.rpc import code_pb2 as c
+
+    table = {c.OK: 200, c.CANCELLED: 499, c.UNKNOWN: 500, c.INVALID_ARGUMENT: 400,
+             c.DEADLINE_EXCEEDED: 504, c.NOT_FOUND: 404, c.ALREADY_EXISTS: 409,
+             c.PERMISSION_DENIED: 403, c.UNAUTHENTICATED: 401, c.RESOURCE_EXHAUSTED: 429,
+             c.FAILED_PRECONDITION: 400, c.ABORTED: 409, c.OUT_OF_RANGE: 400,
+             c.UNIMPLEMENTED: 501, c.INTERNAL: 500, c.UNAVAILABLE: 503, c.DATA_LOSS: 500}
+    for code, status in table.items():
+        assert http_status(code) == status
+
+
+def test_error_body_and_retry_after() -> None:
+    from accounts_grpc.domain.errors import ResourceExhausted
+
+    status = status_from_error(ResourceExhausted("slow down", retry_after=41.2))
+    assert retry_after(status) == 41 or retry_after(status) == 42
+    code, headers, body = error_response(status)
+    assert code == 429
+    assert dict(headers)[b"retry-after"] in (b"41", b"42")
+    doc = json.loads(body)
+    assert doc["code"] == 8 and doc["message"] == "slow down"
+    types = [d["@type"] for d in doc["details"]]
+    assert "type.googleapis.com/google.rpc.ErrorInfo" in types
+    assert "type.googleapis.com/google.rpc.RetryInfo" in types
+    code, headers, body = error_response(status_for("NOT_FOUND", "gone", "X_NOT_FOUND"))
+    assert code == 404 and b"retry-after" not in dict(headers)
+    assert json.loads(body)["details"][0]["reason"] == "X_NOT_FOUND"
+
+
+# -- the token endpoint's request parsing ---------------------------------------------------
+
+
+def basic(user: str, password: str) -> str:
+    import base64
+    from urllib.parse import quote_plus
+
+    raw = f"{quote_plus(user)}:{quote_plus(password)}".encode()
+    return "Basic " + base64.b64encode(raw).decode()
+
+
+def test_token_form_and_basic() -> None:
+    form = b"grant_type=client_credentials&client_id=c1&client_secret=s%2B1&scope=a+b&x=ignored"
+    msg, used_basic = build_request(form, "application/x-www-form-urlencoded", None)
+    assert (msg.client_id, msg.client_secret, msg.scope, used_basic) == ("c1", "s+1", "a b", False)
+    msg, used_basic = build_request(b"grant_type=client_credentials",
+                                    "application/x-www-form-urlencoded; charset=utf-8",
+                                    basic("c:1", "p&ss w+rd"))
+    assert (msg.client_id, msg.client_secret, used_basic) == ("c:1", "p&ss w+rd", True)
+    assert parse_basic(basic("a", "b:c")) == ("a", "b:c")
+
+
+def test_token_json_either_spelling() -> None:
+    msg, _ = build_request(json.dumps({"clientId": "c", "client_secret": "s"}).encode(),
+                           "application/json", None)
+    assert (msg.grant_type, msg.client_id, msg.client_secret) == ("", "c", "s")
+
+
+@pytest.mark.parametrize(("body", "ctype", "auth", "status", "error"), [
+    (b"client_id=c&client_secret=s", "application/x-www-form-urlencoded", None, 400,
+     "invalid_request"),
+    (b"grant_type=client_credentials", "application/x-www-form-urlencoded", None, 400,
+     "invalid_request"),
+    (b"grant_type=client_credentials&client_id=a&client_id=b&client_secret=s",
+     "application/x-www-form-urlencoded", None, 400, "invalid_request"),
+    (b"grant_type=client_credentials&client_secret=s", "application/x-www-form-urlencoded",
+     "Basic Yzpz", 400, "invalid_request"),
+    (b"grant_type=client_credentials", "application/x-www-form-urlencoded", "Basic !!", 401,
+     "invalid_client"),
+    (b"grant_type=client_credentials", "application/x-www-form-urlencoded", "Bearer x", 400,
+     "invalid_request"),
+    (b"<xml/>", "text/xml", None, 400, "invalid_request"),
+    (b"[1]", "application/json", None, 400, "invalid_request"),
+    (b'{"client_id": 1}', "application/json", None, 400, "invalid_request"),
+])
+def test_token_request_errors(body: bytes, ctype: str, auth: str | None, status: int,
+                              error: str) -> None:
+    with pytest.raises(OAuthError) as ei:
+        build_request(body, ctype, auth)
+    assert (ei.value.status, ei.value.error) == (status, error)
+    code, headers, raw = ei.value.response()
+    assert code == status and json.loads(raw)["error"] == error
+    assert dict(headers)[b"cache-control"] == b"no-store"
+    if status == 401:
+        assert dict(headers)[b"www-authenticate"].startswith(b"Basic ")
+
+
+def test_router_routes_cover_the_token_endpoint() -> None:
+    router = Router(routes_for(registry.service_descriptors()))
+    m = router.match("POST", "/v1/token")
+    assert m is not None and m.route.public and m.route.body == "*"
