@@ -17,6 +17,10 @@ the caller's scope and returns a ``Page``.
   case-insensitively, in one of the spec's search columns (FlexMeasures semantics).
 - ``order_by``: ``"name"``, ``"name desc"``, ``"create_time desc, name"`` ...; an unknown
   field is INVALID_ARGUMENT with a field violation.
+- ``total_size`` is counted when the first page is read (not at all when the first page
+  holds every row) and carried, tamper-evident, in the page tokens: exact for the first
+  page, and for later pages the count as of the first page (AIP-158 allows an estimate),
+  so that no page but the first pays for a scan of every matching row.
 """
 
 from __future__ import annotations
@@ -58,6 +62,8 @@ class ListSpec:
 class Cursor:
     backwards: bool
     values: list[Any]  # sort-key values, then the id
+    inclusive: bool = False  # the row at ``values`` itself belongs to the page
+    total: int | None = None  # total_size, as counted for the first page
 
 
 @dataclass(frozen=True)
@@ -171,12 +177,21 @@ def _mac(secret: bytes, payload: bytes) -> bytes:
     return hmac.new(secret, payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
-def encode_token(query: ListQuery, backwards: bool, values: list[Any]) -> str:
-    payload = json.dumps(
-        {"v": _TOKEN_VERSION, "q": query.query_hash, "b": backwards, "k": values},
-        separators=(",", ":"),
-        default=str,
-    ).encode()
+def encode_token(
+    query: ListQuery,
+    backwards: bool,
+    values: list[Any],
+    *,
+    inclusive: bool = False,
+    total: int | None = None,
+) -> str:
+    data: dict[str, Any] = {"v": _TOKEN_VERSION, "q": query.query_hash, "b": backwards,
+                            "k": values}
+    if inclusive:
+        data["i"] = True
+    if total is not None:
+        data["t"] = total
+    payload = json.dumps(data, separators=(",", ":"), default=str).encode()
     return base64.urlsafe_b64encode(payload + _mac(query.secret, payload)).decode().rstrip("=")
 
 
@@ -195,7 +210,11 @@ def _decode_token(token: str, secret: bytes, query_hash: str) -> Cursor:
         data = json.loads(payload)
     except ValueError:
         raise bad from None
-    if data.get("v") != _TOKEN_VERSION or not isinstance(data.get("k"), list):
+    if (
+        not isinstance(data, dict)
+        or data.get("v") != _TOKEN_VERSION
+        or not isinstance(data.get("k"), list)
+    ):
         raise bad
     if data.get("q") != query_hash:
         raise _bad(
@@ -204,7 +223,13 @@ def _decode_token(token: str, secret: bytes, query_hash: str) -> Cursor:
             "other list arguments unchanged while paging",
             "PAGE_TOKEN_QUERY_MISMATCH",
         )
-    return Cursor(bool(data.get("b")), data["k"])
+    total = data.get("t")
+    return Cursor(
+        bool(data.get("b")),
+        data["k"],
+        bool(data.get("i")),
+        total if isinstance(total, int) and not isinstance(total, bool) else None,
+    )
 
 
 def parse_list_request(
@@ -248,16 +273,31 @@ def _like_escape(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def filter_clause(spec: ListSpec, terms: Sequence[str]) -> ColumnElement[bool] | None:
-    """Every term in some searchable column (case-insensitive substring)."""
+def _contains_ci(col: ColumnElement[Any], pattern: str, dialect: str | None) -> Any:
+    """``col`` contains the lower-case ``pattern``, ignoring case, as cheaply as the
+    database allows: SQLite's LIKE already ignores (ASCII) case, exactly as its lower()
+    folds it; PostgreSQL has ILIKE; elsewhere lower() LIKE."""
+    if dialect == "sqlite":
+        return col.like(pattern, escape="\\")
+    if dialect == "postgresql":
+        return col.ilike(pattern, escape="\\")
+    return sa.func.lower(col).like(pattern, escape="\\")
+
+
+def filter_clause(
+    spec: ListSpec, terms: Sequence[str], dialect: str | None = None
+) -> ColumnElement[bool] | None:
+    """Every term in some searchable column (case-insensitive substring).
+
+    ``dialect`` (``conn.dialect.name``) picks the cheapest spelling; without it the
+    portable ``lower(col) LIKE`` is used.
+    """
     if not terms:
         return None
     clauses = []
     for t in terms:
         pattern = f"%{_like_escape(t)}%"
-        clauses.append(
-            sa.or_(*(sa.func.lower(c).like(pattern, escape="\\") for c in spec.searchable))
-        )
+        clauses.append(sa.or_(*(_contains_ci(c, pattern, dialect) for c in spec.searchable)))
     return sa.and_(*clauses)
 
 
@@ -286,7 +326,8 @@ def run_list(
     count: bool = True,
 ) -> Page:
     """Run ``base`` (already scoped to what the caller may see) as one page of the list."""
-    flt = filter_clause(spec, query.terms)
+    base_unfiltered = base
+    flt = filter_clause(spec, query.terms, conn.dialect.name)
     if flt is not None:
         base = base.where(flt)
     cols = [spec.orderable[name] for name, _ in query.order] + [spec.id_column]
@@ -297,11 +338,21 @@ def run_list(
     keys = [c.label(f"_k{i}") for i, c in enumerate(cols)]
     stmt = base.add_columns(*keys)
     if query.cursor is not None:
-        stmt = stmt.where(_keyset(cols, scan_desc, query.cursor.values))
+        after = _keyset(cols, scan_desc, query.cursor.values)
+        if query.cursor.inclusive:
+            at = sa.and_(*(c == v for c, v in zip(cols, query.cursor.values, strict=True)))
+            after = sa.or_(after, at)
+        stmt = stmt.where(after)
     stmt = stmt.order_by(
         *(c.desc() if d else c.asc() for c, d in zip(cols, scan_desc, strict=True))
     )
     rows = list(conn.execute(stmt.limit(query.page_size + 1)))
+    if backwards and not rows:
+        # nothing before the cursor any more (rows deleted meanwhile): the page before
+        # the first page is the first page
+        first = ListQuery(query.page_size, query.terms, query.order, None,
+                          query.query_hash, query.secret)
+        return run_list(conn, spec, first, base_unfiltered, count=count)
     more = len(rows) > query.page_size
     rows = rows[: query.page_size]
     if backwards:
@@ -310,22 +361,35 @@ def run_list(
     def key_of(row: Any) -> list[Any]:
         return [getattr(row, f"_k{i}") for i in range(len(cols))]
 
+    # total_size: counted once, when the first page is read, and carried in the tokens
+    # from there (a count is a scan of every matching row: it must not make page 1,000
+    # cost more than page 1). A first page that holds everything needs no count at all.
+    total: int | None = None
+    if count:
+        if query.cursor is None and not more:
+            total = len(rows)
+        elif query.cursor is not None and query.cursor.total is not None:
+            total = query.cursor.total
+        else:
+            counted = sa.select(sa.func.count()).select_from(base.order_by(None).subquery())
+            total = int(conn.execute(counted).scalar_one())
+
+    def token(back: bool, values: list[Any], inclusive: bool = False) -> str:
+        return encode_token(query, back, values, inclusive=inclusive, total=total)
+
     next_token = prev_token = ""
     if rows:
         if backwards:
-            next_token = encode_token(query, False, key_of(rows[-1]))
+            next_token = token(False, key_of(rows[-1]))
             if more:
-                prev_token = encode_token(query, True, key_of(rows[0]))
+                prev_token = token(True, key_of(rows[0]))
         else:
             if more:
-                next_token = encode_token(query, False, key_of(rows[-1]))
+                next_token = token(False, key_of(rows[-1]))
             if query.cursor is not None:
-                prev_token = encode_token(query, True, key_of(rows[0]))
+                prev_token = token(True, key_of(rows[0]))
     elif query.cursor is not None and not backwards:
-        # past the end (rows deleted meanwhile): let the client step back
-        prev_token = encode_token(query, True, query.cursor.values)
-    total = 0
-    if count:
-        counted = sa.select(sa.func.count()).select_from(base.order_by(None).subquery())
-        total = int(conn.execute(counted).scalar_one())
-    return Page(rows, next_token, prev_token, total)
+        # past the end (rows deleted meanwhile): let the client step back to the page
+        # that ends with the cursor's row
+        prev_token = token(True, query.cursor.values, inclusive=True)
+    return Page(rows, next_token, prev_token, total or 0)

@@ -4,6 +4,10 @@
 - A masked path that is unknown or output-only: INVALID_ARGUMENT (field ``update_mask``).
 - Without a mask, a populated output-only field is INVALID_ARGUMENT too (never silently
   ignored); the identity (``id``) and ``etag`` are not changes and are skipped.
+- Without a mask, a populated field whose value equals the stored one asks for no change:
+  pass such paths as ``unchanged`` and they are dropped (output-only or beyond the caller's
+  rights, they are then no error), so a client may send back the resource it just read
+  with a few fields edited. A masked path is always an explicit request and is checked.
 - Paths the caller may not change: PERMISSION_DENIED, checked by the use case with
   ``require_paths_allowed``.
 """
@@ -28,11 +32,17 @@ def resolve_mask(
     *,
     updatable: Collection[str],
     output_only: Collection[str],
+    unchanged: Collection[str] = (),
 ) -> list[str]:
-    """The fields to change, validated. ``resource`` names the request field (e.g. "account")."""
+    """The fields to change, validated. ``resource`` names the request field (e.g. "account").
+
+    ``unchanged``: populated paths whose value equals the stored one (used only when
+    there is no mask, or ``*``).
+    """
     populated = [p for p in populated if p not in IDENTITY]
     normalized = [snake(p.strip()) for p in paths if p.strip()]
     if not normalized or normalized == ["*"]:
+        populated = [p for p in populated if p not in unchanged]
         bad = [p for p in populated if p in output_only or p not in updatable]
         if bad:
             raise InvalidArgument(

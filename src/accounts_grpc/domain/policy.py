@@ -8,7 +8,8 @@ touched runs here, called by the use cases right where the resource is loaded:
 
 A caller that may not even see the target's account gets NOT_FOUND (existence must
 not leak to strangers); a caller that may see it but not do the action gets
-PERMISSION_DENIED.
+PERMISSION_DENIED, except for reads of things inside it (``HIDDEN_WHEN_DENIED``: a
+member may not learn which other users exist) which are NOT_FOUND too.
 """
 
 from __future__ import annotations
@@ -155,6 +156,21 @@ RULES: dict[Action, tuple[Grant, ...]] = {
 }
 
 
+#: Actions whose denial hides the resource itself (NOT_FOUND even when the caller can see
+#: the account): a caller may not learn that a user, group or partition it may not read
+#: exists. Every other denial on a visible account is PERMISSION_DENIED.
+HIDDEN_WHEN_DENIED = frozenset(
+    {Action.ACCOUNT_READ, Action.USER_READ, Action.GROUP_READ, Action.PARTITION_READ}
+)
+
+#: Account fields an account-admin may change on its own account (UpdateAccount).
+ACCOUNT_SELF_SERVICE_FIELDS = frozenset(
+    {"name", "email", "primary_color", "secondary_color", "logo_url"}
+)
+#: Account fields only an admin may change (and set on CreateAccount).
+ACCOUNT_ADMIN_ONLY_FIELDS = frozenset({"roles", "consultancy_account_id"})
+
+
 def relation(p: Principal, t: Target) -> Rel:
     if t.account_id == p.account_id:
         return Rel.OWN
@@ -184,22 +200,36 @@ def require(
     """Raise unless allowed: NOT_FOUND if the caller cannot see the account at all."""
     if allows(p, action, t):
         return
-    if not can_see_account(p, t) or action.value.endswith(".read"):
+    if action in HIDDEN_WHEN_DENIED or not can_see_account(p, t):
         reason = f"{what.upper()}_NOT_FOUND"
         raise NotFound(
             f"{what.replace('_', ' ')} {key!r} not found",
             reason=reason,
             metadata={"id": key} if key else None,
         )
+    verb = action.value.split(".")[1].replace("_", " ")
     raise PermissionDenied(
-        f"the caller may not {action.value.split('.')[1].replace('_', ' ')} this {what.replace('_', ' ')}",
+        f"the caller may not {verb} this {what.replace('_', ' ')}",
         reason="PERMISSION_DENIED",
         metadata={"action": action.value},
     )
 
 
 def account_filter(p: Principal) -> tuple[bool, str, bool]:
-    """For lists of accounts: (see_all, own_account_id, include_clients)."""
+    """For lists of accounts: (see_all, own_account_id, include_clients).
+
+    The same matrix as ``Action.ACCOUNT_READ``, in the shape a SQL filter needs: platform
+    readers see every account (closed ones too, on request); a consultant its own account
+    and the open accounts whose consultancy is its account; everyone else its own.
+    """
     if p.is_platform_reader:
         return True, p.account_id, False
     return False, p.account_id, R.CONSULTANT in p.roles
+
+
+def account_update_fields(p: Principal, t: Target) -> frozenset[str]:
+    """The account fields the caller may change on ``t`` (it may update ``t`` at all)."""
+    fields = ACCOUNT_SELF_SERVICE_FIELDS
+    if allows(p, Action.ACCOUNT_ADMIN_FIELDS, t):
+        fields = fields | ACCOUNT_ADMIN_ONLY_FIELDS
+    return fields

@@ -26,8 +26,8 @@ _EMAIL = re.compile(
     r"^[a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-]+@[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
     r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)+$"
 )
-_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_COLOR = re.compile(r"#[0-9a-fA-F]{6}")  # fullmatch: "$" would let a trailing newline in
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
 
 
 def is_uuid(value: str) -> bool:
@@ -82,12 +82,12 @@ class Validator:
         if not value:
             if required:
                 self.add(field, "is required")
-        elif len(value) > MAX_EMAIL or not _EMAIL.match(value):
+        elif len(value) > MAX_EMAIL or not _EMAIL.fullmatch(value):
             self.add(field, f"{_short(value)!r} is not a valid email address")
         return value
 
     def color(self, field: str, value: str) -> str:
-        if value and not _COLOR.match(value):
+        if value and not _COLOR.fullmatch(value):
             self.add(field, f"{_short(value)!r} is not a colour of the form #RRGGBB")
         return value.lower() if value else ""
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from accounts_grpc.domain.errors import Aborted, InvalidArgument
+from accounts_grpc.domain.errors import Aborted, AlreadyExists, InvalidArgument
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.store.db import Database, UnitOfWork, new_etag, now_us
 from accounts_grpc.store.tables import idempotency_keys
@@ -87,7 +87,16 @@ def create_once(
                     if attempt == 0:
                         continue  # a concurrent call with the same id won: read its result
                     raise
-            ids = create(uow)
+            try:
+                ids = create(uow)
+            except IntegrityError as e:
+                # a unique key lost to a concurrent writer: the client's mistake to retry
+                # or rename, never INTERNAL (repositories should map these themselves)
+                if is_unique_violation(e):
+                    raise AlreadyExists(
+                        "the resource already exists", reason="ALREADY_EXISTS"
+                    ) from None
+                raise
             if key is not None:
                 uow.conn.execute(
                     idempotency_keys.update()
@@ -98,6 +107,14 @@ def create_once(
             uow.commit()
             return result, True
     raise AssertionError("unreachable")
+
+
+def is_unique_violation(e: IntegrityError) -> bool:
+    """True if ``e`` is a unique-key violation (not a foreign key, NOT NULL or CHECK)."""
+    state = getattr(e.orig, "sqlstate", None)  # psycopg 3
+    if state:
+        return bool(state == "23505")
+    return "UNIQUE constraint failed" in str(e.orig)  # sqlite3
 
 
 def check_etag(given: str, current: str, what: str = "resource") -> None:

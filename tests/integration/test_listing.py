@@ -1,0 +1,246 @@
+"""Keyset paging on real databases (SQLite, and PostgreSQL when configured).
+
+Property: while rows are inserted between page fetches, every row present throughout is
+listed exactly once, nothing is listed twice, and the pages follow the requested order;
+following ``previous_page_token`` back returns the very pages seen going forward.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from accounts_grpc.domain.listing import Page, parse_list_request, run_list
+from accounts_grpc.services.accounts import ACCOUNTS_LIST
+from accounts_grpc.store import migrate
+from accounts_grpc.store.db import create_engine
+from accounts_grpc.store.tables import accounts
+
+SECRET = b"k" * 32
+ORDERS = [
+    "",
+    "name",
+    "name desc",
+    "create_time",
+    "create_time desc",
+    "email",
+    "email desc, create_time",
+    "name desc, update_time",
+    "update_time desc, name",
+    "create_time, name desc",
+]
+FILTERS = ["", "a", '"b"', "x.io", "ab"]
+# few distinct values, so that sort keys tie often and the id has to break the ties
+ROW = st.tuples(st.sampled_from(["a", "b", "ab", "ba", "B", "abc"]), st.integers(0, 4),
+                st.integers(0, 3))
+_serial = itertools.count()
+
+HYPOTHESIS = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[sa.Engine]:
+    eng = create_engine(db_url)
+    migrate.upgrade(eng)
+    yield eng
+    eng.dispose()
+
+
+def insert(conn: sa.Connection, rows: list[tuple[str, int, int]]) -> list[str]:
+    ids = []
+    for name, ct, ut in rows:
+        aid = str(uuid.uuid4())
+        email = f"{name.lower()}{next(_serial)}@x.io"
+        conn.execute(accounts.insert().values(
+            id=aid, name=name, email=email, email_lower=email, roles=[],
+            consultancy_account_id=None, primary_color="", secondary_color="", logo_url="",
+            closed=False, create_time=ct, update_time=ut, activity_time=None,
+            etag=uuid.uuid4().hex))
+        ids.append(aid)
+    conn.commit()
+    return ids
+
+
+def fetch(conn: sa.Connection, token: str, *, order: str, flt: str, size: int) -> Page:
+    q = parse_list_request(ACCOUNTS_LIST, secret=SECRET, page_size=size, page_token=token,
+                           filter=flt, order_by=order)
+    return run_list(conn, ACCOUNTS_LIST, q, sa.select(accounts))
+
+
+def ids(page: Page) -> list[str]:
+    return [r.id for r in page.rows]
+
+
+def full_order(conn: sa.Connection, *, order: str, flt: str) -> list[str]:
+    page = fetch(conn, "", order=order, flt=flt, size=1000)
+    assert not page.next_page_token
+    return ids(page)
+
+
+def matching(conn: sa.Connection, flt: str) -> set[str]:
+    return set(full_order(conn, order="", flt=flt))
+
+
+def reset(conn: sa.Connection) -> None:
+    conn.execute(accounts.delete())
+    conn.commit()
+
+
+@settings(HYPOTHESIS, max_examples=40)
+@given(
+    initial=st.lists(ROW, max_size=25),
+    inserts=st.lists(st.lists(ROW, max_size=4), max_size=10),
+    order=st.sampled_from(ORDERS),
+    flt=st.sampled_from(FILTERS),
+    size=st.integers(1, 6),
+)
+def test_no_row_skipped_or_repeated_while_rows_are_inserted(
+    engine: sa.Engine, initial: list[Any], inserts: list[list[Any]], order: str, flt: str,
+    size: int,
+) -> None:
+    with engine.connect() as conn:
+        reset(conn)
+        insert(conn, initial)
+        present = matching(conn, flt)  # present throughout: nothing is deleted
+        seen: list[str] = []
+        token = ""
+        for step in range(500):
+            page = fetch(conn, token, order=order, flt=flt, size=size)
+            assert len(page.rows) <= size
+            # counted once, with the first page, and carried in the tokens
+            assert page.total_size == len(present)
+            assert bool(page.previous_page_token) == (step > 0)
+            seen.extend(ids(page))
+            token = page.next_page_token
+            if not token:
+                break
+            if step < len(inserts):
+                insert(conn, inserts[step])
+        else:
+            pytest.fail("paging did not end")
+        assert len(seen) == len(set(seen)), "a row was listed twice"
+        assert present <= set(seen), f"skipped: {present - set(seen)}"
+        # the pages, concatenated, follow the order the database gives the whole list
+        final = full_order(conn, order=order, flt=flt)
+        pos = [final.index(i) for i in seen]
+        assert pos == sorted(pos)
+
+
+@settings(HYPOTHESIS, max_examples=30)
+@given(
+    initial=st.lists(ROW, max_size=30),
+    order=st.sampled_from(ORDERS),
+    flt=st.sampled_from(FILTERS),
+    size=st.integers(1, 5),
+)
+def test_backwards_paging_returns_the_same_pages(
+    engine: sa.Engine, initial: list[Any], order: str, flt: str, size: int
+) -> None:
+    with engine.connect() as conn:
+        reset(conn)
+        insert(conn, initial)
+        forward: list[Page] = [fetch(conn, "", order=order, flt=flt, size=size)]
+        while forward[-1].next_page_token:
+            forward.append(fetch(conn, forward[-1].next_page_token, order=order, flt=flt,
+                                 size=size))
+            assert len(forward) < 100
+        assert forward[0].previous_page_token == ""
+        # walk back from the last page to the first
+        page = forward[-1]
+        for i in range(len(forward) - 2, -1, -1):
+            assert page.previous_page_token, f"page {i + 1} has no previous_page_token"
+            page = fetch(conn, page.previous_page_token, order=order, flt=flt, size=size)
+            assert ids(page) == ids(forward[i]), f"page {i} differs going back"
+            # and forward again from a page reached backwards
+            if page.next_page_token:
+                again = fetch(conn, page.next_page_token, order=order, flt=flt, size=size)
+                assert ids(again) == ids(forward[i + 1])
+        assert page.previous_page_token == ""
+
+
+def test_page_past_the_end_lets_the_client_step_back(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        reset(conn)
+        made = insert(conn, [("a", i, 0) for i in range(5)])
+        first = fetch(conn, "", order="create_time", flt="", size=3)
+        assert ids(first) == made[:3]
+        conn.execute(accounts.delete().where(accounts.c.id.in_(made[3:])))
+        conn.commit()
+        past = fetch(conn, first.next_page_token, order="create_time", flt="", size=3)
+        assert past.rows == [] and past.next_page_token == ""
+        back = fetch(conn, past.previous_page_token, order="create_time", flt="", size=3)
+        assert ids(back) == made[:3]
+        # everything before the cursor deleted: stepping back lands on the first page
+        conn.execute(accounts.delete().where(accounts.c.id.in_(made[:3])))
+        insert(conn, [("z", 9, 0)])
+        again = fetch(conn, back.next_page_token, order="create_time", flt="", size=3)
+        assert [r.name for r in again.rows] == ["z"]
+        first_again = fetch(conn, again.previous_page_token, order="create_time", flt="", size=3)
+        assert [r.name for r in first_again.rows] == ["z"]
+        assert first_again.previous_page_token == ""
+
+
+def test_filter_is_case_insensitive_and_literal(engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        reset(conn)
+        insert(conn, [("Acme Corp", 1, 0), ("acme", 2, 0), ("50% off_sale", 3, 0),
+                      ("5000 offxsale", 4, 0)])
+
+        def names(flt: str) -> list[str]:
+            return [r.name for r in fetch(conn, "", order="create_time", flt=flt, size=50).rows]
+
+        assert names("ACME") == ["Acme Corp", "acme"]
+        assert names('"acme corp"') == ["Acme Corp"]
+        assert names("corp acme") == ["Acme Corp"]
+        assert names('"corp acme"') == []
+        assert names("50%") == ["50% off_sale"]
+        assert names("off_sale") == ["50% off_sale"]
+        assert names("x.io") == ["Acme Corp", "acme", "50% off_sale", "5000 offxsale"]  # email
+        assert names("nothing") == []
+
+
+def test_count_runs_once_per_query_not_per_page(engine: sa.Engine) -> None:
+    statements: list[str] = []
+
+    def capture(_conn: Any, _cur: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            statements.append(statement)
+
+    with engine.connect() as conn:
+        reset(conn)
+        insert(conn, [("a", i, 0) for i in range(7)])
+        sa.event.listen(engine, "before_cursor_execute", capture)
+        try:
+            first = fetch(conn, "", order="name", flt="", size=3)
+            assert first.total_size == 7 and len(statements) == 2  # the page and the count
+            statements.clear()
+            second = fetch(conn, first.next_page_token, order="name", flt="", size=3)
+            assert second.total_size == 7 and len(statements) == 1  # the page alone
+            statements.clear()
+            back = fetch(conn, second.previous_page_token, order="name", flt="", size=3)
+            assert back.total_size == 7 and len(statements) == 1
+            statements.clear()
+            whole = fetch(conn, "", order="name", flt="", size=50)
+            assert whole.total_size == 7 and len(statements) == 1  # all on page 1: no count
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", capture)
+
+
+def test_non_ascii_filter_terms(engine: sa.Engine) -> None:
+    """Case is ignored for ASCII on every backend; other letters match as written."""
+    with engine.connect() as conn:
+        reset(conn)
+        insert(conn, [("Café Zürich", 1, 0)])
+        found = fetch(conn, "", order="", flt="café zürich", size=5)
+        assert [r.name for r in found.rows] == ["Café Zürich"]
+        assert fetch(conn, "", order="", flt="CAFÉ", size=5).total_size == 1
