@@ -30,6 +30,7 @@ def test_grantable_roles() -> None:
     assert R.grantable_roles(frozenset({"admin", "member"})) == R.USER_ROLES
     assert R.grantable_roles(frozenset({"account-admin", "member"})) == {
         "member", "consultant", "account-admin"}
-    assert R.grantable_roles(frozenset({"admin-reader", "member"})) == {
-        "member", "consultant", "account-admin"}
+    # read-only roles grant nothing beyond member
+    assert R.grantable_roles(frozenset({"admin-reader", "member"})) == {"member"}
+    assert R.grantable_roles(frozenset({"consultant", "member"})) == {"member"}
     assert R.grantable_roles(frozenset({"member"})) == {"member"}

@@ -45,11 +45,16 @@ def max_rank(roles: Iterable[str]) -> int:
     return max((USER_ROLE_RANK.get(r, -1) for r in roles), default=-1)
 
 
+#: Roles that only read: holding one lets a caller grant nothing (it cannot write at all).
+READ_ONLY_ROLES = frozenset({ADMIN_READER, CONSULTANT})
+
+
 def grantable_roles(caller_roles: frozenset[str]) -> frozenset[str]:
-    """Roles a caller may hand out: admin any; otherwise none above its own, never admin-reader."""
+    """Roles a caller may hand out: admin any; otherwise none above its own writing role,
+    never admin or admin-reader; the read-only roles grant nothing beyond ``member``."""
     if ADMIN in caller_roles:
         return USER_ROLES
-    top = max_rank(caller_roles)
+    top = max_rank(caller_roles - READ_ONLY_ROLES)
     return frozenset(
         r for r, rank in USER_ROLE_RANK.items() if rank <= top and r not in (ADMIN, ADMIN_READER)
     )
