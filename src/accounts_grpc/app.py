@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
+import time
 from collections.abc import Iterable
 from types import FrameType
 
 import grpc
-
 from accounts.v1 import (
     account_service_pb2_grpc,
     partition_service_pb2_grpc,
@@ -17,6 +18,7 @@ from accounts.v1 import (
     user_group_service_pb2_grpc,
     user_service_pb2_grpc,
 )
+
 from accounts_grpc.auth.authenticate import Authenticator
 from accounts_grpc.auth.jwt_tokens import JwtService
 from accounts_grpc.auth.keys import KeyStore, load_kek
@@ -85,13 +87,15 @@ class App:
             "accounts.v1.SessionService": SessionServiceServicer(s),
         }
         adders = {
-            "accounts.v1.AccountService": account_service_pb2_grpc.add_AccountServiceServicer_to_server,
+            "accounts.v1.AccountService":
+                account_service_pb2_grpc.add_AccountServiceServicer_to_server,
             "accounts.v1.UserService": user_service_pb2_grpc.add_UserServiceServicer_to_server,
             "accounts.v1.UserGroupService":
                 user_group_service_pb2_grpc.add_UserGroupServiceServicer_to_server,
             "accounts.v1.PartitionService":
                 partition_service_pb2_grpc.add_PartitionServiceServicer_to_server,
-            "accounts.v1.SessionService": session_service_pb2_grpc.add_SessionServiceServicer_to_server,
+            "accounts.v1.SessionService":
+                session_service_pb2_grpc.add_SessionServiceServicer_to_server,
         }
         self.grpc = GrpcServer(
             settings,
@@ -129,26 +133,41 @@ class App:
         )
 
     def stop(self, grace: float | None = None) -> None:
-        """Drain: health NOT_SERVING, no new calls, in-flight calls finish within grace."""
+        """Drain: health NOT_SERVING, no new calls, in-flight calls finish within grace.
+
+        gRPC and HTTP drain at the same time, so the whole stop takes at most about
+        ``grace`` seconds (not one grace after the other).
+        """
         if self._stopped.is_set():
             return
         grace = self.settings.shutdown_grace if grace is None else grace
         self.draining = True
         log.info("draining (grace %.1fs)", grace)
-        self.grpc.set_serving(False)
+        deadline = time.monotonic() + grace
+        grpc_done = self.grpc.begin_stop(grace)
         if self.http:
             self.http.stop(grace)
-        self.grpc.stop(grace)
+        if not grpc_done.wait(max(0.0, deadline - time.monotonic())):
+            log.warning("calls still running at the end of the grace are cancelled")
+        self.grpc.stop(grace)  # returns once every call has ended
         self.db.dispose()
         self._stopped.set()
         log.info("stopped")
 
     def serve_forever(self) -> None:
-        """Start, then block until SIGTERM/SIGINT, then drain and return."""
+        """Start, then block until SIGTERM/SIGINT, then drain and return.
+
+        A second signal while draining exits at once (status 1), for an impatient Ctrl-C.
+        """
         stop = threading.Event()
 
         def _on_signal(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if stop.is_set():
+                log.warning("received %s again while draining: exiting now", name)
+                logging.shutdown()
+                os._exit(1)
+            log.info("received %s", name)
             stop.set()
 
         signal.signal(signal.SIGTERM, _on_signal)

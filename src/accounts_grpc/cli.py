@@ -1,14 +1,29 @@
-"""`accounts-grpc serve | migrate | bootstrap | keys rotate | keys list`."""
+"""`accounts-grpc serve | migrate | bootstrap | keys rotate | keys list`.
+
+Every setting is a flag and an ``ACCOUNTS_*`` variable (config.py); ``--help`` of each
+command lists them with their variable and default. Output meant for scripts goes to
+stdout (``--json``: one JSON document); logs go to stderr.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from accounts_grpc import logs
 from accounts_grpc.config import Settings
+
+if TYPE_CHECKING:
+    from accounts_grpc.app import App
+
+log = logging.getLogger("accounts_grpc")
+PRINT_BOOTSTRAP_ENV = "ACCOUNTS_PRINT_BOOTSTRAP"
 
 DB_FLAGS = ("database_url", "key_encryption_key", "key_encryption_key_file", "log_level",
             "log_json", "signing_alg", "token_lifetime")
@@ -23,17 +38,24 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the gRPC server and the REST shim")
     Settings.add_arguments(serve)
-    serve.add_argument("--print-bootstrap", action="store_true",
-                       help="on an empty database, bootstrap an admin and print how to get a token")
+    serve.add_argument(
+        "--print-bootstrap", action=argparse.BooleanOptionalAction, default=None,
+        help="on a database with no users yet, bootstrap an admin machine user and print "
+        f"its credentials and how to get a token [env {PRINT_BOOTSTRAP_ENV}; default False]",
+    )
     mig = sub.add_parser("migrate", help="bring the database schema to the current version")
     Settings.add_arguments(mig, DB_FLAGS)
     boot = sub.add_parser("bootstrap", help="create the platform account and an admin machine user")
     Settings.add_arguments(boot, DB_FLAGS)
-    boot.add_argument("--json", action="store_true", help="print the credentials as one JSON object")
+    boot.add_argument(
+        "--json", action="store_true", help="print the credentials as one JSON object"
+    )
     keys = sub.add_parser("keys", help="signing keys")
     ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    for name, help_ in (("rotate", "make a new signing key; old keys verify until their tokens expire"),
-                        ("list", "list the signing keys still in the JWKS")):
+    for name, help_ in (
+        ("rotate", "make a new signing key; old keys verify until their tokens expire"),
+        ("list", "list the signing keys still in the JWKS"),
+    ):
         k = ksub.add_parser(name, help=help_)
         Settings.add_arguments(k, DB_FLAGS)
         k.add_argument("--json", action="store_true", help="print JSON")
@@ -51,9 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from accounts_grpc.store.db import Database
 
         db = Database(settings.database_url)
-        before = migrate.current(db.engine)
-        migrate.upgrade(db.engine)
-        print(f"schema: {before or 'empty'} -> {migrate.current(db.engine)}")
+        try:
+            before = migrate.current(db.engine)
+            migrate.upgrade(db.engine)
+            print(f"schema: {before or 'empty'} -> {migrate.current(db.engine)}")
+        finally:
+            db.dispose()
         return 0
     if args.command == "bootstrap":
         return _bootstrap(settings, as_json=args.json)
@@ -61,10 +86,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _keys(settings, args.keys_command, as_json=args.json)
     # serve
     app = app_mod.App(settings)
-    if args.print_bootstrap:
+    print_bootstrap = args.print_bootstrap
+    if print_bootstrap is None:
+        raw = os.environ.get(PRINT_BOOTSTRAP_ENV, "")
+        print_bootstrap = raw.strip().lower() in ("1", "true", "yes", "on")
+    if print_bootstrap:
         _print_first_steps(app)
     app.serve_forever()
+    _exit_if_calls_linger(app)
     return 0
+
+
+def _exit_if_calls_linger(app: App) -> None:
+    """After the drain, calls cut off at the grace may still hold worker threads (a
+    handler blocked on the database, say); the interpreter would wait for them at exit.
+    Do not: the drain is over, so leave now."""
+    busy = app.grpc.busy_workers()
+    if busy:
+        log.warning("exiting with %d worker thread(s) still busy after the grace", busy)
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
 
 
 def _bootstrap(settings: Settings, *, as_json: bool) -> int:
@@ -75,6 +117,7 @@ def _bootstrap(settings: Settings, *, as_json: bool) -> int:
     db = open_database(settings, auto_migrate=True)
     KeyStore(db, load_kek(settings), settings).ensure_key()
     r = bootstrap(db)
+    db.dispose()
     out = {"account_id": r.account_id, "user_id": r.user_id, "client_id": r.client_id,
            "client_secret": r.client_secret}
     if as_json:
@@ -92,48 +135,79 @@ def _keys(settings: Settings, action: str, *, as_json: bool) -> int:
     from accounts_grpc.auth.keys import KeyStore, load_kek
 
     db = open_database(settings, auto_migrate=True)
-    ks = KeyStore(db, load_kek(settings), settings)
-    if action == "rotate":
-        k = ks.rotate()
-        print(json.dumps({"kid": k.kid, "alg": k.alg}) if as_json else f"new signing key {k.kid} ({k.alg})")
-        return 0
-    rows = [
-        {"kid": k.kid, "alg": k.alg, "current": k.retire_time is None,
-         "retire_time_us": k.retire_time, "expire_time_us": k.expire_time}
-        for k in ks.list_keys()
-    ]
+    try:
+        ks = KeyStore(db, load_kek(settings), settings)
+        if action == "rotate":
+            k = ks.rotate()
+            if as_json:
+                print(json.dumps(_key_json(k)))
+            else:
+                print(f"new signing key {k.kid} ({k.alg}); earlier keys verify until "
+                      "their last token has expired")
+            return 0
+        ks.ensure_key()
+        rows = [_key_json(k) for k in ks.list_keys()]
+    finally:
+        db.dispose()
     if as_json:
         print(json.dumps(rows))
     else:
         for r in rows:
-            state = "current" if r["current"] else f"retired, in JWKS until {r['expire_time_us']}"
-            print(f"{r['kid']}  {r['alg']}  {state}")
+            state = ("current (signs new tokens)" if r["current"]
+                     else f"retired {r['retire_time']}, in the JWKS until {r['expire_time']}")
+            print(f"{r['kid']}  {r['alg']}  created {r['create_time']}  {state}")
     return 0
 
 
-def _print_first_steps(app: object) -> None:
-    from accounts_grpc.services.bootstrap import bootstrap
+def _rfc3339(us: int | None) -> str | None:
+    if us is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(us // 1_000_000))
 
-    a = app  # type: ignore[assignment]
-    r = bootstrap(a.db)  # type: ignore[attr-defined]
-    port = a.settings.grpc_port  # type: ignore[attr-defined]
-    http = a.settings.http_port  # type: ignore[attr-defined]
+
+def _key_json(k: Any) -> dict[str, Any]:
+    return {
+        "kid": k.kid,
+        "alg": k.alg,
+        "current": k.retire_time is None,
+        "create_time": _rfc3339(k.create_time),
+        "retire_time": _rfc3339(k.retire_time),
+        "expire_time": _rfc3339(k.expire_time),
+    }
+
+
+def _print_first_steps(app: App) -> None:
+    """On a database without users: bootstrap an admin and say how to use it (stderr)."""
+    from accounts_grpc.services.bootstrap import bootstrap, has_users
+
+    if has_users(app.db):
+        print("accounts-grpc: the database has users already; `accounts-grpc bootstrap` "
+              "makes another admin machine user", file=sys.stderr, flush=True)
+        return
+    r = bootstrap(app.db)
+    port = app.grpc_port
+    creds = json.dumps({"client_id": r.client_id, "client_secret": r.client_secret})
+    grpcurl = ".venv/bin/grpcurl -plaintext"
+    rest = ""
+    if app.http_port is not None:
+        rest = f"""
+or over REST (RFC 6749 client credentials):
+  curl -s localhost:{app.http_port}/v1/token -d grant_type=client_credentials \\
+       -d client_id={r.client_id} -d client_secret={r.client_secret}
+"""
     print(
         f"""
-accounts-grpc is starting: gRPC on :{port}, REST on :{http}.
-A new admin machine user was bootstrapped for you (the secret is shown once):
+accounts-grpc: a new admin machine user was bootstrapped (the secret is shown only once):
   client_id:     {r.client_id}
   client_secret: {r.client_secret}
-Get a token:
-  curl -s localhost:{http}/v1/token -d grant_type=client_credentials \\
-       -d client_id={r.client_id} -d client_secret={r.client_secret}
-  .venv/bin/grpcurl -plaintext -d '{{"client_id":"{r.client_id}","client_secret":"{r.client_secret}"}}' \\
-       localhost:{port} accounts.v1.SessionService/CreateToken
-""",
+Get a token and call the API with it:
+  TOKEN=$({grpcurl} -d '{creds}' localhost:{port} accounts.v1.SessionService/CreateToken \\
+          | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+  {grpcurl} -H "authorization: Bearer $TOKEN" localhost:{port} accounts.v1.UserService/GetMe
+{rest}""",
         file=sys.stderr,
         flush=True,
     )
-
 
 if __name__ == "__main__":
     sys.exit(main())

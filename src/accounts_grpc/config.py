@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,9 @@ class Settings:
         "holds one for its life",
     )
     grpc_max_concurrent_rpcs: int = _opt(
-        0, "RPCs in flight before new ones get RESOURCE_EXHAUSTED (0: as many as workers)"
+        0,
+        "RPCs in flight before new ones get RESOURCE_EXHAUSTED (0 or more than the workers: "
+        "as many as workers, so that no call ever waits for a thread)",
     )
     shutdown_grace: float = _opt(10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
     issuer: str = _opt("accounts-grpc", "JWT iss claim, checked on every token")
@@ -69,10 +71,17 @@ class Settings:
     log_level: str = _opt("INFO", "log level: DEBUG, INFO, WARNING, ERROR")
     log_json: bool = _opt(False, "log one JSON object per line instead of text")
 
+    def __post_init__(self) -> None:
+        problems = list(_problems(self))
+        if problems:
+            raise SettingsError("; ".join(problems))
+
     # -- derived ---------------------------------------------------------------------------
     @property
     def max_concurrent_rpcs(self) -> int:
-        return self.grpc_max_concurrent_rpcs or self.grpc_workers
+        """Never more than the workers: a call admitted beyond them would queue for a
+        thread that an open stream may hold for ever (a hang, not RESOURCE_EXHAUSTED)."""
+        return min(self.grpc_max_concurrent_rpcs or self.grpc_workers, self.grpc_workers)
 
     @property
     def is_sqlite(self) -> bool:
@@ -101,7 +110,9 @@ class Settings:
         return "ACCOUNTS_" + name.upper()
 
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    def add_arguments(
+        cls, parser: argparse.ArgumentParser, names: Sequence[str] | None = None
+    ) -> None:
         for f in dataclasses.fields(cls):
             if names is not None and f.name not in names:
                 continue
@@ -131,7 +142,46 @@ class Settings:
             if raw is None:
                 continue
             values[f.name] = _coerce(f, raw)
-        return cls(**values)
+        try:
+            return cls(**values)
+        except SettingsError as e:
+            raise SystemExit(f"accounts-grpc: {e}") from None
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot run with."""
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _problems(s: Settings) -> Iterator[str]:
+    def need(ok: bool, name: str, what: str) -> Iterator[str]:
+        if not ok:
+            yield f"{name} ({Settings.env_name(name)}) must be {what}, not {getattr(s, name)!r}"
+
+    yield from need(bool(s.database_url), "database_url", "set")
+    yield from need(0 <= s.grpc_port <= 65535, "grpc_port", "a port (0 picks a free one)")
+    yield from need(-1 <= s.http_port <= 65535, "http_port", "a port, 0 or -1")
+    yield from need(s.grpc_workers >= 1, "grpc_workers", "at least 1")
+    yield from need(s.grpc_max_concurrent_rpcs >= 0, "grpc_max_concurrent_rpcs", ">= 0")
+    yield from need(s.shutdown_grace >= 0, "shutdown_grace", ">= 0")
+    yield from need(bool(s.issuer), "issuer", "set")
+    yield from need(bool(s.audience), "audience", "set")
+    # expires_in is an int32 on the wire
+    yield from need(1 <= s.token_lifetime <= 366 * 86400, "token_lifetime",
+                    "between 1 and 31622400 seconds")
+    yield from need(s.session_ttl >= 1, "session_ttl", "at least 1 second")
+    yield from need(s.activity_interval >= 0, "activity_interval", ">= 0")
+    yield from need(s.signing_alg in ("RS256", "ES256"), "signing_alg", "RS256 or ES256")
+    yield from need(s.jwt_cache_size >= 0, "jwt_cache_size", ">= 0")
+    yield from need(s.jwt_cache_ttl >= 0, "jwt_cache_ttl", ">= 0")
+    yield from need(s.auth_max_failures >= 0, "auth_max_failures", ">= 0 (0: no limit)")
+    yield from need(s.auth_failure_window >= 1, "auth_failure_window", "at least 1 second")
+    yield from need(s.auth_block_seconds >= 1, "auth_block_seconds", "at least 1 second")
+    yield from need(s.http_max_body_bytes >= 1024, "http_max_body_bytes", "at least 1024")
+    yield from need(s.db_pool_size >= 1, "db_pool_size", "at least 1")
+    yield from need(s.log_level.upper() in LOG_LEVELS, "log_level", " or ".join(LOG_LEVELS))
 
 
 def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:

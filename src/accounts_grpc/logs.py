@@ -1,13 +1,45 @@
-"""Logging: one line per call (see rpc/pipeline.py), text or JSON; never a secret or token."""
+"""Logging: one line per call (see rpc/pipeline.py), text or JSON; never a secret or token.
+
+Nothing logs secrets in the first place (the call line names the method, the status
+code, the duration and the caller's user id; metadata and messages are not logged).
+As a second line of defence every formatted line, tracebacks included, passes through
+``redact``, which masks anything shaped like one of our credentials: client secrets
+(``cs_...``), session tokens (``st_...``), JWTs and ``Bearer`` values.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
 _EXTRA = ("rpc_method", "rpc_code", "duration_ms", "caller", "transport")
+
+_SECRETS = re.compile(
+    r"\b(?P<prefix>cs_|st_)[A-Za-z0-9_-]{16,}"  # client secrets, session tokens
+    r"|\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"  # JWTs
+    r"|(?i:\bbearer\s+)[^\s\"',;]+"  # anything sent as a bearer token
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential-shaped substring masked."""
+
+    def mask(m: re.Match[str]) -> str:
+        if m.group("prefix"):
+            return m.group("prefix") + "[REDACTED]"
+        if m.group(0).lower().startswith("bearer"):
+            return "Bearer [REDACTED]"
+        return "[REDACTED-JWT]"
+
+    return _SECRETS.sub(mask, text)
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,7 +56,7 @@ class JsonFormatter(logging.Formatter):
                 out[k] = getattr(record, k)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+        return redact(json.dumps(out))
 
 
 def setup(level: str = "INFO", json_lines: bool = False) -> None:
@@ -32,7 +64,7 @@ def setup(level: str = "INFO", json_lines: bool = False) -> None:
     handler.setFormatter(
         JsonFormatter()
         if json_lines
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

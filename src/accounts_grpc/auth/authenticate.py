@@ -21,7 +21,7 @@ from accounts_grpc.auth.secrets import SESSION_TOKEN_PREFIX, hash_secret
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.errors import Unauthenticated
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.store.db import Database, now_us
+from accounts_grpc.store.db import Database, new_etag, now_us
 from accounts_grpc.store.tables import (
     accounts,
     group_members,
@@ -81,14 +81,21 @@ _GROUPS = (
 _TOUCH_ACCOUNT = (
     accounts.update()
     .where(accounts.c.id == sa.bindparam("aid"))
-    .where(sa.or_(accounts.c.activity_time.is_(None), accounts.c.activity_time < sa.bindparam("old")))
+    .where(
+        sa.or_(accounts.c.activity_time.is_(None), accounts.c.activity_time < sa.bindparam("old"))
+    )
     .values(activity_time=sa.bindparam("now"))
 )
 _TOUCH_SESSION = (
     sessions.update()
     .where(sessions.c.id == sa.bindparam("sid"))
     .where(sessions.c.revoke_time.is_(None))
-    .values(last_activity_time=sa.bindparam("now"), expire_time=sa.bindparam("exp"))
+    .values(
+        last_activity_time=sa.bindparam("now"),
+        expire_time=sa.bindparam("exp"),
+        update_time=sa.bindparam("now"),
+        etag=sa.bindparam("etag"),
+    )
 )
 
 
@@ -115,14 +122,19 @@ class Authenticator:
     def authenticate(self, authorization: str | None) -> Principal:
         return self.principal_for_token(bearer_token(authorization))
 
-    def principal_for_token(self, token: str) -> Principal:
+    def principal_for_token(self, token: str, *, touch: bool = True) -> Principal:
+        """The Principal a token stands for, or Unauthenticated saying why not.
+
+        ``touch=False`` only looks (IntrospectToken): no activity time is written, so a
+        session's sliding expiry moves only when its token is used as a credential.
+        """
         if token.startswith(SESSION_TOKEN_PREFIX):
-            return self._session(token)
+            return self._session(token, touch=touch)
         if token.count(".") == 2:
-            return self._jwt(token)
+            return self._jwt(token, touch=touch)
         raise Unauthenticated("the access token is malformed", reason="TOKEN_INVALID")
 
-    def _jwt(self, token: str) -> Principal:
+    def _jwt(self, token: str, *, touch: bool = True) -> Principal:
         claims = self._jwts.verify(token)
         with self._db.connect() as conn:
             row = conn.execute(_USER, {"uid": claims["sub"]}).first()
@@ -133,7 +145,7 @@ class Authenticator:
             p = self._principal(conn, row, token_type="jwt", token_id=claims["jti"],
                                 expires_at=int(claims["exp"]))
             conn.commit()
-            if p.extra.get("touch_account"):
+            if touch and p.extra.get("touch_account"):
                 self._touch_account(conn, row.account_id)
         return p
 
@@ -150,7 +162,7 @@ class Authenticator:
         except sa.exc.DBAPIError:
             log.warning("could not record activity (%s); will retry on a later call", stmt.table)
 
-    def _session(self, token: str) -> Principal:
+    def _session(self, token: str, *, touch: bool = True) -> Principal:
         now = now_us()
         with self._db.connect() as conn:
             row = conn.execute(_SESSION, {"h": hash_secret(token)}).first()
@@ -163,10 +175,13 @@ class Authenticator:
             p = self._principal(conn, row, token_type="session", session_id=row.session_id,
                                 expires_at=row.expire_time // 1_000_000)
             conn.commit()
+            if not touch:
+                return p
             if now - row.last_activity_time > self._settings.activity_interval * 1_000_000:
                 self._touch(conn, _TOUCH_SESSION, {
                     "sid": row.session_id, "now": now,
                     "exp": now + self._settings.session_ttl * 1_000_000,
+                    "etag": new_etag(),
                 })
             if p.extra.get("touch_account"):
                 self._touch_account(conn, row.account_id)

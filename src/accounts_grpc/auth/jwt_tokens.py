@@ -90,6 +90,7 @@ class JwtService:
         }
         if client_id:
             claims["client_id"] = client_id
+        assert key.private_key is not None  # signing_key() never returns one without
         token = jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"kid": key.kid})
         return IssuedToken(token, lifetime, claims)
 

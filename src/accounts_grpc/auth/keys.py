@@ -10,6 +10,9 @@ key for that long, which is harmless: the previous key stays in the JWKS and ver
 until its last token expires). A token with a kid this process has not seen makes it
 re-read the table at once (at most once a second), so a key rotated elsewhere verifies
 immediately.
+
+A retired key stays in the JWKS (and verifies) for one token lifetime plus a margin
+that covers that refresh lag, the verifier's clock leeway and some clock skew.
 """
 
 from __future__ import annotations
@@ -37,15 +40,30 @@ from accounts_grpc.store.tables import signing_keys
 log = logging.getLogger(__name__)
 
 SUPPORTED_ALGS = ("RS256", "ES256")
+#: seconds a retired key outlives the last token it may have signed (see module doc)
+EXPIRY_MARGIN_SECONDS = 90
+
+
+class KeyDecryptionError(RuntimeError):
+    """The key-encryption key does not decrypt the current signing key."""
+
+
+def _fernet(key: bytes, where: str) -> Fernet:
+    try:
+        return Fernet(key)
+    except (ValueError, TypeError):
+        raise SystemExit(
+            f"accounts-grpc: the key-encryption key ({where}) is not 32 bytes of urlsafe base64"
+        ) from None
 
 
 def load_kek(settings: Settings, *, create: bool = True) -> Fernet:
     """The key-encryption key: from the setting, else the file (created when missing)."""
     if settings.key_encryption_key:
-        return Fernet(settings.key_encryption_key.encode())
+        return _fernet(settings.key_encryption_key.encode(), "ACCOUNTS_KEY_ENCRYPTION_KEY")
     path = settings.kek_path()
     if path.exists():
-        return Fernet(path.read_bytes().strip())
+        return _fernet(path.read_bytes().strip(), str(path))
     if not create:
         raise SystemExit(f"accounts-grpc: no key-encryption key at {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,18 +98,22 @@ def _generate(alg: str) -> Any:
 def _public_jwk(kid: str, alg: str, private_key: Any) -> dict[str, Any]:
     algo = jwt.get_algorithm_by_name(alg)
     jwk = json.loads(algo.to_jwk(private_key.public_key()))
+    jwk.pop("key_ops", None)  # RFC 7517 §4.3: not together with "use"
     jwk.update({"kid": kid, "use": "sig", "alg": alg})
     return jwk
 
 
 def _new_kid() -> str:
-    return time.strftime("%Y%m%d", time.gmtime()) + "-" + base64.urlsafe_b64encode(os.urandom(6)).decode()
+    day = time.strftime("%Y%m%d", time.gmtime())
+    return day + "-" + base64.urlsafe_b64encode(os.urandom(6)).decode()
 
 
 class KeyStore:
     """Reads, creates and rotates signing keys; caches them per process (see module doc)."""
 
-    def __init__(self, db: Database, kek: Fernet, settings: Settings, refresh_seconds: float = 60.0):
+    def __init__(
+        self, db: Database, kek: Fernet, settings: Settings, refresh_seconds: float = 60.0
+    ) -> None:
         self._db = db
         self._kek = kek
         self._settings = settings
@@ -122,12 +144,12 @@ class KeyStore:
                 if r.retire_time is None:
                     try:
                         pem = self._kek.decrypt(r.private_key_enc.encode())
+                        private = serialization.load_pem_private_key(pem, password=None)
                     except InvalidToken:
-                        raise SystemExit(
-                            "accounts-grpc: the key-encryption key does not decrypt the signing "
-                            "keys in this database (every server on one database needs the same KEK)"
-                        ) from None
-                    private = serialization.load_pem_private_key(pem, password=None)
+                        log.error(
+                            "the key-encryption key does not decrypt signing key %s: every "
+                            "server on one database needs the same key-encryption key", r.kid
+                        )
                 public = jwt.get_algorithm_by_name(r.alg).from_jwk(json.dumps(r.public_jwk))
                 key = SigningKey(r.kid, r.alg, dict(r.public_jwk), public, private,
                                  r.create_time, r.retire_time, r.expire_time)
@@ -142,15 +164,24 @@ class KeyStore:
         with self._lock:
             self._load()
 
+    def _stale(self) -> bool:
+        return self._current is None or time.monotonic() - self._loaded_at > self._refresh
+
     def signing_key(self) -> SigningKey:
-        if self._current is None or time.monotonic() - self._loaded_at > self._refresh:
+        if self._stale():
             with self._lock:
-                self._load()
-                if self._current is None:
-                    self._create_locked(retire_others=False)
+                if self._stale():  # another thread may have reloaded meanwhile
                     self._load()
-        assert self._current is not None
-        return self._current
+                    if self._current is None:
+                        self._create_locked(retire_others=False)
+                        self._load()
+        current = self._current
+        assert current is not None
+        if current.private_key is None:
+            raise KeyDecryptionError(
+                f"the key-encryption key does not decrypt the current signing key {current.kid}"
+            )
+        return current
 
     def verification_key(self, kid: str) -> SigningKey | None:
         key = self._keys.get(kid)
@@ -172,9 +203,9 @@ class KeyStore:
             self.refresh()
         now = now_us()
         return [
-            dict(k.public_jwk)
-            for k in self._keys.values()
-            if k.expire_time is None or k.expire_time > now
+            {k: v for k, v in key.public_jwk.items() if k != "key_ops"}
+            for key in self._keys.values()
+            if key.expire_time is None or key.expire_time > now
         ]
 
     def list_keys(self) -> list[SigningKey]:
@@ -183,7 +214,14 @@ class KeyStore:
 
     # -- writing ---------------------------------------------------------------------------
     def ensure_key(self) -> SigningKey:
-        return self.signing_key()
+        """At start-up: a usable signing key (made if there is none), or exit saying why."""
+        try:
+            return self.signing_key()
+        except KeyDecryptionError as e:
+            raise SystemExit(
+                f"accounts-grpc: {e} (every server on one database needs the same "
+                "key-encryption key: --key-encryption-key or --key-encryption-key-file)"
+            ) from None
 
     def rotate(self) -> SigningKey:
         """A new current key; the previous ones stop signing and expire after one token lifetime."""
@@ -203,7 +241,10 @@ class KeyStore:
             serialization.NoEncryption(),
         )
         now = now_us()
-        lifetime_us = (self._settings.token_lifetime + 60) * 1_000_000
+        # the retired keys verify until their last token has expired (see module doc)
+        lifetime_us = int(
+            (self._settings.token_lifetime + self._refresh + EXPIRY_MARGIN_SECONDS) * 1_000_000
+        )
         with self._db.write() as uow:
             if uow.conn.dialect.name == "postgresql":
                 # serialize key creation across servers on one database

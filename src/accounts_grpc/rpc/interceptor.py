@@ -2,7 +2,8 @@
 
 Written against grpcio's own ``grpc.ServerInterceptor`` rather than grpc-interceptor's
 wrapper: it wraps each method handler once (cached), so the per-call cost is the
-Pipeline alone. Streams and other packages (reflection, health) pass through untouched.
+Pipeline alone. Other packages (reflection, health) pass through untouched; a streaming
+accounts.v1 RPC (there is none) would be refused, never served unauthenticated.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import grpc
 
 from accounts_grpc.rpc.pipeline import CallFailed, Pipeline
-from accounts_grpc.rpc.status import grpc_code
+from accounts_grpc.rpc.status import grpc_code, status_for
 
 PACKAGE_PREFIX = "/accounts.v1."
 
@@ -21,7 +22,9 @@ PACKAGE_PREFIX = "/accounts.v1."
 class PipelineInterceptor(grpc.ServerInterceptor):
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
-        self._wrapped: dict[tuple[str, int], grpc.RpcMethodHandler] = {}
+        # method → (the handler it wraps, the wrapper); the handler is kept (not its id)
+        # so that a new handler object for the method is never served a stale wrapper
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(
         self,
@@ -30,17 +33,21 @@ class PipelineInterceptor(grpc.ServerInterceptor):
     ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
         handler = continuation(handler_call_details)
-        if handler is None or not method.startswith(PACKAGE_PREFIX) or handler.unary_unary is None:
+        if handler is None or not method.startswith(PACKAGE_PREFIX):
             return handler
-        key = (method, id(handler))
-        wrapped = self._wrapped.get(key)
-        if wrapped is None:
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        if handler.unary_unary is not None:
             wrapped = self._wrap(method, handler)
-            self._wrapped[key] = wrapped
+        else:
+            wrapped = _refuse_stream(handler)
+        self._wrapped[method] = (handler, wrapped)
         return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         inner = handler.unary_unary
+        assert inner is not None
         pipeline = self._pipeline
 
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
@@ -60,6 +67,29 @@ class PipelineInterceptor(grpc.ServerInterceptor):
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+
+
+def _refuse_stream(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """Fail closed: the pipeline (authentication included) serves unary calls only, so a
+    streaming accounts.v1 RPC is refused rather than served unauthenticated."""
+    denied = status_for(
+        "PERMISSION_DENIED",
+        "streaming RPCs have no access rule in this server and are denied",
+        "NO_ACCESS_RULE",
+    )
+
+    def refuse(_request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort_with_status(_RpcStatus(denied))
+
+    kw = dict(
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(refuse, **kw)
+    if handler.stream_unary is not None:
+        return grpc.stream_unary_rpc_method_handler(refuse, **kw)
+    return grpc.stream_stream_rpc_method_handler(refuse, **kw)
 
 
 class _RpcStatus(grpc.Status):  # type: ignore[misc]

@@ -7,16 +7,16 @@ never read headers or the gRPC context (they take the Principal from a contextva
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from google.rpc import code_pb2, status_pb2
 
 from accounts_grpc.auth.authenticate import Authenticator
+from accounts_grpc.domain.call import CallInfo, current_call, reset_call, set_call
 from accounts_grpc.domain.errors import DomainError, PermissionDenied
 from accounts_grpc.domain.principal import Principal, reset_principal, set_principal
 from accounts_grpc.rpc import metrics
@@ -26,22 +26,7 @@ from accounts_grpc.rpc.status import internal_status, status_from_error
 log = logging.getLogger("accounts_grpc.calls")
 errlog = logging.getLogger("accounts_grpc.errors")
 
-
-@dataclass(frozen=True)
-class CallInfo:
-    """Facts about the call being served, for use cases that need them (rate limits, audit)."""
-
-    method: str
-    transport: str  # "grpc" | "rest"
-    peer: str  # client address, e.g. "127.0.0.1"
-    metadata: Mapping[str, str]
-
-
-_call: contextvars.ContextVar[CallInfo | None] = contextvars.ContextVar("accounts_call", default=None)
-
-
-def current_call() -> CallInfo | None:
-    return _call.get()
+__all__ = ["CallFailed", "CallInfo", "Pipeline", "current_call", "peer_address"]
 
 
 class CallFailed(Exception):
@@ -53,11 +38,11 @@ class CallFailed(Exception):
 
 
 def peer_address(peer: str) -> str:
-    """'ipv4:127.0.0.1:5555' / 'ipv6:[::1]:5555' / '127.0.0.1' → the bare address."""
+    """'ipv4:127.0.0.1:5555' / 'ipv6:%5B::1%5D:5555' / '127.0.0.1' → the bare address."""
     if peer.startswith("ipv4:"):
         return peer[5:].rsplit(":", 1)[0]
     if peer.startswith("ipv6:"):
-        return peer[5:].rsplit(":", 1)[0].strip("[]")
+        return unquote(peer[5:]).rsplit(":", 1)[0].strip("[]")
     return peer
 
 
@@ -79,7 +64,7 @@ class Pipeline:
         code = "OK"
         principal: Principal | None = None
         token = None
-        ctok = _call.set(CallInfo(method, transport, peer_address(peer), metadata))
+        ctok = set_call(CallInfo(method, transport, peer_address(peer), metadata))
         try:
             rule = self._rules.get(method)
             if rule is None:
@@ -109,7 +94,7 @@ class Pipeline:
         finally:
             if token is not None:
                 reset_principal(token)
-            _call.reset(ctok)
+            reset_call(ctok)
             elapsed = time.perf_counter() - start
             metrics.observe(transport, method, code, elapsed)
             if log.isEnabledFor(logging.INFO):

@@ -8,6 +8,8 @@ with a generic message and nothing of the exception on the wire.
 
 from __future__ import annotations
 
+import math
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -27,7 +29,8 @@ def _pack(msg: object) -> any_pb2.Any:
 
 def status_for(code: str, message: str, reason: str, metadata: dict[str, str] | None = None,
                extra: list[object] | None = None) -> status_pb2.Status:
-    details = [_pack(error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {}))]
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+    details = [_pack(info)]
     for d in extra or ():
         details.append(_pack(d))
     return status_pb2.Status(code=getattr(code_pb2, code), message=message, details=details)
@@ -39,13 +42,15 @@ def status_from_error(e: DomainError) -> status_pb2.Status:
         extra.append(
             error_details_pb2.BadRequest(
                 field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
                     for v in e.violations
                 ]
             )
         )
     if isinstance(e, ResourceExhausted):
-        secs = max(1, round(e.retry_after))
+        secs = max(1, math.ceil(e.retry_after))
         extra.append(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=secs)))
     return status_for(e.code, e.message, e.reason, e.metadata, extra)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from accounts_grpc.auth.secrets import hash_secret, new_client_id, new_client_secret
 from accounts_grpc.store import audit
@@ -27,9 +28,23 @@ class BootstrapResult:
     client_secret: str
 
 
+def has_users(db: Database) -> bool:
+    """Whether any user exists (``serve --print-bootstrap`` bootstraps only when none does)."""
+    with db.connect() as conn:
+        return conn.execute(sa.select(users.c.id).limit(1)).first() is not None
+
+
 def bootstrap(
     db: Database, *, name: str = PLATFORM_NAME, email: str = PLATFORM_EMAIL
 ) -> BootstrapResult:
+    """The platform account (made once) and a new ``admin`` machine user in it."""
+    try:
+        return _bootstrap(db, name, email)
+    except IntegrityError:  # a concurrent first bootstrap made the platform account
+        return _bootstrap(db, name, email)
+
+
+def _bootstrap(db: Database, name: str, email: str) -> BootstrapResult:
     now = now_us()
     with db.write() as uow:
         row = uow.conn.execute(

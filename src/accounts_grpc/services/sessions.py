@@ -1,46 +1,383 @@
-"""Use cases for tokens and sessions."""
+"""Use cases for tokens and sessions: CreateToken, GetJwks, CreateSession, ListSessions,
+RevokeSession, IntrospectToken.
+
+- CreateToken is the OAuth2 client-credentials grant; failed attempts are rate limited
+  per client id and per address (services/ratelimit.py), for gRPC and the REST token
+  endpoint alike, since both run this use case.
+- A session token (``st_...``) is 256 random bits, shown once by CreateSession and
+  stored only as its SHA-256. A session expires ``session_ttl`` seconds after its last
+  use (the authenticator slides ``expire_time`` forward as the token is used).
+- CreateSession: by an ``admin``, the user's ``account-admin``, or a machine user of an
+  ``intermediary`` account for its EXTERNAL users (policy USER_MANAGE); never for a
+  user with roles the caller could not grant (that would be a way to act with more
+  rights than one's own). A retry with the same ``request_id`` returns the first
+  session, without its token: the token exists only as a hash (services/writes.py).
+- ListSessions lists the sessions that still work (not revoked, not expired), newest
+  first; revoked ones stay visible in the audit log. By the user itself too (USER_SELF).
+- RevokeSession is idempotent: revoking a revoked session returns it unchanged
+  (``revoke_time`` is when it was first revoked) and writes nothing.
+- IntrospectToken (RFC 7662) answers ``active: false`` and nothing else for any token
+  that would not authenticate a call right now, and for tokens of another account
+  unless the caller is ``admin``/``admin-reader``; it never changes the token's state.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
 from accounts_grpc.auth.jwt_tokens import IssuedToken
-from accounts_grpc.auth.secrets import verify_secret
-from accounts_grpc.domain.errors import InvalidArgument, Unauthenticated
+from accounts_grpc.auth.secrets import hash_secret, new_session_token, verify_secret
+from accounts_grpc.domain import policy
+from accounts_grpc.domain import roles as R
+from accounts_grpc.domain.call import current_call
+from accounts_grpc.domain.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    not_found,
+)
+from accounts_grpc.domain.listing import ListSpec, Page, parse_list_request, run_list
+from accounts_grpc.domain.principal import Principal
+from accounts_grpc.domain.validate import Validator
+from accounts_grpc.services.common import resolve_user_ref
 from accounts_grpc.services.deps import Deps
-from accounts_grpc.store.tables import accounts, group_members, user_groups, users
+from accounts_grpc.services.ratelimit import FailureLimiter
+from accounts_grpc.services.writes import create_once, fingerprint
+from accounts_grpc.store import audit
+from accounts_grpc.store.db import UnitOfWork, new_etag, new_id, now_us
+from accounts_grpc.store.tables import accounts, group_members, sessions, user_groups, users
+
+MAX_USER_AGENT = 500
+_US = 1_000_000
+
+_CLIENT = (
+    sa.select(
+        users.c.id,
+        users.c.account_id,
+        users.c.kind,
+        users.c.roles,
+        users.c.secret_hash,
+        accounts.c.closed,
+    )
+    .select_from(users.join(accounts, accounts.c.id == users.c.account_id))
+    .where(users.c.client_id == sa.bindparam("cid"))
+)
+_GROUP_ROLES = (
+    sa.select(user_groups.c.roles)
+    .select_from(group_members.join(user_groups, user_groups.c.id == group_members.c.group_id))
+    .where(group_members.c.user_id == sa.bindparam("uid"))
+)
+_SESSION = sa.select(sessions).where(sessions.c.id == sa.bindparam("sid"))
+_SESSION_SCOPE = (
+    sa.select(
+        sessions.c.id,
+        sessions.c.account_id,
+        sessions.c.user_id,
+        sessions.c.revoke_time,
+        users.c.kind,
+        accounts.c.consultancy_account_id,
+        accounts.c.closed,
+    )
+    .select_from(
+        sessions.join(users, users.c.id == sessions.c.user_id).join(
+            accounts, accounts.c.id == sessions.c.account_id
+        )
+    )
+    .where(sessions.c.id == sa.bindparam("sid"))
+)
+
+SESSIONS_LIST = ListSpec(
+    resource="sessions",
+    id_column=sessions.c.id,
+    orderable={
+        "create_time": sessions.c.create_time,
+        "last_activity_time": sessions.c.last_activity_time,
+        "expire_time": sessions.c.expire_time,
+    },
+    searchable=(),
+    default_order=(("create_time", True),),
+)
+
+
+@dataclass(frozen=True)
+class UserRefArgs:
+    """A ``UserRef`` as plain values (the servicer unpacks the proto into this)."""
+
+    user_id: str = ""
+    external_id: str = ""
+    account_id: str = ""
+
+    @property
+    def key(self) -> str:
+        return self.user_id or self.external_id
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """RFC 7662 introspection: ``active`` and, only when active, what the token carries."""
+
+    active: bool
+    token_type: str = ""  # "jwt" | "session"
+    sub: str = ""
+    account_id: str = ""
+    roles: tuple[str, ...] = ()
+    kind: str = ""  # "HUMAN" | "EXTERNAL" | "MACHINE"
+    iss: str = ""
+    aud: str = ""
+    jti: str = ""
+    exp: int = 0
+    iat: int = 0
+    client_id: str = ""
+    scope: str = ""
+
+
+INACTIVE = TokenInfo(active=False)
+
+
+def _authorize(p: Principal, action: policy.Action, t: policy.Target, what: str, key: str
+               ) -> None:
+    """NOT_FOUND unless the caller may read the user (whether a user exists is not for
+    everyone to learn), then PERMISSION_DENIED unless it may do ``action``."""
+    if not policy.allows(p, policy.Action.USER_READ, t):
+        raise not_found(what, "id", key)
+    policy.require(p, action, t, what=what, key=key)
+
+
+def effective_roles(conn: sa.Connection, user_id: str, direct: Any) -> set[str]:
+    """A user's direct roles, its groups' roles and the implicit ``member``."""
+    out = set(direct or ()) | {R.MEMBER}
+    for (group_roles,) in conn.execute(_GROUP_ROLES, {"uid": user_id}):
+        out.update(group_roles or ())
+    return out
 
 
 class SessionsService:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
+        self.limiter = FailureLimiter(deps.db, deps.settings)
 
+    # -- CreateToken -----------------------------------------------------------------------
     def create_token(self, client_id: str, client_secret: str, grant_type: str = "") -> IssuedToken:
-        """Client credentials → a signed JWT (RFC 6749 §4.4)."""
+        """Client credentials → a signed JWT (RFC 6749 §4.4), rate limited on failures."""
         if grant_type and grant_type != "client_credentials":
             raise InvalidArgument.field(
-                "grant_type", "only client_credentials is supported", reason="UNSUPPORTED_GRANT_TYPE"
+                "grant_type",
+                "only client_credentials is supported",
+                reason="UNSUPPORTED_GRANT_TYPE",
             )
-        if not client_id or not client_secret:
-            raise Unauthenticated("client_id and client_secret are required", reason="INVALID_CLIENT")
+        call = current_call()
+        keys = self.limiter.keys(client_id, call.peer if call else None)
         with self.deps.db.connect() as conn:
-            row = conn.execute(
-                sa.select(users.c.id, users.c.account_id, users.c.kind, users.c.roles,
-                          users.c.secret_hash, accounts.c.closed)
-                .select_from(users.join(accounts, accounts.c.id == users.c.account_id))
-                .where(users.c.client_id == client_id)
-            ).first()
+            self.limiter.check(conn, keys)  # a blocked client is refused before any check
+            row = conn.execute(_CLIENT, {"cid": client_id}).first() if client_id else None
             ok = verify_secret(client_secret, row.secret_hash if row else None)
-            if row is None or not ok or row.closed:
-                raise Unauthenticated("invalid client credentials", reason="INVALID_CLIENT")
-            roles = set(row.roles or ()) | {"member"}
-            for (group_roles,) in conn.execute(
-                sa.select(user_groups.c.roles)
-                .select_from(group_members.join(user_groups, user_groups.c.id == group_members.c.group_id))
-                .where(group_members.c.user_id == row.id)
-            ):
-                roles.update(group_roles or ())
+            if row is not None and ok and not row.closed:
+                roles = effective_roles(conn, row.id, row.roles)
+            else:
+                row = None
+        if row is None:
+            self.limiter.record_failure(keys)
+            if not client_id or not client_secret:
+                raise Unauthenticated(
+                    "client_id and client_secret are required", reason="INVALID_CLIENT"
+                )
+            raise Unauthenticated("invalid client credentials", reason="INVALID_CLIENT")
         return self.deps.jwts.issue(
-            user_id=row.id, account_id=row.account_id, roles=sorted(roles), kind=row.kind,
+            user_id=row.id,
+            account_id=row.account_id,
+            roles=sorted(roles),
+            kind=row.kind,
             client_id=client_id,
+        )
+
+    # -- GetJwks ---------------------------------------------------------------------------
+    def jwks(self) -> list[dict[str, Any]]:
+        """The public keys that verify tokens now (RFC 7517 members), newest first."""
+        return self.deps.keys.jwks()
+
+    # -- CreateSession ---------------------------------------------------------------------
+    def create_session(
+        self, p: Principal, user: UserRefArgs, *, user_agent: str = "", request_id: str = ""
+    ) -> tuple[Any, str]:
+        """Open a session; returns (session row, token). The token is "" on a retry."""
+        v = Validator()
+        user_agent = v.text("user_agent", user_agent.strip(), max_len=MAX_USER_AGENT)
+        v.raise_if_any()
+        fp = fingerprint("CreateSession", user.user_id, user.external_id, user.account_id,
+                         user_agent)
+        if not user_agent:
+            call = current_call()
+            user_agent = (call.metadata.get("user-agent", "") if call else "")[:MAX_USER_AGENT]
+        token = new_session_token()
+
+        def create(uow: UnitOfWork) -> dict[str, str]:
+            target = resolve_user_ref(
+                uow.conn, p, user_id=user.user_id, external_id=user.external_id,
+                account_id=user.account_id, field="user",
+            )
+            _authorize(p, policy.Action.USER_MANAGE, target.target, "user", user.key)
+            self._no_escalation(uow.conn, p, target.row)
+            now = now_us()
+            sid = new_id()
+            uow.conn.execute(
+                sessions.insert().values(
+                    id=sid,
+                    user_id=target.row.id,
+                    account_id=target.row.account_id,
+                    token_hash=hash_secret(token),
+                    user_agent=user_agent,
+                    create_time=now,
+                    update_time=now,
+                    last_activity_time=now,
+                    expire_time=now + self.deps.settings.session_ttl * _US,
+                    revoke_time=None,
+                    etag=new_etag(),
+                )
+            )
+            audit.record(
+                uow,
+                account_id=target.row.account_id,
+                actor_user_id=p.user_id,
+                action="session.create",
+                resource_type="Session",
+                resource_id=sid,
+                changed_fields=["user_id", "user_agent"],
+                request_id=request_id,
+            )
+            return {"session_id": sid}
+
+        def load(uow: UnitOfWork, ids: Any) -> Any:
+            row = uow.conn.execute(_SESSION, {"sid": ids["session_id"]}).first()
+            if row is None:  # a retry after the session's user was deleted
+                raise not_found("session", "id", ids["session_id"])
+            return row
+
+        row, created = create_once(
+            self.deps.db, p, "/accounts.v1.SessionService/CreateSession", request_id, fp,
+            create, load,
+        )
+        return row, token if created else ""
+
+    @staticmethod
+    def _no_escalation(conn: sa.Connection, p: Principal, user: Any) -> None:
+        """A session acts as its user: only for users whose roles the caller could grant."""
+        if R.ADMIN in p.roles:
+            return
+        beyond = effective_roles(conn, user.id, user.roles) - R.grantable_roles(p.roles)
+        if beyond:
+            raise PermissionDenied(
+                "the caller may not open a session for a user with roles it could not grant: "
+                + ", ".join(sorted(beyond)),
+                reason="ROLE_ESCALATION",
+                metadata={"roles": ",".join(sorted(beyond))},
+            )
+
+    # -- ListSessions ----------------------------------------------------------------------
+    def list_sessions(
+        self, p: Principal, user: UserRefArgs, *, page_size: int = 0, page_token: str = ""
+    ) -> Page:
+        """The user's working sessions (not revoked, not expired), newest first."""
+        with self.deps.db.connect() as conn:
+            target = resolve_user_ref(
+                conn, p, user_id=user.user_id, external_id=user.external_id,
+                account_id=user.account_id, field="user",
+            )
+            _authorize(p, policy.Action.USER_SELF, target.target, "user", user.key)
+            query = parse_list_request(
+                SESSIONS_LIST,
+                secret=self.deps.page_secret,
+                page_size=page_size,
+                page_token=page_token,
+                scope={"user_id": target.row.id},
+            )
+            base = sa.select(sessions).where(
+                sessions.c.user_id == target.row.id,
+                sessions.c.revoke_time.is_(None),
+                sessions.c.expire_time > now_us(),
+            )
+            return run_list(conn, SESSIONS_LIST, query, base)
+
+    # -- RevokeSession ---------------------------------------------------------------------
+    def revoke_session(self, p: Principal, session_id: str) -> Any:
+        """Revoke at once (the next call with its token is SESSION_REVOKED); idempotent."""
+        v = Validator()
+        v.id("id", session_id)
+        v.raise_if_any(reason="INVALID_ID" if session_id else "INVALID_ARGUMENT")
+        with self.deps.db.write() as uow:
+            scope = uow.conn.execute(_SESSION_SCOPE, {"sid": session_id}).first()
+            if scope is None:
+                raise not_found("session", "id", session_id)
+            target = policy.Target(
+                account_id=scope.account_id,
+                consultancy_account_id=scope.consultancy_account_id,
+                account_closed=bool(scope.closed),
+                user_id=scope.user_id,
+                user_kind=scope.kind,
+            )
+            _authorize(p, policy.Action.USER_SELF, target, "session", session_id)
+            if scope.revoke_time is None:
+                now = now_us()
+                uow.conn.execute(
+                    sessions.update()
+                    .where(sessions.c.id == session_id, sessions.c.revoke_time.is_(None))
+                    .values(revoke_time=now, update_time=now, etag=new_etag())
+                )
+                audit.record(
+                    uow,
+                    account_id=scope.account_id,
+                    actor_user_id=p.user_id,
+                    action="session.revoke",
+                    resource_type="Session",
+                    resource_id=session_id,
+                    changed_fields=["revoke_time"],
+                )
+            row = uow.conn.execute(_SESSION, {"sid": session_id}).first()
+            uow.commit()
+        return row
+
+    # -- IntrospectToken -------------------------------------------------------------------
+    def introspect(self, p: Principal, token: str) -> TokenInfo:
+        """RFC 7662: what ``token`` carries if it would authenticate a call now."""
+        token = token.strip()
+        if not token:
+            raise InvalidArgument.field("token", "is required")
+        try:
+            q = self.deps.authn.principal_for_token(token, touch=False)
+        except Unauthenticated:
+            return INACTIVE
+        if q.account_id != p.account_id and not p.is_platform_reader:
+            return INACTIVE  # another tenant's token: as if unknown
+        common: dict[str, Any] = dict(
+            active=True,
+            token_type=q.token_type,
+            sub=q.user_id,
+            account_id=q.account_id,
+            roles=tuple(sorted(q.roles)),
+            kind=q.kind,
+        )
+        if q.token_type == "session":
+            with self.deps.db.connect() as conn:
+                row = conn.execute(_SESSION, {"sid": q.session_id}).first()
+            if row is None:  # revoked and deleted between the two reads
+                return INACTIVE
+            return TokenInfo(
+                **common,
+                jti=row.id,
+                exp=row.expire_time // _US,
+                iat=row.create_time // _US,
+            )
+        claims = self.deps.jwts.verify(token)  # a cache hit: verified just above
+        aud = claims.get("aud", "")
+        return TokenInfo(
+            **common,
+            iss=str(claims.get("iss", "")),
+            aud=aud if isinstance(aud, str) else " ".join(map(str, aud)),
+            jti=str(claims.get("jti", "")),
+            exp=int(claims["exp"]),
+            iat=int(claims.get("iat", 0)),
+            client_id=str(claims.get("client_id", "")),
+            scope=str(claims.get("scope", "")),
         )

@@ -1,0 +1,158 @@
+"""The CreateToken attempt limiter.
+
+End to end through a real channel, every call comes from 127.0.0.1 (the kernel picks
+that source address for any loopback destination, and grpcio cannot bind a client's
+source address), so the end-to-end tests see the two counters move together. Which
+counter blocks what (the client id, or the address) is shown by calling the very same
+use case in process with the call's facts set as the pipeline sets them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from accounts.v1 import session_service_pb2 as spb
+from accounts.v1 import session_service_pb2_grpc
+
+from accounts_grpc.app import App
+from accounts_grpc.domain.call import CallInfo, reset_call, set_call
+from accounts_grpc.domain.errors import ResourceExhausted, Unauthenticated
+from tests import support
+from tests.e2e.test_auth_helpers import UserCreds, make_account, make_user
+from tests.support import Server, expect_error, running_server
+
+MAX_FAILURES = 3
+BLOCK_SECONDS = 2
+LIMITS = dict(
+    auth_max_failures=MAX_FAILURES, auth_failure_window=60, auth_block_seconds=BLOCK_SECONDS
+)
+UNAUTH = grpc.StatusCode.UNAUTHENTICATED
+EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@pytest.fixture
+def limited(backend: str, tmp_path: Path) -> Iterator[Server]:
+    """A server of its own for each test: a test leaves 127.0.0.1 blocked."""
+    with running_server(backend, tmp_path, **LIMITS) as srv:
+        yield srv
+
+
+def fresh_user(srv: Server) -> UserCreds:
+    return make_user(srv, make_account(srv))
+
+
+def create_token(srv: Server, client_id: str, secret: str) -> str:
+    resp = srv.stubs.sessions.CreateToken(
+        spb.CreateTokenRequest(client_id=client_id, client_secret=secret), timeout=10
+    )
+    return str(resp.access_token)
+
+
+def fails(srv: Server, client_id: str, secret: str, code: grpc.StatusCode, reason: str
+          ) -> int | None:
+    return expect_error(create_token, srv, client_id, secret, code=code, reason=reason
+                        ).retry_seconds
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+
+def test_repeated_failures_block_even_correct_credentials(limited: Server) -> None:
+    good = fresh_user(limited)
+    for _ in range(MAX_FAILURES):  # a guesser trying client ids
+        fails(limited, f"cid_{uuid.uuid4().hex[:24]}", "cs_guess", UNAUTH, "INVALID_CLIENT")
+    # refused before the secret is even looked at
+    retry = fails(limited, good.client_id, good.client_secret, EXHAUSTED,
+                  "TOO_MANY_FAILED_ATTEMPTS")
+    assert retry is not None and 1 <= retry <= BLOCK_SECONDS, "RetryInfo says when to retry"
+
+
+def test_successes_do_not_count(limited: Server) -> None:
+    u = fresh_user(limited)
+    for _ in range(MAX_FAILURES * 3):
+        assert create_token(limited, u.client_id, u.client_secret)
+    for _ in range(MAX_FAILURES - 1):
+        fails(limited, u.client_id, "cs_wrong", UNAUTH, "INVALID_CLIENT")
+    assert create_token(limited, u.client_id, u.client_secret), "still below the limit"
+    fails(limited, u.client_id, "cs_wrong", UNAUTH, "INVALID_CLIENT")
+    fails(limited, u.client_id, u.client_secret, EXHAUSTED, "TOO_MANY_FAILED_ATTEMPTS")
+
+
+def test_block_ends_after_block_seconds(limited: Server) -> None:
+    u = fresh_user(limited)
+    for _ in range(MAX_FAILURES):
+        fails(limited, u.client_id, "cs_wrong", UNAUTH, "INVALID_CLIENT")
+    fails(limited, u.client_id, u.client_secret, EXHAUSTED, "TOO_MANY_FAILED_ATTEMPTS")
+    time.sleep(BLOCK_SECONDS + 0.2)
+    assert create_token(limited, u.client_id, u.client_secret)
+    # the counter starts afresh: one more failure does not block again
+    fails(limited, u.client_id, "cs_wrong", UNAUTH, "INVALID_CLIENT")
+    assert create_token(limited, u.client_id, u.client_secret)
+
+
+def test_missing_credentials_count_as_failures(limited: Server) -> None:
+    u = fresh_user(limited)
+    for _ in range(MAX_FAILURES):
+        fails(limited, "", "", UNAUTH, "INVALID_CLIENT")
+    fails(limited, u.client_id, u.client_secret, EXHAUSTED, "TOO_MANY_FAILED_ATTEMPTS")
+
+
+def test_servers_sharing_a_database_share_the_limit(limited: Server) -> None:
+    """Failures counted by one server block the client on another (same database)."""
+    second = App(support.test_settings(limited.db_url, limited.tmp, **LIMITS))
+    second.start()
+    try:
+        u = fresh_user(limited)
+        for _ in range(MAX_FAILURES):
+            fails(limited, u.client_id, "cs_wrong", UNAUTH, "INVALID_CLIENT")
+        with grpc.insecure_channel(f"127.0.0.1:{second.grpc_port}") as channel:
+            stub = session_service_pb2_grpc.SessionServiceStub(channel)
+            expect_error(
+                stub.CreateToken,
+                spb.CreateTokenRequest(client_id=u.client_id, client_secret=u.client_secret),
+                code=EXHAUSTED, reason="TOO_MANY_FAILED_ATTEMPTS",
+            )
+    finally:
+        second.stop(grace=1.0)
+
+
+# -- which counter blocks what: the use case, with the call's peer set ---------------------------
+
+
+def attempt(srv: Server, address: str, client_id: str, secret: str) -> str:
+    """CreateToken's use case as the pipeline runs it for a call from ``address``."""
+    token = set_call(CallInfo("/accounts.v1.SessionService/CreateToken", "grpc", address, {}))
+    try:
+        return srv.app.services.sessions.create_token(client_id, secret).token
+    finally:
+        reset_call(token)
+
+
+def test_an_address_is_blocked_for_every_client(limited: Server) -> None:
+    good = fresh_user(limited)
+    for _ in range(MAX_FAILURES):
+        with pytest.raises(Unauthenticated):
+            attempt(limited, "203.0.113.7", f"cid_{uuid.uuid4().hex[:24]}", "cs_guess")
+    with pytest.raises(ResourceExhausted) as e:
+        attempt(limited, "203.0.113.7", good.client_id, good.client_secret)
+    assert e.value.retry_after >= 1
+    assert attempt(limited, "203.0.113.8", good.client_id, good.client_secret), (
+        "the client itself is not blocked, only that address"
+    )
+
+
+def test_a_client_is_blocked_from_every_address(limited: Server) -> None:
+    victim, bystander = fresh_user(limited), fresh_user(limited)
+    for i in range(MAX_FAILURES):  # one failure from each of several addresses
+        with pytest.raises(Unauthenticated):
+            attempt(limited, f"198.51.100.{i + 1}", victim.client_id, "cs_guess")
+    with pytest.raises(ResourceExhausted):
+        attempt(limited, "198.51.100.99", victim.client_id, victim.client_secret)
+    assert attempt(limited, "198.51.100.99", bystander.client_id, bystander.client_secret), (
+        "that address is not blocked, only that client"
+    )

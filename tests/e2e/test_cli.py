@@ -1,0 +1,144 @@
+"""The `accounts-grpc` command, run as a real process: bootstrap, keys, settings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import jwt
+from accounts.v1 import session_service_pb2 as spb
+from accounts.v1 import session_service_pb2_grpc, user_service_pb2, user_service_pb2_grpc
+
+from tests import support
+
+CLI = [sys.executable, "-m", "accounts_grpc.cli"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, check: bool = True
+        ) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ACCOUNTS_")}
+    base.update(env or {})
+    p = subprocess.run([*CLI, *args], capture_output=True, text=True, env=base, timeout=120,
+                       check=False)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def db_flags(tmp: Path) -> list[str]:
+    return ["--database-url", f"sqlite:///{tmp / 'accounts.db'}",
+            "--key-encryption-key-file", str(tmp / "test.kek")]
+
+
+@contextmanager
+def app_on(tmp: Path) -> Iterator[grpc.Channel]:
+    """The server, on the database the commands wrote (same key-encryption key)."""
+    from accounts_grpc.app import App
+
+    app = App(support.test_settings(f"sqlite:///{tmp / 'accounts.db'}", tmp))
+    app.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            yield channel
+    finally:
+        app.stop(grace=1.0)
+
+
+def token(channel: grpc.Channel, creds: dict[str, str]) -> str:
+    stub = session_service_pb2_grpc.SessionServiceStub(channel)
+    return str(stub.CreateToken(spb.CreateTokenRequest(
+        client_id=creds["client_id"], client_secret=creds["client_secret"]), timeout=10
+    ).access_token)
+
+
+def test_bootstrap_json_twice_both_users_work(tmp_path: Path) -> None:
+    first = run("bootstrap", "--json", *db_flags(tmp_path))
+    second = run("bootstrap", "--json", *db_flags(tmp_path))
+    one, two = json.loads(first.stdout), json.loads(second.stdout)  # one JSON object each
+    assert set(one) == {"account_id", "user_id", "client_id", "client_secret"}
+    assert one["account_id"] == two["account_id"], "one platform account"
+    assert one["client_id"] != two["client_id"] and one["user_id"] != two["user_id"]
+    assert one["client_secret"] not in first.stderr, "the secret goes to stdout only"
+    with app_on(tmp_path) as channel:
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        for creds in (one, two):
+            me = users.GetMe(user_service_pb2.GetMeRequest(),
+                             metadata=support.bearer(token(channel, creds)), timeout=10)
+            assert me.user.id == creds["user_id"] and "admin" in me.user.roles
+
+
+def test_bootstrap_text(tmp_path: Path) -> None:
+    out = run("bootstrap", *db_flags(tmp_path)).stdout
+    assert "client_id:" in out and "client_secret:" in out and "shown once" in out
+
+
+def test_keys_rotate_and_list(tmp_path: Path) -> None:
+    flags = db_flags(tmp_path)
+    [only] = json.loads(run("keys", "list", "--json", *flags).stdout)
+    assert only["current"] and only["alg"] == "RS256" and only["expire_time"] is None
+    creds = json.loads(run("bootstrap", "--json", *flags).stdout)
+    with app_on(tmp_path) as channel:
+        old_token = token(channel, creds)
+
+    rotated = json.loads(run("keys", "rotate", "--json", *flags).stdout)
+    assert rotated["kid"] != only["kid"] and rotated["current"]
+    listed = json.loads(run("keys", "list", "--json", *flags).stdout)
+    assert [k["kid"] for k in listed] == [rotated["kid"], only["kid"]], "newest first"
+    old = listed[1]
+    assert not old["current"] and old["retire_time"] and old["expire_time"]
+    text = run("keys", "list", *flags).stdout
+    assert only["kid"] in text and "retired" in text and "current" in text
+
+    with app_on(tmp_path) as channel:  # a server started after the rotation
+        stub = session_service_pb2_grpc.SessionServiceStub(channel)
+        kids = [k.kid for k in stub.GetJwks(spb.GetJwksRequest(), timeout=10).keys]
+        assert kids == [rotated["kid"], only["kid"]]
+        new_token = token(channel, creds)
+        assert jwt.get_unverified_header(new_token)["kid"] == rotated["kid"]
+        users = user_service_pb2_grpc.UserServiceStub(channel)
+        for t in (old_token, new_token):
+            users.GetMe(user_service_pb2.GetMeRequest(), metadata=support.bearer(t), timeout=10)
+
+
+def test_settings_come_from_accounts_variables(tmp_path: Path) -> None:
+    env = {
+        "ACCOUNTS_DATABASE_URL": f"sqlite:///{tmp_path / 'accounts.db'}",
+        "ACCOUNTS_KEY_ENCRYPTION_KEY_FILE": str(tmp_path / "env.kek"),
+        "ACCOUNTS_SIGNING_ALG": "ES256",
+    }
+    [key] = json.loads(run("keys", "list", "--json", env=env).stdout)
+    assert key["alg"] == "ES256"
+    assert (tmp_path / "env.kek").exists() and (tmp_path / "accounts.db").exists()
+    # a flag wins over its variable
+    rotated = json.loads(run("keys", "rotate", "--json", "--signing-alg", "RS256",
+                             env=env).stdout)
+    assert rotated["alg"] == "RS256"
+
+
+def test_a_wrong_key_encryption_key_is_a_clear_error(tmp_path: Path) -> None:
+    run("keys", "list", *db_flags(tmp_path))
+    p = run("keys", "list", "--database-url", f"sqlite:///{tmp_path / 'accounts.db'}",
+            "--key-encryption-key-file", str(tmp_path / "another.kek"), check=False)
+    assert p.returncode != 0
+    assert "key-encryption key" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_bad_settings_are_clear_errors(tmp_path: Path) -> None:
+    p = run("serve", *db_flags(tmp_path), "--grpc-workers", "0", check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "grpc_workers (ACCOUNTS_GRPC_WORKERS) must be at least 1" in p.stderr
+    p = run("serve", *db_flags(tmp_path), env={"ACCOUNTS_GRPC_PORT": "many"}, check=False)
+    assert p.returncode != 0 and "grpc_port" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_migrate_on_sqlite(tmp_path: Path) -> None:
+    first = run("migrate", *db_flags(tmp_path)).stdout
+    assert first.startswith("schema: empty -> ")
+    head = first.split("-> ")[1].strip()
+    assert run("migrate", *db_flags(tmp_path)).stdout.strip() == f"schema: {head} -> {head}"
