@@ -17,9 +17,6 @@ from typing import Any
 
 import grpc
 import sqlalchemy as sa
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
-
 from accounts.v1 import (
     account_service_pb2_grpc,
     partition_service_pb2_grpc,
@@ -27,6 +24,9 @@ from accounts.v1 import (
     user_group_service_pb2_grpc,
     user_service_pb2_grpc,
 )
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
 from accounts_grpc.config import Settings
 
 PG_ENV = "ACCOUNTS_TEST_POSTGRES_URL"
@@ -128,6 +128,7 @@ class Server:
 @contextlib.contextmanager
 def running_server(backend: str, tmp: Path, **overrides: Any) -> Iterator[Server]:
     from accounts.v1 import session_service_pb2
+
     from accounts_grpc.app import App
     from accounts_grpc.services.bootstrap import bootstrap
 
@@ -189,7 +190,7 @@ def failure(err: grpc.RpcError) -> Failure:
 
 def expect_error(fn: Any, *args: Any, code: grpc.StatusCode, reason: str | None = None,
                  field: str | None = None, **kwargs: Any) -> Failure:
-    """Call ``fn`` and assert it fails with ``code`` (and the ErrorInfo reason / a violated field)."""
+    """Call ``fn``; assert it fails with ``code`` (and the ErrorInfo reason / a violated field)."""
     try:
         fn(*args, **kwargs)
     except grpc.RpcError as e:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import grpc
-
 from accounts.v1 import user_pb2, user_service_pb2
+
 from tests.support import Server, expect_error
 
 

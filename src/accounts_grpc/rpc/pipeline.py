@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from google.rpc import code_pb2, status_pb2
+from sqlalchemy import exc as sa_exc
 
 from accounts_grpc.auth.authenticate import Authenticator
 from accounts_grpc.domain.call import CallInfo, current_call, reset_call, set_call
@@ -21,7 +22,7 @@ from accounts_grpc.domain.errors import DomainError, PermissionDenied
 from accounts_grpc.domain.principal import Principal, reset_principal, set_principal
 from accounts_grpc.rpc import metrics
 from accounts_grpc.rpc.registry import AccessRule
-from accounts_grpc.rpc.status import internal_status, status_from_error
+from accounts_grpc.rpc.status import internal_status, status_for, status_from_error
 
 log = logging.getLogger("accounts_grpc.calls")
 errlog = logging.getLogger("accounts_grpc.errors")
@@ -87,6 +88,18 @@ class Pipeline:
         except CallFailed as e:
             code = code_pb2.Code.Name(e.status.code)
             raise
+        except NotImplementedError:  # a servicer method still inherited from the generated base
+            code = "UNIMPLEMENTED"
+            raise CallFailed(
+                status_for("UNIMPLEMENTED", f"{method} is not implemented", "UNIMPLEMENTED")
+            ) from None
+        except sa_exc.OperationalError:  # the database is down or busy: retryable, not a bug
+            code = "UNAVAILABLE"
+            errlog.warning("database unavailable in %s", method, exc_info=True)
+            raise CallFailed(
+                status_for("UNAVAILABLE", "the database is unavailable; retry later",
+                           "DATABASE_UNAVAILABLE")
+            ) from None
         except Exception:
             code = "INTERNAL"
             errlog.exception("unexpected error in %s", method)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import ModuleType
-
-from google.protobuf import descriptor as _descriptor
+from typing import Any
 
 from accounts.v1 import (
     account_service_pb2,
@@ -15,6 +14,7 @@ from accounts.v1 import (
     user_group_service_pb2,
     user_service_pb2,
 )
+from google.protobuf import descriptor as _descriptor
 
 SERVICE_MODULES: tuple[ModuleType, ...] = (
     account_service_pb2,
@@ -45,11 +45,12 @@ class AccessRule:
 def access_rules() -> dict[str, AccessRule]:
     """``/pkg.Service/Method`` → its declared AccessRule; methods without one are absent."""
     rules: dict[str, AccessRule] = {}
+    ext: Any = options_pb2.access  # the generated stub types it as a plain FieldDescriptor
     for svc in service_descriptors():
         for m in svc.methods:
             opts = m.GetOptions()
-            if not opts.HasExtension(options_pb2.access):
+            if not opts.HasExtension(ext):
                 continue
-            rule = opts.Extensions[options_pb2.access]
+            rule: options_pb2.AccessRule = opts.Extensions[ext]
             rules[f"/{svc.full_name}/{m.name}"] = AccessRule(rule.public, frozenset(rule.roles))
     return rules

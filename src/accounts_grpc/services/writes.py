@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from accounts_grpc.domain.errors import Aborted, AlreadyExists, InvalidArgument
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.store.db import Database, UnitOfWork, new_etag, now_us
+from accounts_grpc.store.db import Database, UnitOfWork, is_unique_violation, new_etag, now_us
 from accounts_grpc.store.tables import idempotency_keys
 
 T = TypeVar("T")
@@ -107,14 +107,6 @@ def create_once(
             uow.commit()
             return result, True
     raise AssertionError("unreachable")
-
-
-def is_unique_violation(e: IntegrityError) -> bool:
-    """True if ``e`` is a unique-key violation (not a foreign key, NOT NULL or CHECK)."""
-    state = getattr(e.orig, "sqlstate", None)  # psycopg 3
-    if state:
-        return bool(state == "23505")
-    return "UNIQUE constraint failed" in str(e.orig)  # sqlite3
 
 
 def check_etag(given: str, current: str, what: str = "resource") -> None:

@@ -20,9 +20,17 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
-from accounts_grpc.domain.errors import AlreadyExists, Unavailable
+from accounts_grpc.domain.errors import AlreadyExists
 
 _WRITE = "accounts_write"
+
+
+def is_unique_violation(e: IntegrityError) -> bool:
+    """True if ``e`` is a unique-key violation (not a foreign key, NOT NULL or CHECK)."""
+    state = getattr(e.orig, "sqlstate", None)  # psycopg 3
+    if state:
+        return bool(state == "23505")
+    return "UNIQUE constraint failed" in str(e.orig)  # sqlite3
 
 
 def now_us() -> int:
@@ -46,7 +54,9 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, *, pool_size: int = 8, max_overflow: int = 64, echo: bool = False) -> Engine:
+def create_engine(
+    url: str, *, pool_size: int = 8, max_overflow: int = 64, echo: bool = False
+) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1].split("?", 1)[0] if ":///" in url else ""
@@ -109,8 +119,10 @@ class UnitOfWork:
     def commit(self) -> None:
         try:
             self._tx.commit()
-        except IntegrityError as e:  # deferred constraint, or a race lost at commit
-            raise AlreadyExists("the resource already exists", reason="ALREADY_EXISTS") from e
+        except IntegrityError as e:  # a unique key raced at commit; anything else is a bug
+            if is_unique_violation(e):
+                raise AlreadyExists("the resource already exists", reason="ALREADY_EXISTS") from e
+            raise
         self.committed = True
         for fn in self._after_commit:
             fn()
@@ -171,7 +183,3 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-
-def unavailable(e: Exception) -> Unavailable:
-    return Unavailable(f"the database is unavailable: {type(e).__name__}", reason="DATABASE_UNAVAILABLE")
