@@ -13,6 +13,8 @@ sliding expiry, account ``activity_time``) are written at most once per
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -21,7 +23,7 @@ from accounts_grpc.auth.secrets import SESSION_TOKEN_PREFIX, hash_secret
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.errors import Unauthenticated
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.store.db import Database, new_etag, now_us
+from accounts_grpc.store.db import Database, new_etag, now_us, write_on
 from accounts_grpc.store.tables import (
     accounts,
     group_members,
@@ -33,51 +35,51 @@ from accounts_grpc.store.tables import (
 
 log = logging.getLogger(__name__)
 
+# One statement per call: the user, its account, and (outer-joined, one row each) its
+# groups with the partitions they reach. A user without groups gives one row.
+_ACCOUNT_COLS = [c.label(f"a_{c.name}") for c in accounts.c]
+_GROUP_COLS = [
+    user_groups.c.id.label("g_id"),
+    user_groups.c.roles.label("g_roles"),
+    group_partitions.c.partition_id.label("g_partition_id"),
+]
+_WITH_GROUPS = (
+    users.join(accounts, accounts.c.id == users.c.account_id)
+    .outerjoin(group_members, group_members.c.user_id == users.c.id)
+    .outerjoin(user_groups, user_groups.c.id == group_members.c.group_id)
+    .outerjoin(group_partitions, group_partitions.c.group_id == user_groups.c.id)
+)
 _USER = (
-    sa.select(
-        users.c.id,
-        users.c.account_id,
-        users.c.kind,
-        users.c.roles,
-        users.c.client_id,
-        accounts.c.roles.label("account_roles"),
-        accounts.c.closed,
-        accounts.c.activity_time,
-    )
-    .select_from(users.join(accounts, accounts.c.id == users.c.account_id))
+    sa.select(users, *_ACCOUNT_COLS, *_GROUP_COLS)
+    .select_from(_WITH_GROUPS)
     .where(users.c.id == sa.bindparam("uid"))
 )
 _SESSION = (
     sa.select(
-        sessions.c.id.label("session_id"),
-        sessions.c.expire_time,
-        sessions.c.revoke_time,
-        sessions.c.last_activity_time,
-        users.c.id,
-        users.c.account_id,
-        users.c.kind,
-        users.c.roles,
-        users.c.client_id,
-        accounts.c.roles.label("account_roles"),
-        accounts.c.closed,
-        accounts.c.activity_time,
+        users,
+        *_ACCOUNT_COLS,
+        *_GROUP_COLS,
+        sessions.c.id.label("s_id"),
+        sessions.c.expire_time.label("s_expire_time"),
+        sessions.c.revoke_time.label("s_revoke_time"),
+        sessions.c.last_activity_time.label("s_last_activity_time"),
     )
-    .select_from(
-        sessions.join(users, users.c.id == sessions.c.user_id).join(
-            accounts, accounts.c.id == users.c.account_id
-        )
-    )
+    .select_from(sessions.join(_WITH_GROUPS, users.c.id == sessions.c.user_id))
     .where(sessions.c.token_hash == sa.bindparam("h"))
 )
-_GROUPS = (
-    sa.select(user_groups.c.id, user_groups.c.roles, group_partitions.c.partition_id)
-    .select_from(
-        group_members.join(user_groups, user_groups.c.id == group_members.c.group_id).outerjoin(
-            group_partitions, group_partitions.c.group_id == user_groups.c.id
-        )
-    )
-    .where(group_members.c.user_id == sa.bindparam("uid"))
-)
+_USER_KEYS = tuple(c.name for c in users.c)
+_ACCOUNT_KEYS = tuple(c.name for c in accounts.c)
+
+
+class Snapshot:
+    """A row's columns as attributes (what the converters read), detached from the result."""
+
+    __slots__ = ("__dict__",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
 _TOUCH_ACCOUNT = (
     accounts.update()
     .where(accounts.c.id == sa.bindparam("aid"))
@@ -136,17 +138,17 @@ class Authenticator:
 
     def _jwt(self, token: str, *, touch: bool = True) -> Principal:
         claims = self._jwts.verify(token)
-        with self._db.connect() as conn:
-            row = conn.execute(_USER, {"uid": claims["sub"]}).first()
-            if row is None:
+        with self._db.single_read() as conn:
+            rows = conn.execute(_USER, {"uid": claims["sub"]}).all()
+            if not rows:
                 raise Unauthenticated("the token's user no longer exists", reason="USER_DELETED")
-            if row.account_id != claims.get("account_id"):
+            if rows[0].account_id != claims.get("account_id"):
                 raise Unauthenticated("the token does not match its user", reason="TOKEN_INVALID")
-            p = self._principal(conn, row, token_type="jwt", token_id=claims["jti"],
-                                expires_at=int(claims["exp"]))
-            conn.commit()
+            p = self._principal(
+                rows, token_type="jwt", token_id=claims["jti"], expires_at=int(claims["exp"])
+            )
             if touch and p.extra.get("touch_account"):
-                self._touch_account(conn, row.account_id)
+                self._touch_account(conn, p.account_id)
         return p
 
     def _touch_account(self, conn: sa.Connection, account_id: str) -> None:
@@ -157,58 +159,73 @@ class Authenticator:
     def _touch(self, conn: sa.Connection, stmt: sa.Update, params: dict[str, object]) -> None:
         """Best effort: an activity time that misses one write is written on a later call."""
         try:
-            with conn.begin():
+            with write_on(conn):
                 conn.execute(stmt, params)
         except sa.exc.DBAPIError:
             log.warning("could not record activity (%s); will retry on a later call", stmt.table)
 
     def _session(self, token: str, *, touch: bool = True) -> Principal:
         now = now_us()
-        with self._db.connect() as conn:
-            row = conn.execute(_SESSION, {"h": hash_secret(token)}).first()
-            if row is None:
+        with self._db.single_read() as conn:
+            rows = conn.execute(_SESSION, {"h": hash_secret(token)}).all()
+            if not rows:
                 raise Unauthenticated("the session token is not known", reason="TOKEN_INVALID")
-            if row.revoke_time is not None:
+            row = rows[0]
+            if row.s_revoke_time is not None:
                 raise Unauthenticated("the session has been revoked", reason="SESSION_REVOKED")
-            if row.expire_time <= now:
+            if row.s_expire_time <= now:
                 raise Unauthenticated("the session has expired", reason="SESSION_EXPIRED")
-            p = self._principal(conn, row, token_type="session", session_id=row.session_id,
-                                expires_at=row.expire_time // 1_000_000)
-            conn.commit()
+            p = self._principal(
+                rows,
+                token_type="session",
+                session_id=row.s_id,
+                expires_at=row.s_expire_time // 1_000_000,
+            )
             if not touch:
                 return p
-            if now - row.last_activity_time > self._settings.activity_interval * 1_000_000:
-                self._touch(conn, _TOUCH_SESSION, {
-                    "sid": row.session_id, "now": now,
-                    "exp": now + self._settings.session_ttl * 1_000_000,
-                    "etag": new_etag(),
-                })
+            if now - row.s_last_activity_time > self._settings.activity_interval * 1_000_000:
+                self._touch(
+                    conn,
+                    _TOUCH_SESSION,
+                    {
+                        "sid": row.s_id,
+                        "now": now,
+                        "exp": now + self._settings.session_ttl * 1_000_000,
+                        "etag": new_etag(),
+                    },
+                )
             if p.extra.get("touch_account"):
                 self._touch_account(conn, row.account_id)
         return p
 
-    def _principal(self, conn: sa.Connection, row: sa.Row, **extra: object) -> Principal:
-        if row.closed:
+    def _principal(self, rows: Sequence[sa.Row[Any]], **extra: Any) -> Principal:
+        row = rows[0]
+        if row.a_closed:
             raise Unauthenticated("the account is closed", reason="ACCOUNT_CLOSED")
         roles = set(row.roles or ()) | {"member"}
         group_ids: set[str] = set()
         partition_ids: set[str] = set()
-        for g in conn.execute(_GROUPS, {"uid": row.id}):
-            group_ids.add(g.id)
-            roles.update(g.roles or ())
-            if g.partition_id:
-                partition_ids.add(g.partition_id)
+        for g in rows:
+            if g.g_id is None:
+                continue
+            group_ids.add(g.g_id)
+            roles.update(g.g_roles or ())
+            if g.g_partition_id:
+                partition_ids.add(g.g_partition_id)
         interval = self._settings.activity_interval * 1_000_000
-        stale = row.activity_time is None or now_us() - row.activity_time > interval
+        stale = row.a_activity_time is None or now_us() - row.a_activity_time > interval
+        m = row._mapping
         return Principal(
             user_id=row.id,
             account_id=row.account_id,
             kind=row.kind,
             roles=frozenset(roles),
-            account_roles=frozenset(row.account_roles or ()),
+            account_roles=frozenset(row.a_roles or ()),
             partition_ids=frozenset(partition_ids),
             group_ids=frozenset(group_ids),
             client_id=row.client_id,
             extra={"touch_account": "1"} if stale else {},
-            **extra,  # type: ignore[arg-type]
+            user_row=Snapshot({k: m[k] for k in _USER_KEYS}),
+            account_row=Snapshot({k: m["a_" + k] for k in _ACCOUNT_KEYS}),
+            **extra,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 from dataclasses import dataclass, field
+from typing import Any
 
 from accounts_grpc.domain.errors import Unauthenticated
 
@@ -30,6 +31,10 @@ class Principal:
     client_id: str | None = None
     expires_at: int | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False)
+    #: the user's and account's rows as authentication read them on this call (GetMe
+    #: answers from them instead of reading again); attribute access like table rows
+    user_row: Any = field(default=None, compare=False, repr=False)
+    account_row: Any = field(default=None, compare=False, repr=False)
 
     def has(self, role: str) -> bool:
         return role in self.roles

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -33,8 +35,22 @@ HTTP_REQUESTS = Counter(
 )
 
 
+# ``labels()`` costs tens of microseconds (it validates and locks on every call); the
+# labelled children never change, so each is looked up once and kept here.
+_children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+
+
 def observe(transport: str, method: str, code: str, seconds: float) -> None:
-    CALLS.labels(transport, method, code).inc()
-    LATENCY.labels(transport, method).observe(seconds)
-    if code != "OK":
-        ERRORS.labels(transport, method, code).inc()
+    key = (transport, method, code)
+    c = _children.get(key)
+    if c is None:
+        c = (
+            CALLS.labels(transport, method, code),
+            LATENCY.labels(transport, method),
+            ERRORS.labels(transport, method, code) if code != "OK" else None,
+        )
+        _children[key] = c
+    c[0].inc()
+    c[1].observe(seconds)
+    if c[2] is not None:
+        c[2].inc()

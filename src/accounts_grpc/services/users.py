@@ -480,7 +480,9 @@ class UsersService:
     # -- GetMe -------------------------------------------------------------------------------
 
     def get_me(self, p: Principal) -> tuple[Any, Any]:
-        """The caller's own user and account."""
+        """The caller's own user and account, as authentication read them on this call."""
+        if p.user_row is not None and p.account_row is not None:
+            return p.user_row, p.account_row
         with self.deps.db.connect() as conn:
             user = conn.execute(_ME, {"uid": p.user_id}).first()
             account = conn.execute(_ACCOUNT, {"aid": p.account_id}).first()

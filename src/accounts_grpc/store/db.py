@@ -8,6 +8,8 @@ that must not lose an update use a conditional ``UPDATE ... WHERE etag = :old``.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from accounts_grpc.domain.errors import AlreadyExists
 
 _WRITE = "accounts_write"
+_SINGLE = "accounts_single_statement"
 
 
 def is_unique_violation(e: IntegrityError) -> bool:
@@ -50,7 +53,7 @@ def normalize_url(url: str) -> str:
     """Accept ``postgresql://`` and ``postgres://`` and use psycopg 3 for them."""
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 
@@ -62,11 +65,13 @@ def create_engine(
         path = url.split(":///", 1)[1].split("?", 1)[0] if ":///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # SQLite connections are cheap and local, and each worker thread keeps one for
+        # hot reads (Database.single_read), so the pool does not cap them.
         engine = sa.create_engine(
             url,
             echo=echo,
             pool_size=pool_size,
-            max_overflow=max_overflow,
+            max_overflow=-1,
             connect_args={"check_same_thread": False, "timeout": 30},
         )
         _sqlite_setup(engine)
@@ -89,8 +94,10 @@ def _sqlite_setup(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get(_WRITE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        opts = conn.get_execution_options()
+        if opts.get(_SINGLE, False):
+            return  # one statement: SQLite gives it a consistent snapshot without BEGIN
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if opts.get(_WRITE, False) else "BEGIN")
 
 
 class UnitOfWork:
@@ -156,6 +163,9 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 8, max_overflow: int = 64) -> None:
         self.url = normalize_url(url)
         self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=max_overflow)
+        self._sticky = self.engine.dialect.name == "sqlite"
+        self._local = threading.local()
+        self._sticky_conns: list[Connection] = []
 
     @property
     def is_sqlite(self) -> bool:
@@ -169,9 +179,39 @@ class Database:
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
-        """A plain connection for single-statement reads on hot paths."""
+        """A plain connection for reads (one transaction until commit or close)."""
         with self.engine.connect() as conn:
             yield conn
+
+    @contextmanager
+    def single_read(self) -> Iterator[Connection]:
+        """A connection for ONE read statement on a hot path: on SQLite no BEGIN/COMMIT
+        round trip (a single statement is its own consistent snapshot). Anything written
+        on it afterwards must go through ``with write_on(conn): ...``.
+
+        On SQLite each thread keeps its connection for such reads (SQLite connections are
+        cheap and local; checking one out of the pool and back costs more than the read).
+        """
+        if not self._sticky:
+            with self.engine.connect() as conn:
+                conn.execution_options(**{_SINGLE: True})
+                yield conn
+            return
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self.engine.connect()
+            self._local.conn = conn
+            self._sticky_conns.append(conn)
+        conn.execution_options(**{_SINGLE: True, _WRITE: False})
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction():
+                conn.rollback()
+            raise
+        finally:
+            if conn.in_transaction():
+                conn.commit()
 
     def ping(self) -> bool:
         try:
@@ -182,4 +222,18 @@ class Database:
             return False
 
     def dispose(self) -> None:
+        for conn in self._sticky_conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._sticky_conns.clear()
         self.engine.dispose()
+
+
+@contextmanager
+def write_on(conn: Connection) -> Iterator[Connection]:
+    """A short write transaction on a connection that ``single_read`` gave out."""
+    if conn.in_transaction():
+        conn.commit()  # end the read's (autobegun) transaction first
+    conn.execution_options(**{_SINGLE: False, _WRITE: True})
+    with conn.begin():
+        yield conn
