@@ -372,7 +372,7 @@ class AccountsService:
             if account_id:
                 check_id("id", account_id)
             key, value = "id", account_id or p.account_id
-        with self.deps.db.connect() as conn:
+        with self.deps.db.single_read() as conn:  # one indexed statement
             if key == "email":
                 row = store.find_by_email(conn, email, include_closed=p.is_platform_reader)
             else:
