@@ -1,0 +1,277 @@
+"""The load generator: separate processes, each with T client threads, in a closed loop.
+
+The orchestrator (``bench.run``) keeps ``procs`` worker processes alive for the whole run
+and sends each a job: a row, the set-up context, and a common wall-clock start. Every
+thread issues its row's call back to back, waits for the answer, and records the latency
+of each call that *completes* inside the measured window ``[start + warmup, start +
+warmup + seconds]``. Calls are bounded (``rows.CALL_TIMEOUT``) and so is the window, so
+a job always ends. Only loopback addresses are ever dialled.
+
+Channels: ``per-thread`` gives each client thread its own channel and its own TCP
+connection (``grpc.use_local_subchannel_pool``); ``shared`` gives all threads of a process
+one channel (one HTTP/2 connection, calls multiplexed on it).
+
+The default, 2 processes x 4 threads with per-thread channels, was chosen by measuring
+1x2, 1x4, 1x8, 2x2, 2x4 threads with both channel kinds (echo and GetMe, 3 interleaved
+passes each): on the 2-core machine the differences were inside the run-to-run noise, the
+load processes used 20-60% of one core in all, so none of them starved the server, and
+8 independent connections look most like a fleet of clients. Two processes keep the
+client's own GIL out of the way of the cheap rows (echo).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import signal
+import threading
+import time
+from array import array
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import grpc
+
+from bench import rows
+
+_CHANNEL_OPTIONS = [("grpc.use_local_subchannel_pool", 1), ("grpc.enable_retries", 0)]
+
+
+@dataclass
+class Job:
+    row: str
+    ctx: dict[str, Any]
+    threads: int
+    channels: str  # "per-thread" | "shared"
+    warmup: float
+    seconds: float
+
+
+@dataclass
+class Result:
+    latencies: array = field(default_factory=lambda: array("d"))  # seconds, measured window only
+    errors: dict[str, int] = field(default_factory=dict)
+    first_error: str = ""
+    unimplemented: bool = False
+    cpu_seconds: float = 0.0  # this load process, over the measured window
+    build_error: str = ""
+
+    def merge(self, other: Result) -> None:
+        self.latencies.extend(other.latencies)
+        for k, v in other.errors.items():
+            self.errors[k] = self.errors.get(k, 0) + v
+        self.first_error = self.first_error or other.first_error
+        self.unimplemented = self.unimplemented or other.unimplemented
+        self.cpu_seconds += other.cpu_seconds
+        self.build_error = self.build_error or other.build_error
+
+
+def _address(job: Job) -> str | None:
+    kind = rows.BY_KEY[job.row].kind
+    if kind == "echo":
+        return str(job.ctx["echo_address"])
+    if kind == "grpc":
+        return str(job.ctx["grpc_address"])
+    return None
+
+
+def _host_is_loopback(address: str) -> bool:
+    return address.startswith("127.0.0.1:") or address.startswith("localhost:")
+
+
+class Built:
+    """A job's per-thread calls and their channels, made before the clock starts."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.channels: list[grpc.Channel] = []
+        self.calls: list[Any] = []
+        address = _address(job)
+        if address is not None and not _host_is_loopback(address):
+            raise ValueError(f"the bench only dials loopback, not {address}")
+        try:
+            shared = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS) if address else None
+            if shared is not None:
+                self.channels.append(shared)
+            for i in range(job.threads):
+                ch = shared
+                if address and job.channels == "per-thread" and i > 0:
+                    ch = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+                    self.channels.append(ch)
+                self.calls.append(rows.build_call(job.row, job.ctx, ch, i))
+            for ch in self.channels:
+                grpc.channel_ready_future(ch).result(timeout=10)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        for ch in self.channels:
+            with contextlib.suppress(Exception):
+                ch.close()
+        self.channels = []
+
+
+def run_built(built: Built, start_at: float) -> Result:
+    """Run the closed loop from ``start_at`` (time.time()); return the measured window."""
+    job = built.job
+    wall_to_pc = time.perf_counter() - time.time()
+    t_start = start_at + wall_to_pc
+    t_meas = t_start + job.warmup
+    t_end = t_meas + job.seconds
+    stop = threading.Event()
+    per_thread = [Result() for _ in built.calls]
+
+    def loop(call: Any, res: Result) -> None:
+        pc = time.perf_counter
+        lat = res.latencies
+        while pc() < t_start:
+            time.sleep(min(0.01, max(0.0, t_start - pc())))
+        while not stop.is_set():
+            t0 = pc()
+            if t0 >= t_end:
+                return
+            try:
+                call()
+            except Exception as e:
+                t1 = pc()
+                code = rows.error_code(e)
+                if t_meas <= t1 <= t_end:
+                    res.errors[code] = res.errors.get(code, 0) + 1
+                if not res.first_error:
+                    res.first_error = f"{code}: {rows.error_detail(e)}"
+                if code == "UNIMPLEMENTED":
+                    res.unimplemented = True
+                    stop.set()
+                    return
+                continue
+            t1 = pc()
+            if t_meas <= t1 <= t_end:
+                lat.append(t1 - t0)
+
+    threads = [threading.Thread(target=loop, args=(c, r), daemon=True, name=f"load-{i}")
+               for i, (c, r) in enumerate(zip(built.calls, per_thread, strict=True))]
+    for t in threads:
+        t.start()
+    total = Result()
+    time.sleep(max(0.0, t_meas - time.perf_counter()))
+    c0 = sum(os.times()[:2])
+    time.sleep(max(0.0, t_end - time.perf_counter()))
+    total.cpu_seconds = sum(os.times()[:2]) - c0
+    for t in threads:
+        t.join(rows.CALL_TIMEOUT + 5)
+    stop.set()
+    for r in per_thread:
+        total.merge(r)
+    return total
+
+
+def _worker(conn: Connection, cpus: set[int] | None = None) -> None:  # pragma: no cover
+    """Job protocol: recv Job -> build -> send "ready" (or a Result with build_error) ->
+    recv start time -> run -> send Result. ``None`` ends the process. Ctrl-C is the
+    orchestrator's to handle (it stops this process), so it is ignored here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    conn.send("up")
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        try:
+            built = Built(job)
+        except Exception as e:
+            conn.send(Result(build_error=f"{type(e).__name__}: {e}"))
+            continue
+        try:
+            conn.send("ready")
+            start_at = conn.recv()
+            conn.send(run_built(built, start_at))
+        except (EOFError, OSError):
+            return
+        finally:
+            built.close()
+
+
+class LoadPool:
+    """``n`` long-lived load processes (spawned, so no gRPC state is inherited by fork)."""
+
+    def __init__(self, n: int, cpus: set[int] | None = None) -> None:
+        ctx = mp.get_context("spawn")
+        self._conns: list[Connection] = []
+        self._procs: list[Any] = []
+        for i in range(n):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_worker, args=(child, cpus), name=f"bench-load-{i}",
+                            daemon=True)
+            p.start()
+            child.close()
+            self._conns.append(parent)
+            self._procs.append(p)
+
+    @property
+    def size(self) -> int:
+        return len(self._procs)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def _recv(self, i: int, deadline: float) -> Any:
+        c, p = self._conns[i], self._procs[i]
+        while not c.poll(0.2):
+            if not p.is_alive():
+                raise RuntimeError(f"load process {p.name} died (exit {p.exitcode})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"load process {p.name} did not answer in time")
+        return c.recv()
+
+    def wait_up(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        for i in range(len(self._conns)):
+            if self._recv(i, deadline) != "up":
+                raise RuntimeError("load process protocol error")
+
+    def run(self, job: Job, on_start: Any = None) -> Result:
+        """Build in every process, start them together, return the merged Result.
+
+        ``on_start(start_at)`` is called once the common start time is fixed (the
+        orchestrator samples the server's CPU time around the window with it)."""
+        for c in self._conns:
+            c.send(job)
+        deadline = time.monotonic() + 60
+        acks = [self._recv(i, deadline) for i in range(len(self._conns))]
+        failed = [a for a in acks if isinstance(a, Result)]
+        if failed:
+            for i, a in enumerate(acks):  # release the ones that did build
+                if a == "ready":
+                    self._conns[i].send(time.time())
+                    self._recv(i, time.monotonic() + job.warmup + job.seconds + 60)
+            return failed[0]
+        start_at = time.time() + 0.05
+        for c in self._conns:
+            c.send(start_at)
+        if on_start is not None:
+            on_start(start_at)
+        total = Result()
+        deadline = time.monotonic() + job.warmup + job.seconds + rows.CALL_TIMEOUT + 30
+        for i in range(len(self._conns)):
+            total.merge(self._recv(i, deadline))
+        return total
+
+    def close(self) -> None:
+        for c in self._conns:
+            with contextlib.suppress(Exception):
+                c.send(None)
+        for p in self._procs:
+            p.join(3)
+            if p.is_alive():
+                p.terminate()
+                p.join(3)
+            if p.is_alive():
+                p.kill()

@@ -1,0 +1,186 @@
+"""The rows of the table: what each one calls, what it needs, and the aim it is held to.
+
+A row's call is built per client thread by ``build_call(key, ctx, channel, i)`` and is one
+closed-loop iteration: it returns when the response (or error) is back. ``ctx`` holds what
+the set-up made (addresses, tokens, ids); a row whose ``needs`` are missing from it is
+"n/a" with the set-up error that stopped it.
+"""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from accounts.v1 import (
+    account_service_pb2,
+    account_service_pb2_grpc,
+    session_service_pb2,
+    session_service_pb2_grpc,
+    user_group_service_pb2,
+    user_group_service_pb2_grpc,
+    user_pb2,
+    user_service_pb2,
+    user_service_pb2_grpc,
+)
+
+from bench.echo_server import METHOD as ECHO_METHOD
+
+CALL_TIMEOUT = 10.0  # seconds; every call is bounded
+PAGE_SIZE = 20
+ECHO_PAYLOAD = b"x" * 64
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    title: str
+    kind: str = "grpc"  # "grpc" (accounts server), "echo" (echo server), "http" (REST shim)
+    needs: tuple[str, ...] = ()
+    baseline: str | None = None  # key of the row this one is compared with
+    aim: float | None = None  # this row's rps / the baseline's rps must be >= aim
+    aim_text: str = ""
+    note: str = ""
+
+
+ROWS: tuple[Row, ...] = (
+    Row("echo", "bare grpcio echo (ceiling)", "echo", ("echo_address",)),
+    Row("getme_jwt", "GetMe, JWT (RS256)", needs=("admin_token",), baseline="echo", aim=0.5,
+        aim_text=">= 0.5 x echo"),
+    Row("getme_session", "GetMe, session token", needs=("session_token",), baseline="echo",
+        aim=0.5, aim_text=">= 0.5 x echo"),
+    Row("create_token", "CreateToken (client credentials)", needs=("admin_client_id",),
+        note="signs one RS256 JWT per call"),
+    Row("get_account", "GetAccount by id", needs=("account_id",)),
+    Row("list_p1", "ListAccounts page 1 (20 of 100k)", needs=("admin_token",)),
+    Row("list_p1000", "ListAccounts page 1,000", needs=("page1000_token",), baseline="list_p1",
+        aim=1 / 1.2, aim_text="cost <= 1.2 x page 1"),
+    Row("list_filtered", "ListAccounts filtered (1% match)", needs=("admin_token",),
+        baseline="get_account", aim=0.3, aim_text=">= 0.3 x GetAccount",
+        note="FlexMeasures REST: ~10 req/s"),
+    Row("my_groups", "ListMyUserGroups (in 3 groups)", needs=("member_token",)),
+    Row("add_device_perms", "AddDevicePermissions (re-add)",
+        needs=("human_user_id", "device_ids")),
+    Row("session_getme", "CreateSession + GetMe(session)", needs=("human_user_id",),
+        baseline="getme_session", note="one iteration = both calls"),
+    Row("rest_get_account", "REST GET /v1/accounts/{id}", "http", ("account_id",),
+        baseline="get_account", aim=0.5, aim_text=">= 0.5 x gRPC GetAccount",
+        note="FlexMeasures REST: ~130 req/s"),
+    Row("rest_me", "REST GET /v1/me", "http", ("admin_token",), baseline="getme_jwt"),
+)
+BY_KEY = {r.key: r for r in ROWS}
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(body[:200].decode("utf-8", "replace"))
+        self.status = status
+
+
+def error_code(e: BaseException) -> str:
+    """A short name for a failed call: the gRPC code, 'HTTP 404', or the exception type."""
+    if isinstance(e, grpc.RpcError) and hasattr(e, "code"):
+        return str(e.code().name)
+    if isinstance(e, HttpError):
+        return "UNIMPLEMENTED" if e.status == 501 else f"HTTP {e.status}"
+    return type(e).__name__
+
+
+def error_detail(e: BaseException) -> str:
+    if isinstance(e, grpc.RpcError) and hasattr(e, "details"):
+        return str(e.details() or "")[:160]
+    return str(e)[:160]
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def _http_get(port: int, path: str, token: str) -> Callable[[], None]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CALL_TIMEOUT)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+
+    def call() -> None:
+        try:
+            conn.request("GET", path, headers=headers)
+            r = conn.getresponse()
+            body = r.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()  # the next request reconnects
+            raise
+        if r.status != 200:
+            raise HttpError(r.status, body)
+
+    return call
+
+
+def build_call(key: str, ctx: dict[str, Any], channel: grpc.Channel | None,
+               i: int) -> Callable[[], None]:
+    """One closed-loop iteration of row ``key`` for client thread ``i``."""
+    t = CALL_TIMEOUT
+    if key == "echo":
+        assert channel is not None
+        echo = channel.unary_unary(ECHO_METHOD)  # type: ignore[call-arg]  # raw bytes
+        return lambda: echo(ECHO_PAYLOAD, timeout=t)
+    if key == "rest_get_account":
+        return _http_get(ctx["http_port"], f"/v1/accounts/{ctx['account_id']}", ctx["admin_token"])
+    if key == "rest_me":
+        return _http_get(ctx["http_port"], "/v1/me", ctx["admin_token"])
+
+    assert channel is not None
+    users = user_service_pb2_grpc.UserServiceStub(channel)
+    accts = account_service_pb2_grpc.AccountServiceStub(channel)
+    groups = user_group_service_pb2_grpc.UserGroupServiceStub(channel)
+    sessions = session_service_pb2_grpc.SessionServiceStub(channel)
+    admin = bearer(ctx["admin_token"]) if "admin_token" in ctx else ()
+
+    if key == "getme_jwt":
+        get_me, req = users.GetMe, user_service_pb2.GetMeRequest()
+        return lambda: get_me(req, metadata=admin, timeout=t)
+    if key == "getme_session":
+        get_me, req = users.GetMe, user_service_pb2.GetMeRequest()
+        md = bearer(ctx["session_token"])
+        return lambda: get_me(req, metadata=md, timeout=t)
+    if key == "create_token":
+        create = sessions.CreateToken
+        treq = session_service_pb2.CreateTokenRequest(
+            grant_type="client_credentials", client_id=ctx["admin_client_id"],
+            client_secret=ctx["admin_client_secret"])
+        return lambda: create(treq, timeout=t)
+    if key == "get_account":
+        get, areq = accts.GetAccount, account_service_pb2.GetAccountRequest(id=ctx["account_id"])
+        return lambda: get(areq, metadata=admin, timeout=t)
+    if key in ("list_p1", "list_p1000", "list_filtered"):
+        lst = accts.ListAccounts
+        lreq = account_service_pb2.ListAccountsRequest(page_size=PAGE_SIZE)
+        if key == "list_p1000":
+            lreq.page_token = ctx["page1000_token"]
+        if key == "list_filtered":
+            lreq.filter = ctx["filter"]
+        return lambda: lst(lreq, metadata=admin, timeout=t)
+    if key == "my_groups":
+        mine = groups.ListMyUserGroups
+        mreq = user_group_service_pb2.ListMyUserGroupsRequest()
+        md = bearer(ctx["member_token"])
+        return lambda: mine(mreq, metadata=md, timeout=t)
+    if key == "add_device_perms":
+        add = users.AddDevicePermissions
+        devices = ctx["device_ids"]
+        dreq = user_service_pb2.AddDevicePermissionsRequest(
+            user=user_pb2.UserRef(user_id=ctx["human_user_id"]),
+            devices=[user_pb2.DeviceRef(device_id=devices[i % len(devices)])])
+        return lambda: add(dreq, metadata=admin, timeout=t)
+    if key == "session_getme":
+        create_s, get_me = sessions.CreateSession, users.GetMe
+        sreq = session_service_pb2.CreateSessionRequest(
+            user=user_pb2.UserRef(user_id=ctx["human_user_id"]), user_agent="bench")
+        me_req = user_service_pb2.GetMeRequest()
+
+        def pair() -> None:
+            s = create_s(sreq, metadata=admin, timeout=t)
+            get_me(me_req, metadata=bearer(s.access_token), timeout=t)
+
+        return pair
+    raise KeyError(f"unknown bench row {key!r}")
