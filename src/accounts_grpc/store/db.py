@@ -108,19 +108,29 @@ class UnitOfWork:
     SQLAlchemy Core connection the repositories use.
     """
 
-    def __init__(self, engine: Engine, *, write: bool) -> None:
+    def __init__(
+        self, engine: Engine, *, write: bool, write_lock: threading.Lock | None = None
+    ) -> None:
         self._engine = engine
         self._write = write
+        self._lock = write_lock if write else None
         self.committed = False
         self.conn: Connection
         self._after_commit: list[Any] = []
 
     def __enter__(self) -> UnitOfWork:
-        conn = self._engine.connect()
-        if self._write:
-            conn = conn.execution_options(**{_WRITE: True})
-        self.conn = conn
-        self._tx = conn.begin()
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            conn = self._engine.connect()
+            if self._write:
+                conn = conn.execution_options(**{_WRITE: True})
+            self.conn = conn
+            self._tx = conn.begin()
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
         return self
 
     def commit(self) -> None:
@@ -148,6 +158,8 @@ class UnitOfWork:
                 self.rollback()
         finally:
             self.conn.close()
+            if self._lock is not None:
+                self._lock.release()
 
     # small helpers every repository uses
     def execute(self, stmt: Any, params: Any = None) -> sa.CursorResult[Any]:
@@ -164,6 +176,10 @@ class Database:
         self.url = normalize_url(url)
         self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=max_overflow)
         self._sticky = self.engine.dialect.name == "sqlite"
+        # SQLite has one writer at a time. Writers of this process queue on this lock
+        # (woken at once) rather than in SQLite's busy handler, which sleeps in steps of
+        # up to 100 ms; writers of other processes still meet the busy timeout.
+        self._write_lock = threading.Lock() if self._sticky else None
         self._local = threading.local()
         self._sticky_conns: list[Connection] = []
 
@@ -175,7 +191,7 @@ class Database:
         return UnitOfWork(self.engine, write=False)
 
     def write(self) -> UnitOfWork:
-        return UnitOfWork(self.engine, write=True)
+        return UnitOfWork(self.engine, write=True, write_lock=self._write_lock)
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
