@@ -23,7 +23,7 @@ from accounts_grpc.auth.secrets import SESSION_TOKEN_PREFIX, hash_secret
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.errors import Unauthenticated
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.store.db import Database, new_etag, now_us, write_on
+from accounts_grpc.store.db import Database, FastSelect, Record, new_etag, now_us, write_on
 from accounts_grpc.store.tables import (
     accounts,
     group_members,
@@ -69,15 +69,8 @@ _SESSION = (
 )
 _USER_KEYS = tuple(c.name for c in users.c)
 _ACCOUNT_KEYS = tuple(c.name for c in accounts.c)
-
-
-class Snapshot:
-    """A row's columns as attributes (what the converters read), detached from the result."""
-
-    __slots__ = ("__dict__",)
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
+_FAST_USER = FastSelect(_USER)
+_FAST_SESSION = FastSelect(_SESSION)
 
 
 _TOUCH_ACCOUNT = (
@@ -139,7 +132,7 @@ class Authenticator:
     def _jwt(self, token: str, *, touch: bool = True) -> Principal:
         claims = self._jwts.verify(token)
         with self._db.single_read() as conn:
-            rows = conn.execute(_USER, {"uid": claims["sub"]}).all()
+            rows = _FAST_USER.rows(conn, {"uid": claims["sub"]})
             if not rows:
                 raise Unauthenticated("the token's user no longer exists", reason="USER_DELETED")
             if rows[0].account_id != claims.get("account_id"):
@@ -167,7 +160,7 @@ class Authenticator:
     def _session(self, token: str, *, touch: bool = True) -> Principal:
         now = now_us()
         with self._db.single_read() as conn:
-            rows = conn.execute(_SESSION, {"h": hash_secret(token)}).all()
+            rows = _FAST_SESSION.rows(conn, {"h": hash_secret(token)})
             if not rows:
                 raise Unauthenticated("the session token is not known", reason="TOKEN_INVALID")
             row = rows[0]
@@ -198,7 +191,7 @@ class Authenticator:
                 self._touch_account(conn, row.account_id)
         return p
 
-    def _principal(self, rows: Sequence[sa.Row[Any]], **extra: Any) -> Principal:
+    def _principal(self, rows: Sequence[Record], **extra: Any) -> Principal:
         row = rows[0]
         if row.a_closed:
             raise Unauthenticated("the account is closed", reason="ACCOUNT_CLOSED")
@@ -214,7 +207,7 @@ class Authenticator:
                 partition_ids.add(g.g_partition_id)
         interval = self._settings.activity_interval * 1_000_000
         stale = row.a_activity_time is None or now_us() - row.a_activity_time > interval
-        m = row._mapping
+        m = row.__dict__
         return Principal(
             user_id=row.id,
             account_id=row.account_id,
@@ -225,7 +218,7 @@ class Authenticator:
             group_ids=frozenset(group_ids),
             client_id=row.client_id,
             extra={"touch_account": "1"} if stale else {},
-            user_row=Snapshot({k: m[k] for k in _USER_KEYS}),
-            account_row=Snapshot({k: m["a_" + k] for k in _ACCOUNT_KEYS}),
+            user_row=Record({k: m[k] for k in _USER_KEYS}),
+            account_row=Record({k: m["a_" + k] for k in _ACCOUNT_KEYS}),
             **extra,
         )

@@ -9,6 +9,7 @@ that must not lose an update use a conditional ``UPDATE ... WHERE etag = :old``.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 import uuid
@@ -253,3 +254,58 @@ def write_on(conn: Connection) -> Iterator[Connection]:
     conn.execution_options(**{_SINGLE: False, _WRITE: True})
     with conn.begin():
         yield conn
+
+
+class Record:
+    """A row's values as attributes, detached from any result (what converters read)."""
+
+    __slots__ = ("__dict__",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+class FastSelect:
+    """A fixed SELECT for the hottest read paths, returning ``Record``s.
+
+    On SQLite it runs the statement, compiled once, straight on the DBAPI cursor and
+    decodes JSON and Boolean columns by the statement's own column types, skipping
+    SQLAlchemy's per-execution work (cache key, parameter and result processing: about
+    200 us of a 250 us point read). Elsewhere it is an ordinary ``conn.execute``.
+    """
+
+    def __init__(self, stmt: sa.Select[Any]) -> None:
+        self.stmt = stmt
+        self._names = [c.key for c in stmt.selected_columns]
+        self._decoders: list[tuple[int, Any]] = []
+        for i, c in enumerate(stmt.selected_columns):
+            if isinstance(c.type, sa.JSON):
+                self._decoders.append((i, _json_or_none))
+            elif isinstance(c.type, sa.Boolean):
+                self._decoders.append((i, _bool_or_none))
+        self._sqlite: tuple[str, list[str]] | None = None
+
+    def rows(self, conn: Connection, params: dict[str, Any]) -> list[Record]:
+        if conn.dialect.name != "sqlite":
+            return [Record(dict(r._mapping)) for r in conn.execute(self.stmt, params)]
+        if self._sqlite is None:
+            compiled = self.stmt.compile(dialect=conn.dialect)
+            self._sqlite = (str(compiled), list(compiled.positiontup or ()))
+        sql, order = self._sqlite
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        out = []
+        for values in raw.execute(sql, [params[k] for k in order]).fetchall():
+            values = list(values)
+            for i, decode in self._decoders:
+                values[i] = decode(values[i])
+            out.append(Record(dict(zip(self._names, values, strict=True))))
+        return out
+
+
+def _json_or_none(v: Any) -> Any:
+    return json.loads(v) if isinstance(v, str) else v
+
+
+def _bool_or_none(v: Any) -> Any:
+    return None if v is None else bool(v)
