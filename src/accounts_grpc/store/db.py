@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -214,11 +214,12 @@ class Database:
                 conn.execution_options(**{_SINGLE: True})
                 yield conn
             return
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.invalidated:
-            conn = self.engine.connect()
-            self._local.conn = conn
-            self._sticky_conns.append(conn)
+        sticky: Connection | None = getattr(self._local, "conn", None)
+        if sticky is None or sticky.closed or sticky.invalidated:
+            sticky = self.engine.connect()
+            self._local.conn = sticky
+            self._sticky_conns.append(sticky)
+        conn = sticky
         conn.execution_options(**{_SINGLE: True, _WRITE: False})
         try:
             yield conn
@@ -264,6 +265,10 @@ class Record:
     def __init__(self, values: dict[str, Any]) -> None:
         self.__dict__.update(values)
 
+    if TYPE_CHECKING:
+
+        def __getattr__(self, name: str) -> Any: ...
+
 
 class FastSelect:
     """A fixed SELECT for the hottest read paths, returning ``Record``s.
@@ -276,7 +281,7 @@ class FastSelect:
 
     def __init__(self, stmt: sa.Select[Any]) -> None:
         self.stmt = stmt
-        self._names = [c.key for c in stmt.selected_columns]
+        self._names = [str(c.key) for c in stmt.selected_columns]
         self._decoders: list[tuple[int, Any]] = []
         for i, c in enumerate(stmt.selected_columns):
             if isinstance(c.type, sa.JSON):
