@@ -15,6 +15,9 @@ the caller's scope and returns a ``Page``.
   ``next_page_token`` is empty on the last.
 - ``filter``: free-text terms, ``"quoted phrases"`` kept whole; every term must occur,
   case-insensitively, in one of the spec's search columns (FlexMeasures semantics).
+  On SQLite a spec with a ``SearchIndex`` is served by an FTS5 trigram index (see
+  ``SearchIndex``); PostgreSQL's ``ILIKE`` is served by pg_trgm GIN indexes where
+  migration 0002 could make them.
 - ``order_by``: ``"name"``, ``"name desc"``, ``"create_time desc, name"`` ...; an unknown
   field is INVALID_ARGUMENT with a field violation.
 - ``total_size`` is counted when the first page is read (not at all when the first page
@@ -27,8 +30,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
+import itertools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,14 +53,47 @@ _MAC_BYTES = 16
 
 
 @dataclass(frozen=True)
+class SearchIndex:
+    """An SQLite FTS5 trigram index that serves a list's ``filter``.
+
+    ``table`` is an external-content FTS5 table (``tokenize='trigram case_sensitive
+    0'``) whose rowid is the rowid of ``base`` and whose ``columns`` index, position by
+    position, the spec's ``searchable`` expressions (NULL indexes as nothing, as
+    ``coalesce(col, '')`` would). Migrations make it and its sync triggers (0002).
+
+    Semantics: a term occurs in a value when it is a substring of it after both are
+    folded the way FTS5 folds (per character, ASCII and Unicode case, long s to ``s``,
+    ``K`` (Kelvin) to ``k`` ...). Terms of 3 characters or more are answered by
+    ``MATCH`` (a trigram phrase query is an exact substring test); shorter ones have no
+    trigram, so they are tested with ``LIKE`` on the base table, over every spelling
+    that folds to the term (``_fts_fold_variants``): the same rows either way.
+    """
+
+    table: str
+    columns: tuple[str, ...]
+    base: sa.Table
+
+    @property
+    def rowid(self) -> ColumnElement[Any]:
+        return sa.literal_column(f"{self.base.name}.rowid", sa.Integer())
+
+
+@dataclass(frozen=True)
 class ListSpec:
-    """What a resource's list allows. Column expressions must be NOT NULL."""
+    """What a resource's list allows. Column expressions must be NOT NULL
+    (searchable ones may be NULL: NULL matches no term)."""
 
     resource: str  # e.g. "accounts", names the list in tokens
     id_column: ColumnElement[Any]
     orderable: Mapping[str, ColumnElement[Any]]
     searchable: Sequence[ColumnElement[Any]]
     default_order: tuple[tuple[str, bool], ...] = (("create_time", False),)
+    search: SearchIndex | None = None  # an index serving ``filter`` (SQLite)
+
+    def __post_init__(self) -> None:
+        if self.search is not None and len(self.search.columns) != len(self.searchable):
+            raise ValueError(f"{self.resource}: the search index must cover every "
+                             "searchable column, in order")
 
 
 @dataclass(frozen=True)
@@ -284,16 +322,98 @@ def _contains_ci(col: ColumnElement[Any], pattern: str, dialect: str | None) -> 
     return sa.func.lower(col).like(pattern, escape="\\")
 
 
+#: FTS5 (3.40) folds no character beyond this point (checked by a test over all of Unicode)
+_FOLD_SCAN_END = 0x1F000
+
+
+@functools.cache
+def _fts_folds() -> tuple[dict[str, str], dict[str, frozenset[str]]]:
+    """FTS5's case folding of every non-ASCII character it folds, as (fold, unfold):
+    ``fold[c]`` is what c folds to, ``unfold[f]`` every non-ASCII character folding to f.
+
+    Asked of the SQLite library itself (the one SQLAlchemy's pysqlite driver uses), once
+    per process (about 0.1 s), so the short-term path agrees with the index exactly.
+    """
+    import sqlite3
+
+    def cased(ch: str) -> bool:
+        return ch.lower() != ch or ch.upper() != ch or ch.casefold() != ch
+
+    chars = [chr(i) for i in range(0x80, _FOLD_SCAN_END)
+             if not 0xD800 <= i < 0xE000 and cased(chr(i))]
+    chars += ["\ufffe", "\uffff"]  # SQLite reads these non-characters as U+FFFD
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='trigram case_sensitive 0')")
+        db.execute("CREATE VIRTUAL TABLE v USING fts5vocab(t, 'instance')")
+        db.executemany("INSERT INTO t(rowid, x) VALUES (?, ?)", [(ord(c), c * 3) for c in chars])
+        fold = {chr(doc): str(term)[0] for doc, term in db.execute("SELECT doc, term FROM v")}
+    finally:
+        db.close()
+    fold = {c: f for c, f in fold.items() if c != f}
+    unfold: dict[str, set[str]] = {}
+    for c, f in fold.items():
+        unfold.setdefault(f, set()).add(c)
+    return fold, {f: frozenset(cs) for f, cs in unfold.items()}
+
+
+def _fts_fold_char(ch: str) -> str:
+    if ch < "\x80":
+        return ch.lower()
+    return _fts_folds()[0].get(ch, ch)
+
+
+def _fts_fold_variants(term: str) -> list[str]:
+    """Every spelling of ``term`` that FTS5 folds to what it folds ``term`` to, up to
+    ASCII case (which LIKE ignores itself)."""
+    unfold = _fts_folds()[1]
+    choices = []
+    for ch in term:
+        f = _fts_fold_char(ch)
+        choices.append(sorted({f} | unfold.get(f, frozenset())))
+    return ["".join(p) for p in itertools.product(*choices)]
+
+
+def _fts_phrase(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def _indexed_filter(index: SearchIndex, searchable: Sequence[ColumnElement[Any]],
+                    terms: Sequence[str]) -> ColumnElement[bool]:
+    """The SQLite FTS5 spelling of ``filter_clause`` (see ``SearchIndex``)."""
+    long = [t for t in terms if len(t) >= 3 and "\x00" not in t]
+    clauses: list[ColumnElement[bool]] = []
+    if long:
+        cols = "{" + " ".join(index.columns) + "}"
+        match = " AND ".join(f"{cols} : {_fts_phrase(t)}" for t in long)
+        hits: sa.Select[Any] = (
+            sa.select(sa.literal_column("rowid"))
+            .select_from(sa.table(index.table))
+            .where(sa.literal_column(index.table).op("MATCH")(sa.literal(match, sa.String())))
+        )
+        clauses.append(index.rowid.in_(hits))
+    for t in terms:
+        if t in long:
+            continue
+        spellings = _fts_fold_variants(t) if "\x00" not in t else [t]
+        clauses.append(sa.or_(*(
+            c.like(f"%{_like_escape(s)}%", escape="\\") for c in searchable for s in spellings
+        )))
+    return sa.and_(*clauses)
+
+
 def filter_clause(
     spec: ListSpec, terms: Sequence[str], dialect: str | None = None
 ) -> ColumnElement[bool] | None:
     """Every term in some searchable column (case-insensitive substring).
 
     ``dialect`` (``conn.dialect.name``) picks the cheapest spelling; without it the
-    portable ``lower(col) LIKE`` is used.
+    portable ``lower(col) LIKE`` is used. On SQLite a spec's ``search`` index serves it.
     """
     if not terms:
         return None
+    if dialect == "sqlite" and spec.search is not None:
+        return _indexed_filter(spec.search, spec.searchable, terms)
     clauses = []
     for t in terms:
         pattern = f"%{_like_escape(t)}%"

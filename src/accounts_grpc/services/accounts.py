@@ -56,7 +56,13 @@ from accounts_grpc.domain.errors import (
     PermissionDenied,
     not_found,
 )
-from accounts_grpc.domain.listing import ListSpec, Page, parse_list_request, run_list
+from accounts_grpc.domain.listing import (
+    ListSpec,
+    Page,
+    SearchIndex,
+    parse_list_request,
+    run_list,
+)
 from accounts_grpc.domain.masks import require_paths_allowed, resolve_mask
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import MAX_NAME, Validator, check_id, is_uuid
@@ -99,6 +105,7 @@ ACCOUNTS_LIST = ListSpec(
     },
     searchable=(accounts.c.name, accounts.c.email_lower),
     default_order=(("create_time", False),),
+    search=SearchIndex("accounts_search", ("name", "email_lower"), accounts),  # migration 0002
 )
 
 AUDIT_LIST = ListSpec(

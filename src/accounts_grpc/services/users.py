@@ -61,7 +61,13 @@ from accounts_grpc.domain.errors import (
     Unauthenticated,
     not_found,
 )
-from accounts_grpc.domain.listing import ListSpec, Page, parse_list_request, run_list
+from accounts_grpc.domain.listing import (
+    ListSpec,
+    Page,
+    SearchIndex,
+    parse_list_request,
+    run_list,
+)
 from accounts_grpc.domain.masks import resolve_mask
 from accounts_grpc.domain.policy import Action
 from accounts_grpc.domain.principal import Principal
@@ -352,7 +358,9 @@ USER_LIST = ListSpec(
         "create_time": users.c.create_time,
         "update_time": users.c.update_time,
     },
-    searchable=[users.c.name, sa.func.coalesce(users.c.email, ""), _external_key],
+    # NULL matches no term; plain columns, so that PostgreSQL's pg_trgm indexes serve them
+    searchable=[users.c.name, users.c.email, users.c.external_id],
+    search=SearchIndex("users_search", ("name", "email", "external_id"), users),  # 0002
 )
 
 PERMISSION_LIST = ListSpec(
