@@ -457,14 +457,6 @@ def run_list(
     scan_desc = [not d for d in desc] if backwards else desc
     keys = [c.label(f"_k{i}") for i, c in enumerate(cols)]
     stmt = base.add_columns(*keys)
-    # A filtered first page counts its matches in the same statement (a window over the
-    # rows the filter selects, evaluated before LIMIT): the matching rows are found and
-    # sorted for the page anyway, so the count is nearly free, where a second statement
-    # would find them all again. Unfiltered lists count separately (an index-only count
-    # beats a window over every row).
-    window_count = count and query.cursor is None and flt is not None
-    if window_count:
-        stmt = stmt.add_columns(sa.func.count().over().label("_total"))
     if query.cursor is not None:
         after = _keyset(cols, scan_desc, query.cursor.values)
         if query.cursor.inclusive:
@@ -496,8 +488,6 @@ def run_list(
     if count:
         if query.cursor is None and not more:
             total = len(rows)
-        elif window_count:
-            total = int(rows[0]._total) if rows else 0
         elif query.cursor is not None and query.cursor.total is not None:
             total = query.cursor.total
         else:
