@@ -23,7 +23,7 @@ from accounts_grpc.auth.secrets import SESSION_TOKEN_PREFIX, hash_secret
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.errors import Unauthenticated
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.store.db import Database, FastSelect, Record, new_etag, now_us, write_on
+from accounts_grpc.store.db import Database, FastSelect, Record, new_etag, now_us
 from accounts_grpc.store.tables import (
     accounts,
     group_members,
@@ -152,8 +152,9 @@ class Authenticator:
     def _touch(self, conn: sa.Connection, stmt: sa.Update, params: dict[str, object]) -> None:
         """Best effort: an activity time that misses one write is written on a later call."""
         try:
-            with write_on(conn):
-                conn.execute(stmt, params)
+            with self._db.opportunistic_write(conn) as writing:
+                if writing:
+                    conn.execute(stmt, params)
         except sa.exc.DBAPIError:
             log.warning("could not record activity (%s); will retry on a later call", stmt.table)
 

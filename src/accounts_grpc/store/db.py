@@ -207,7 +207,7 @@ class Database:
     def single_read(self) -> Iterator[Connection]:
         """A connection for ONE read statement on a hot path: on SQLite no BEGIN/COMMIT
         round trip (a single statement is its own consistent snapshot). Anything written
-        on it afterwards must go through ``with write_on(conn): ...``.
+        on it afterwards must go through ``Database.opportunistic_write(conn)``.
 
         On SQLite each thread keeps its connection for such reads (SQLite connections are
         cheap and local; checking one out of the pool and back costs more than the read).
@@ -234,6 +234,28 @@ class Database:
             if conn.in_transaction():
                 conn.commit()
 
+    @contextmanager
+    def opportunistic_write(self, conn: Connection) -> Iterator[bool]:
+        """A short best-effort write on a ``single_read`` connection (activity times).
+
+        Yields False, and writes nothing, when this process's SQLite writer lock is
+        taken: a caller that only records activity skips it rather than wait behind a
+        writer (a later call records it). Otherwise yields True inside a transaction.
+        """
+        lock = self._write_lock
+        if lock is not None and not lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            if conn.in_transaction():
+                conn.commit()  # end the read's (autobegun) transaction first
+            conn.execution_options(**{_SINGLE: False, _WRITE: True})
+            with conn.begin():
+                yield True
+        finally:
+            if lock is not None:
+                lock.release()
+
     def ping(self) -> bool:
         try:
             with self.engine.connect() as conn:
@@ -248,16 +270,6 @@ class Database:
                 conn.close()
         self._sticky_conns.clear()
         self.engine.dispose()
-
-
-@contextmanager
-def write_on(conn: Connection) -> Iterator[Connection]:
-    """A short write transaction on a connection that ``single_read`` gave out."""
-    if conn.in_transaction():
-        conn.commit()  # end the read's (autobegun) transaction first
-    conn.execution_options(**{_SINGLE: False, _WRITE: True})
-    with conn.begin():
-        yield conn
 
 
 class Record:
