@@ -41,12 +41,19 @@ from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, check_id
 from accounts_grpc.services import common
 from accounts_grpc.services.deps import Deps
-from accounts_grpc.services.partitions import constraint_guard, load_accounts, require_open
-from accounts_grpc.services.writes import check_etag, conditional_update, create_once, fingerprint
+from accounts_grpc.services.partitions import load_accounts, require_open
+from accounts_grpc.services.writes import (
+    check_etag,
+    conditional_update,
+    constraint_guard,
+    create_once,
+    fingerprint,
+    new_row,
+)
 from accounts_grpc.store import audit
 from accounts_grpc.store import groups as repo
 from accounts_grpc.store import partitions as partition_repo
-from accounts_grpc.store.db import UnitOfWork, new_etag, new_id, now_us
+from accounts_grpc.store.db import UnitOfWork
 from accounts_grpc.store.tables import user_groups
 
 RESOURCE = "user_group"
@@ -363,19 +370,10 @@ class GroupsService:
             self._check_partitions(uow, account_id, list(g.partition_ids))
             if err := self._taken(uow, account_id, values["name"]):
                 raise err
-            gid, now = new_id(), now_us()
+            row = new_row(account_id=account_id, **values)
+            gid = row["id"]
             with constraint_guard(uow, lambda: self._taken(uow, account_id, values["name"])):
-                repo.insert(
-                    uow.conn,
-                    dict(
-                        id=gid,
-                        account_id=account_id,
-                        **values,
-                        create_time=now,
-                        update_time=now,
-                        etag=new_etag(),
-                    ),
-                )
+                repo.insert(uow.conn, row)
                 repo.set_partitions(uow.conn, gid, pids)
             audit.record(
                 uow,

@@ -16,19 +16,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
 
 from accounts_grpc.domain import policy
 from accounts_grpc.domain.errors import (
-    Aborted,
     AlreadyExists,
-    DomainError,
     FailedPrecondition,
     InvalidArgument,
     not_found,
@@ -39,7 +35,14 @@ from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, check_id
 from accounts_grpc.services import common
 from accounts_grpc.services.deps import Deps
-from accounts_grpc.services.writes import check_etag, conditional_update, create_once, fingerprint
+from accounts_grpc.services.writes import (
+    check_etag,
+    conditional_update,
+    constraint_guard,
+    create_once,
+    fingerprint,
+    new_row,
+)
 from accounts_grpc.store import audit
 from accounts_grpc.store import groups as group_repo
 from accounts_grpc.store import partitions as repo
@@ -137,27 +140,6 @@ def load_accounts(conn: sa.Connection, account_ids: Iterable[str]) -> list[Any]:
         return []
     by_id = {r.id: r for r in conn.execute(sa.select(accounts).where(accounts.c.id.in_(ids)))}
     return [by_id[i] for i in ids if i in by_id]
-
-
-@contextmanager
-def constraint_guard(
-    uow: UnitOfWork, taken: Callable[[], DomainError | None] = lambda: None
-) -> Iterator[None]:
-    """Statements that a concurrent writer may beat to a unique key (PostgreSQL runs READ
-    COMMITTED, so a pre-check can pass in two transactions at once): on a constraint
-    violation the savepoint is rolled back and the loser gets ``taken()`` (e.g.
-    ALREADY_EXISTS) or, if that finds nothing, ABORTED to retry -- never INTERNAL."""
-    try:
-        with uow.conn.begin_nested():
-            yield
-    except IntegrityError:
-        raise (
-            taken()
-            or Aborted(
-                "a concurrent change conflicted with this one; read again and retry",
-                reason="CONCURRENT_CHANGE",
-            )
-        ) from None
 
 
 def partition_target(row: Any) -> policy.Target:
@@ -324,19 +306,10 @@ class PartitionsService:
         def create(uow: UnitOfWork) -> dict[str, Any]:
             if err := self._taken(uow, account_id, values["name"]):
                 raise err
-            pid, now = new_id(), now_us()
+            row = new_row(account_id=account_id, **values)
+            pid = row["id"]
             with constraint_guard(uow, lambda: self._taken(uow, account_id, values["name"])):
-                repo.insert(
-                    uow.conn,
-                    dict(
-                        id=pid,
-                        account_id=account_id,
-                        **values,
-                        create_time=now,
-                        update_time=now,
-                        etag=new_etag(),
-                    ),
-                )
+                repo.insert(uow.conn, row)
             audit.record(
                 uow,
                 account_id=account_id,

@@ -85,6 +85,7 @@ from accounts_grpc.services.writes import (
     conditional_update,
     create_once,
     fingerprint,
+    new_row,
 )
 from accounts_grpc.store import audit
 from accounts_grpc.store import users as repo
@@ -1031,20 +1032,11 @@ class UsersService:
                 return cur
             values = {k: (val or None) for k, val in new.items()}
             if cur is None:
-                pk, now = new_id(), now_us()
-                repo.insert_order(
-                    uow.conn,
-                    dict(
-                        id=pk,
-                        account_id=user.account_id,
-                        user_id=user.id,
-                        order_id=order_id,
-                        create_time=now,
-                        update_time=now,
-                        etag=new_etag(),
-                        **values,
-                    ),
+                row = new_row(
+                    account_id=user.account_id, user_id=user.id, order_id=order_id, **values
                 )
+                pk = row["id"]
+                repo.insert_order(uow.conn, row)
                 action = "order.create"
             else:
                 pk = cur.id

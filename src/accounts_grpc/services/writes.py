@@ -13,15 +13,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from accounts_grpc.domain.errors import Aborted, AlreadyExists, InvalidArgument
+from accounts_grpc.domain.errors import Aborted, AlreadyExists, DomainError, InvalidArgument
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.store.db import Database, UnitOfWork, is_unique_violation, new_etag, now_us
+from accounts_grpc.store.db import (
+    Database,
+    UnitOfWork,
+    is_unique_violation,
+    new_etag,
+    new_id,
+    now_us,
+)
 from accounts_grpc.store.tables import idempotency_keys
 
 T = TypeVar("T")
@@ -142,3 +150,33 @@ def conditional_update(
             f"the {what} was changed concurrently; read it again and retry", reason="ETAG_MISMATCH"
         )
     return values
+
+
+def new_row(**values: Any) -> dict[str, Any]:
+    """Column values of a new resource row: ``values`` plus a fresh ``id`` (unless given),
+    ``create_time`` = ``update_time`` = now, and a fresh ``etag``."""
+    now = now_us()
+    row = {"id": new_id(), **values, "create_time": now, "update_time": now}
+    row["etag"] = new_etag()
+    return row
+
+
+@contextmanager
+def constraint_guard(
+    uow: UnitOfWork, taken: Callable[[], DomainError | None] = lambda: None
+) -> Iterator[None]:
+    """Statements that a concurrent writer may beat to a unique key (PostgreSQL runs READ
+    COMMITTED, so a pre-check can pass in two transactions at once): on a constraint
+    violation the savepoint is rolled back and the loser gets ``taken()`` (e.g.
+    ALREADY_EXISTS) or, if that finds nothing, ABORTED to retry -- never INTERNAL."""
+    try:
+        with uow.conn.begin_nested():
+            yield
+    except IntegrityError:
+        raise (
+            taken()
+            or Aborted(
+                "a concurrent change conflicted with this one; read again and retry",
+                reason="CONCURRENT_CHANGE",
+            )
+        ) from None
