@@ -217,3 +217,39 @@ def test_a_violation_found_at_commit_is_already_exists(backend: str, db: Databas
         with pytest.raises(AlreadyExists):
             uow.commit()
         assert not uow.committed
+
+
+# -- SQLite's memory statistics ----------------------------------------------------------------
+_MEMORY_PROBE = """
+import ctypes, importlib.util, sys
+if sys.argv[1] == "sqlite3-first":
+    import sqlite3
+import accounts_grpc.app, accounts_grpc.cli  # what `serve` imports before the database
+loaded_early = "_sqlite3" in sys.modules
+from accounts_grpc.store.db import Database, sqlite_tuning
+db = Database(sys.argv[2])
+with db.connect() as conn:
+    conn.exec_driver_sql("CREATE TABLE t(x)")
+    conn.exec_driver_sql("INSERT INTO t VALUES (randomblob(100000))")
+used = ctypes.CDLL(importlib.util.find_spec("_sqlite3").origin).sqlite3_memory_used
+used.restype = ctypes.c_int64
+print(loaded_early, sqlite_tuning(), used() > 0)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="switched off on Linux only")
+@pytest.mark.parametrize("first", ["engine-first", "sqlite3-first"])
+def test_sqlite_memory_statistics_are_off_when_the_engine_comes_first(
+    tmp_path: Path, first: str
+) -> None:
+    """`serve` imports nothing that loads SQLite before its engine, so the statistics (a
+    process-wide mutex on every allocation) are off; once the module is loaded earlier,
+    the switch is refused and they stay on."""
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, first, f"sqlite:///{tmp_path / 'm.db'}"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.split()
+    if first == "engine-first":
+        assert out == ["False", "True", "False"]
+    else:
+        assert out == ["True", "False", "True"]

@@ -9,7 +9,10 @@ that must not lose an update use a conditional ``UPDATE ... WHERE etag = :old``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib.util
 import json
+import sys
 import threading
 import time
 import uuid
@@ -63,6 +66,7 @@ def create_engine(
 ) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
+        sqlite_tuning()
         path = url.split(":///", 1)[1].split("?", 1)[0] if ":///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +84,47 @@ def create_engine(
     return sa.create_engine(
         url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
     )
+
+
+_tuned: bool | None = None
+
+
+def sqlite_tuning() -> bool:
+    """Switch off SQLite's memory statistics for this process, once, before the library
+    is first used; True if they are off.
+
+    With them on (the library's default), every ``sqlite3_malloc`` and ``free`` of every
+    connection takes one process-wide mutex, so the worker threads' reads, which run in
+    parallel outside the GIL, queue on it (futex calls). SQLite lists
+    ``SQLITE_DEFAULT_MEMSTATUS=0`` first among its recommended compile-time options; the
+    Python module does not expose ``sqlite3_config``, so it is called through ctypes on
+    the library the module is linked with. After the library has been initialized (a
+    module was imported earlier in this process) nothing is changed: the statistics
+    then stay on, which is only slower.
+    """
+    global _tuned
+    if _tuned is not None:
+        return _tuned
+    _tuned = False
+    if sys.platform != "linux" or "_sqlite3" in sys.modules:
+        # variadic ctypes calls are only portable here; once the module is imported the
+        # library is initialized (CPython's module init does it) and the call is refused
+        return False
+    spec = importlib.util.find_spec("_sqlite3")
+    if spec is None or not spec.origin or not spec.origin.endswith(".so"):
+        return False  # built into the interpreter: no library to reach
+    try:
+        # loading the extension's file runs nothing of it (the import later reuses the
+        # same handle); its symbols include the SQLite library it is linked with
+        config = ctypes.CDLL(spec.origin).sqlite3_config
+        config.restype = ctypes.c_int
+        _tuned = config(ctypes.c_int(_SQLITE_CONFIG_MEMSTATUS), ctypes.c_int(0)) == 0
+    except (OSError, AttributeError):
+        pass
+    return _tuned
+
+
+_SQLITE_CONFIG_MEMSTATUS = 9
 
 
 def _sqlite_setup(engine: Engine) -> None:
