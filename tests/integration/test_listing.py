@@ -2,11 +2,14 @@
 
 Property: while rows are inserted between page fetches, every row present throughout is
 listed exactly once, nothing is listed twice, and the pages follow the requested order;
-following ``previous_page_token`` back returns the very pages seen going forward.
+following ``previous_page_token`` back returns the very pages seen going forward. Each
+runs over the three scopes ListAccounts uses (``SCOPES``): on SQLite the last two let the
+search index count a filter and choose the page's plan, and both plans must page alike.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 from collections.abc import Iterator
@@ -17,7 +20,14 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accounts_grpc.domain.listing import Page, parse_list_request, run_list
+from accounts_grpc.domain import listing
+from accounts_grpc.domain.listing import (
+    IndexScope,
+    Page,
+    parse_filter,
+    parse_list_request,
+    run_list,
+)
 from accounts_grpc.services.accounts import ACCOUNTS_LIST
 from accounts_grpc.store import migrate
 from accounts_grpc.store.db import create_engine
@@ -36,10 +46,14 @@ ORDERS = [
     "update_time desc, name",
     "create_time, name desc",
 ]
-FILTERS = ["", "a", '"b"', "x.io", "ab"]
-# few distinct values, so that sort keys tie often and the id has to break the ties
+FILTERS = ["", "a", '"b"', "x.io", "ab", "abc", "abc x.io"]
+# few distinct values, so that sort keys tie often and the id has to break the ties; one
+# row in four closed
 ROW = st.tuples(st.sampled_from(["a", "b", "ab", "ba", "B", "abc"]), st.integers(0, 4),
-                st.integers(0, 3))
+                st.integers(0, 3), st.sampled_from([False, False, False, True]))
+#: base statement and index scope: any account (no scope given), any account (the index
+#: told), the open accounts (the index told: it leaves the closed ones out itself)
+SCOPES: list[tuple[bool, IndexScope | None]] = [(True, None), (True, "all"), (False, "unmarked")]
 _serial = itertools.count()
 
 HYPOTHESIS = settings(
@@ -56,39 +70,68 @@ def engine(db_url: str) -> Iterator[sa.Engine]:
     eng.dispose()
 
 
-def insert(conn: sa.Connection, rows: list[tuple[str, int, int]]) -> list[str]:
+def insert(conn: sa.Connection, rows: list[tuple[Any, ...]]) -> list[str]:
+    """Rows of (name, create_time, update_time[, closed])."""
     ids = []
-    for name, ct, ut in rows:
+    for name, ct, ut, *rest in rows:
+        closed = bool(rest and rest[0])
         aid = str(uuid.uuid4())
         email = f"{name.lower()}{next(_serial)}@x.io"
         conn.execute(accounts.insert().values(
             id=aid, name=name, email=email, email_lower=email, roles=[],
             consultancy_account_id=None, primary_color="", secondary_color="", logo_url="",
-            closed=False, create_time=ct, update_time=ut, activity_time=None,
+            closed=closed, create_time=ct, update_time=ut, activity_time=None,
             etag=uuid.uuid4().hex))
         ids.append(aid)
     conn.commit()
     return ids
 
 
-def fetch(conn: sa.Connection, token: str, *, order: str, flt: str, size: int) -> Page:
+Scope = tuple[bool, IndexScope | None]
+
+
+def fetch(conn: sa.Connection, token: str, *, order: str, flt: str, size: int,
+          scope: Scope = SCOPES[0]) -> Page:
     q = parse_list_request(ACCOUNTS_LIST, secret=SECRET, page_size=size, page_token=token,
                            filter=flt, order_by=order)
-    return run_list(conn, ACCOUNTS_LIST, q, sa.select(accounts))
+    show_closed, index_scope = scope
+    base = sa.select(accounts)
+    if not show_closed:
+        base = base.where(accounts.c.closed == sa.false())
+    return run_list(conn, ACCOUNTS_LIST, q, base, index_scope=index_scope)
 
 
 def ids(page: Page) -> list[str]:
     return [r.id for r in page.rows]
 
 
-def full_order(conn: sa.Connection, *, order: str, flt: str) -> list[str]:
-    page = fetch(conn, "", order=order, flt=flt, size=1000)
+def full_order(conn: sa.Connection, *, order: str, flt: str, scope: Scope = SCOPES[0]
+               ) -> list[str]:
+    page = fetch(conn, "", order=order, flt=flt, size=1000, scope=scope)
     assert not page.next_page_token
     return ids(page)
 
 
-def matching(conn: sa.Connection, flt: str) -> set[str]:
-    return set(full_order(conn, order="", flt=flt))
+def matching(conn: sa.Connection, flt: str, scope: Scope = SCOPES[0]) -> set[str]:
+    """The reference: every row, filtered in Python (the index plays no part)."""
+    rows = conn.execute(sa.select(accounts.c.id, accounts.c.name, accounts.c.email_lower,
+                                  accounts.c.closed))
+    terms = parse_filter(flt)
+    return {r.id for r in rows
+            if (scope[0] or not r.closed)
+            and all(t in r.name.lower() or t in r.email_lower for t in terms)}
+
+
+@contextlib.contextmanager
+def plan(walk: bool) -> Iterator[None]:
+    """Make every page whose filter the index answers alone take one plan: walk the
+    order's index, or drive by the hits' rowids (``listing._plan_indexed``)."""
+    saved = listing._WALK_FACTOR
+    listing._WALK_FACTOR = 10**12 if walk else 0
+    try:
+        yield
+    finally:
+        listing._WALK_FACTOR = saved
 
 
 def reset(conn: sa.Connection) -> None:
@@ -103,19 +146,21 @@ def reset(conn: sa.Connection) -> None:
     order=st.sampled_from(ORDERS),
     flt=st.sampled_from(FILTERS),
     size=st.integers(1, 6),
+    scope=st.sampled_from(SCOPES),
+    walk=st.booleans(),
 )
 def test_no_row_skipped_or_repeated_while_rows_are_inserted(
     engine: sa.Engine, initial: list[Any], inserts: list[list[Any]], order: str, flt: str,
-    size: int,
+    size: int, scope: Scope, walk: bool,
 ) -> None:
-    with engine.connect() as conn:
+    with engine.connect() as conn, plan(walk):
         reset(conn)
         insert(conn, initial)
-        present = matching(conn, flt)  # present throughout: nothing is deleted
+        present = matching(conn, flt, scope)  # present throughout: nothing is deleted
         seen: list[str] = []
         token = ""
         for step in range(500):
-            page = fetch(conn, token, order=order, flt=flt, size=size)
+            page = fetch(conn, token, order=order, flt=flt, size=size, scope=scope)
             assert len(page.rows) <= size
             # counted once, with the first page, and carried in the tokens
             assert page.total_size == len(present)
@@ -131,7 +176,7 @@ def test_no_row_skipped_or_repeated_while_rows_are_inserted(
         assert len(seen) == len(set(seen)), "a row was listed twice"
         assert present <= set(seen), f"skipped: {present - set(seen)}"
         # the pages, concatenated, follow the order the database gives the whole list
-        final = full_order(conn, order=order, flt=flt)
+        final = full_order(conn, order=order, flt=flt, scope=scope)
         pos = [final.index(i) for i in seen]
         assert pos == sorted(pos)
 
@@ -142,28 +187,34 @@ def test_no_row_skipped_or_repeated_while_rows_are_inserted(
     order=st.sampled_from(ORDERS),
     flt=st.sampled_from(FILTERS),
     size=st.integers(1, 5),
+    scope=st.sampled_from(SCOPES),
+    walk=st.booleans(),
 )
 def test_backwards_paging_returns_the_same_pages(
-    engine: sa.Engine, initial: list[Any], order: str, flt: str, size: int
+    engine: sa.Engine, initial: list[Any], order: str, flt: str, size: int, scope: Scope,
+    walk: bool,
 ) -> None:
-    with engine.connect() as conn:
+    with engine.connect() as conn, plan(walk):
         reset(conn)
         insert(conn, initial)
-        forward: list[Page] = [fetch(conn, "", order=order, flt=flt, size=size)]
+        forward: list[Page] = [fetch(conn, "", order=order, flt=flt, size=size, scope=scope)]
+        assert forward[0].total_size == len(matching(conn, flt, scope))
         while forward[-1].next_page_token:
             forward.append(fetch(conn, forward[-1].next_page_token, order=order, flt=flt,
-                                 size=size))
+                                 size=size, scope=scope))
             assert len(forward) < 100
         assert forward[0].previous_page_token == ""
         # walk back from the last page to the first
         page = forward[-1]
         for i in range(len(forward) - 2, -1, -1):
             assert page.previous_page_token, f"page {i + 1} has no previous_page_token"
-            page = fetch(conn, page.previous_page_token, order=order, flt=flt, size=size)
+            page = fetch(conn, page.previous_page_token, order=order, flt=flt, size=size,
+                         scope=scope)
             assert ids(page) == ids(forward[i]), f"page {i} differs going back"
             # and forward again from a page reached backwards
             if page.next_page_token:
-                again = fetch(conn, page.next_page_token, order=order, flt=flt, size=size)
+                again = fetch(conn, page.next_page_token, order=order, flt=flt, size=size,
+                              scope=scope)
                 assert ids(again) == ids(forward[i + 1])
         assert page.previous_page_token == ""
 
@@ -244,3 +295,34 @@ def test_non_ascii_filter_terms(engine: sa.Engine) -> None:
         found = fetch(conn, "", order="", flt="café zürich", size=5)
         assert [r.name for r in found.rows] == ["Café Zürich"]
         assert fetch(conn, "", order="", flt="CAFÉ", size=5).total_size == 1
+
+
+@pytest.mark.parametrize("walk", [False, True], ids=["by-hits", "walk-order-index"])
+def test_both_plans_page_like_the_reference(engine: sa.Engine, walk: bool) -> None:
+    """Every page of an index-counted filter, under either plan, against Python's sort."""
+    names = ["abc", "Abc d", "b", "ab", "xabcx", "c"]
+    rows = [(names[i % 6], i % 7, i % 5, i % 4 == 1) for i in range(60)]
+    keys = {"name": "name", "create_time": "create_time", "email": "email_lower"}
+    with engine.connect() as conn, plan(walk):
+        reset(conn)
+        insert(conn, rows)
+        table = {r.id: r for r in conn.execute(sa.select(accounts))}
+        for scope in SCOPES[1:]:
+            for flt in ("x.io", "abc", "abc x.io", "zzz"):
+                present = matching(conn, flt, scope)
+                for order in ("name", "create_time desc", "email"):
+                    field, _, desc = order.partition(" ")
+                    want = sorted(present, key=lambda i: (getattr(table[i], keys[field]), i),
+                                  reverse=bool(desc))
+                    for size in (1, 4, 7):
+                        seen: list[str] = []
+                        token = ""
+                        while True:
+                            page = fetch(conn, token, order=order, flt=flt, size=size,
+                                         scope=scope)
+                            assert page.total_size == len(present)
+                            seen.extend(ids(page))
+                            token = page.next_page_token
+                            if not token:
+                                break
+                        assert seen == want, (scope, flt, order, size)

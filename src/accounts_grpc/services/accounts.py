@@ -57,6 +57,7 @@ from accounts_grpc.domain.errors import (
     not_found,
 )
 from accounts_grpc.domain.listing import (
+    IndexScope,
     ListSpec,
     Page,
     SearchIndex,
@@ -105,7 +106,18 @@ ACCOUNTS_LIST = ListSpec(
     },
     searchable=(accounts.c.name, accounts.c.email_lower),
     default_order=(("create_time", False),),
-    search=SearchIndex("accounts_search", ("name", "email_lower"), accounts),  # migration 0002
+    # migrations 0002 and 0003: the index marks the closed accounts
+    search=SearchIndex("accounts_search", ("name", "email_lower"), accounts,
+                       marked=accounts.c.closed == sa.true()),
+)
+
+# ListAccounts' base statements, made once (``run_list`` then reuses what it builds on them)
+_EVERY_ACCOUNT = sa.select(accounts)
+_OPEN_ACCOUNTS = sa.select(accounts).where(accounts.c.closed == sa.false())
+_OWN_ACCOUNT = _OPEN_ACCOUNTS.where(accounts.c.id == sa.bindparam("own"))
+_OWN_AND_CLIENTS = _OPEN_ACCOUNTS.where(
+    sa.or_(accounts.c.id == sa.bindparam("own"),
+           accounts.c.consultancy_account_id == sa.bindparam("own"))
 )
 
 AUDIT_LIST = ListSpec(
@@ -413,17 +425,17 @@ class AccountsService:
                 "clients": clients,
             },
         )
-        base = sa.select(accounts)
+        # a platform reader's list is a whole of the search index: every account, or
+        # every open one, which lets the index alone count a filtered list
+        index_scope: IndexScope | None = None
         if see_all:
-            if not show_closed:
-                base = base.where(accounts.c.closed == sa.false())
+            index_scope = "all" if show_closed else "unmarked"
+            base = _EVERY_ACCOUNT if show_closed else _OPEN_ACCOUNTS
         else:
-            visible = accounts.c.id == own
-            if clients:
-                visible = sa.or_(visible, accounts.c.consultancy_account_id == own)
-            base = base.where(visible, accounts.c.closed == sa.false())
+            base = _OWN_AND_CLIENTS if clients else _OWN_ACCOUNT
         with self.deps.db.connect() as conn:
-            return run_list(conn, ACCOUNTS_LIST, query, base)
+            return run_list(conn, ACCOUNTS_LIST, query, base, params={"own": own},
+                            index_scope=index_scope)
 
     # -- UpdateAccount ---------------------------------------------------------------------
     def update_account(
