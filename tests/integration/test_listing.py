@@ -10,9 +10,11 @@ search index count a filter and choose the page's plan, and both plans must page
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,6 +34,7 @@ from accounts_grpc.services.accounts import ACCOUNTS_LIST
 from accounts_grpc.store import migrate
 from accounts_grpc.store.db import create_engine
 from accounts_grpc.store.tables import accounts
+from tests.support import backends, database_url
 
 SECRET = b"k" * 32
 ORDERS = [
@@ -326,3 +329,27 @@ def test_both_plans_page_like_the_reference(engine: sa.Engine, walk: bool) -> No
                             if not token:
                                 break
                         assert seen == want, (scope, flt, order, size)
+
+
+@pytest.mark.skipif(len(backends()) < 2, reason="needs both databases (PostgreSQL configured)")
+def test_statements_kept_for_one_database_are_not_used_on_another(tmp_path: Path) -> None:
+    """One base statement, one shape of request, two dialects: a filter is spelled per
+    dialect (SQLite LIKE, PostgreSQL ILIKE), so each gets statements of its own."""
+    spec = dataclasses.replace(ACCOUNTS_LIST, search=None)  # LIKE on both
+    base = sa.select(accounts).where(accounts.c.closed == sa.bindparam("closed"))
+    for backend in backends():
+        with database_url(backend, tmp_path / backend) as url:
+            eng = create_engine(url)
+            try:
+                migrate.upgrade(eng)
+                with eng.connect() as conn:
+                    for name in ("MiXed", "other"):
+                        conn.execute(accounts.insert().values(
+                            id=str(uuid.uuid4()), name=name, email="e",
+                            email_lower=str(uuid.uuid4()), roles=[], closed=False, create_time=1,
+                            update_time=0, etag="e"))
+                    q = parse_list_request(spec, secret=SECRET, page_size=5, filter="mix")
+                    page = run_list(conn, spec, q, base, params={"closed": False})
+                    assert [r.name for r in page.rows] == ["MiXed"], backend
+            finally:
+                eng.dispose()

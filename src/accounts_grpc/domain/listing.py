@@ -17,13 +17,18 @@ the caller's scope and returns a ``Page``.
   case-insensitively, in one of the spec's search columns (FlexMeasures semantics).
   On SQLite a spec with a ``SearchIndex`` is served by an FTS5 trigram index (see
   ``SearchIndex``); PostgreSQL's ``ILIKE`` is served by pg_trgm GIN indexes where
-  migration 0002 could make them.
+  migration 0002 could make them. When the list is a whole of the SQLite index
+  (``IndexScope``: every account, or every open one) the index alone counts the hits,
+  and the count picks the page's plan (``_plan_indexed``).
 - ``order_by``: ``"name"``, ``"name desc"``, ``"create_time desc, name"`` ...; an unknown
   field is INVALID_ARGUMENT with a field violation.
 - ``total_size`` is counted when the first page is read (not at all when the first page
   holds every row) and carried, tamper-evident, in the page tokens: exact for the first
   page, and for later pages the count as of the first page (AIP-158 allows an estimate),
   so that no page but the first pays for a scan of every matching row.
+- Statements: every value is a bind parameter, so a service whose base statements are
+  made once (``run_list(params=...)``) gets the statements built on them kept per shape
+  of request, and a call neither builds nor compiles SQL.
 """
 
 from __future__ import annotations
@@ -581,9 +586,10 @@ _BUILT_MAX = 2048
 
 
 def _statements(spec: ListSpec, query: ListQuery, base: sa.Select[Any], flt: _Filter,
-                *, reuse: bool) -> _Statements:
+                dialect: str, *, reuse: bool) -> _Statements:
     cursor = query.cursor
-    shape = (id(base), spec.resource, query.order, query.page_size, flt.shape,
+    # the dialect too: a filter is spelled per dialect (LIKE, ILIKE, FTS5)
+    shape = (id(base), dialect, spec.resource, query.order, query.page_size, flt.shape,
              None if cursor is None else (cursor.backwards, cursor.inclusive))
     built = _BUILT.get(shape) if reuse else None
     if built is not None and built.base is base:
@@ -636,9 +642,10 @@ def run_list(
     cursor = query.cursor
     first = cursor is None or cursor.total is None
     plan = _plan_indexed(conn, spec, query, index_scope, need_count=count and first)
-    flt = _filter(spec, query.terms, conn.dialect.name, index_scope=index_scope,
+    dialect = conn.dialect.name
+    flt = _filter(spec, query.terms, dialect, index_scope=index_scope,
                   walk=plan is not None and plan.walk)
-    built = _statements(spec, query, base, flt, reuse=params is not None)
+    built = _statements(spec, query, base, flt, dialect, reuse=params is not None)
     values = {**(params or {}), **flt.params}
     if cursor is not None:
         values.update((f"_at{i}", v) for i, v in enumerate(cursor.values))
