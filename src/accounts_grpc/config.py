@@ -45,6 +45,11 @@ class Settings:
     session_ttl: int = _opt(
         30 * 86400, "a session expires this many seconds after its last activity (sliding)"
     )
+    request_id_ttl: int = _opt(
+        86400,
+        "seconds a create's request_id is remembered: a retry within it returns the first "
+        "result, a later one creates anew",
+    )
     activity_interval: int = _opt(
         60,
         "seconds between writes of a session's or account's activity time "
@@ -181,6 +186,7 @@ def _problems(s: Settings) -> Iterator[str]:
     yield from need(s.auth_block_seconds >= 1, "auth_block_seconds", "at least 1 second")
     yield from need(s.http_max_body_bytes >= 1024, "http_max_body_bytes", "at least 1024")
     yield from need(s.db_pool_size >= 1, "db_pool_size", "at least 1")
+    yield from need(s.request_id_ttl >= 3600, "request_id_ttl", "at least 3600 (AIP-155)")
     yield from need(s.log_level.upper() in LOG_LEVELS, "log_level", " or ".join(LOG_LEVELS))
 
 

@@ -14,10 +14,16 @@ import sqlalchemy as sa
 
 from accounts_grpc.domain.errors import Aborted, InvalidArgument
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.services.writes import check_etag, conditional_update, create_once, fingerprint
+from accounts_grpc.services.writes import (
+    check_etag,
+    conditional_update,
+    create_once,
+    fingerprint,
+    prune_request_ids,
+)
 from accounts_grpc.store import audit, migrate
 from accounts_grpc.store.db import Database, UnitOfWork, new_etag, new_id, now_us
-from accounts_grpc.store.tables import accounts, audit_events
+from accounts_grpc.store.tables import accounts, audit_events, idempotency_keys
 
 P = Principal(user_id="u1", account_id="a-platform", kind="MACHINE",
               roles=frozenset({"admin", "member"}), account_roles=frozenset())
@@ -63,6 +69,51 @@ def test_create_once_returns_the_first_result(db: Database) -> None:
                                   lambda uow: _insert_account(uow, "A"), _load)
     assert not created2 and again.id == row.id
     assert _count(db, accounts) == 1 and _count(db, audit_events) == 1
+
+
+def _age_keys(db: Database, seconds: int) -> None:
+    with db.write() as uow:
+        uow.conn.execute(idempotency_keys.update().values(
+            create_time=idempotency_keys.c.create_time - seconds * 1_000_000))
+        uow.commit()
+
+
+def test_a_request_id_is_forgotten_after_keep(db: Database) -> None:
+    fp = fingerprint({"name": "A"})
+    first, _ = create_once(db, P, "Create", "rid", fp, lambda u: _insert_account(u, "A"),
+                           _load, keep=3600)
+    _age_keys(db, 3599)
+    again, created = create_once(db, P, "Create", "rid", fp,
+                                 lambda u: _insert_account(u, "A"), _load, keep=3600)
+    assert not created and again.id == first.id  # still remembered
+    _age_keys(db, 2)
+    later, created = create_once(db, P, "Create", "rid", fingerprint({"name": "B"}),
+                                 lambda u: _insert_account(u, "B"), _load, keep=3600)
+    assert created and later.id != first.id  # forgotten: a new request, even another one
+    assert _count(db, accounts) == 2 and _count(db, idempotency_keys) == 1
+
+
+def test_expired_request_ids_are_deleted_in_batches(db: Database,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from accounts_grpc.services import writes
+
+    fp = fingerprint({"name": "A"})
+    for i in range(5):
+        create_once(db, P, "Create", f"old-{i}", fp, lambda u: _insert_account(u, "A"), _load,
+                    keep=3600)
+    _age_keys(db, 7200)
+    create_once(db, P, "Create", "fresh", fp, lambda u: _insert_account(u, "A"), _load,
+                keep=3600)
+    assert _count(db, idempotency_keys) == 6  # this process pruned within the minute
+    monkeypatch.setattr(writes, "_PRUNE_BATCH", 2)
+    assert prune_request_ids(db, 3600, force=True) == 2  # oldest first, a batch at a time
+    assert prune_request_ids(db, 3600) == 0  # throttled
+    assert prune_request_ids(db, 3600, force=True) == 2
+    assert prune_request_ids(db, 3600, force=True) == 1
+    assert prune_request_ids(db, 3600, force=True) == 0
+    with db.connect() as conn:  # the fresh key stays
+        assert conn.execute(sa.select(idempotency_keys.c.create_time)).scalar_one() > (
+            now_us() - 60 * 1_000_000)
 
 
 def test_the_key_is_scoped_by_method_and_caller(db: Database) -> None:

@@ -75,7 +75,8 @@ def test_every_setting_reads_its_variable() -> None:
     for f in dataclasses.fields(Settings):
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         raw = {"signing_alg": "ES256", "log_level": "DEBUG", "database_url": "sqlite:///x.db",
-               "http_max_body_bytes": "4096", "grpc_port": "7", "http_port": "7"}.get(
+               "http_max_body_bytes": "4096", "grpc_port": "7", "http_port": "7",
+               "request_id_ttl": "7200"}.get(
                    f.name, samples[kind])
         s = Settings.load(env={Settings.env_name(f.name): raw})
         assert getattr(s, f.name) != f.default or raw == str(f.default), f.name
@@ -92,6 +93,8 @@ def test_bad_values_are_clear_errors() -> None:
         Settings(log_level="LOUD")
     with pytest.raises(SettingsError, match="http_port"):
         Settings(http_port=-2)
+    with pytest.raises(SettingsError, match="request_id_ttl"):
+        Settings(request_id_ttl=60)
 
 
 def test_concurrency_limit_never_exceeds_the_workers() -> None:

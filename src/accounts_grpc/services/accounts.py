@@ -335,7 +335,8 @@ class AccountsService:
             return acct, usr
 
         (acct, usr), _created = create_once(
-            self.deps.db, p, "CreateAccount", request_id, fp, create, load
+            self.deps.db, p, "CreateAccount", request_id, fp, create, load,
+            keep=self.deps.settings.request_id_ttl,
         )
         return acct, usr
 

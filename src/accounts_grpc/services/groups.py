@@ -399,6 +399,7 @@ class GroupsService:
             fingerprint(account_id, values, pids),
             create,
             load,
+            keep=self.deps.settings.request_id_ttl,
         )
         return view
 

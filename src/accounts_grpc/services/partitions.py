@@ -333,6 +333,7 @@ class PartitionsService:
             fingerprint(account_id, values),
             create,
             load,
+            keep=self.deps.settings.request_id_ttl,
         )
         return row
 
@@ -551,6 +552,7 @@ class PartitionsService:
             fingerprint(partition_id, clean),
             create,
             load,
+            keep=self.deps.settings.request_id_ttl,
         )
         return out
 

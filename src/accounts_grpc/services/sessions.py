@@ -257,7 +257,7 @@ class SessionsService:
 
         row, created = create_once(
             self.deps.db, p, "/accounts.v1.SessionService/CreateSession", request_id, fp,
-            create, load,
+            create, load, keep=self.deps.settings.request_id_ttl,
         )
         return row, token if created else ""
 

@@ -593,7 +593,8 @@ class UsersService:
             self._authorize(p, Action.USER_READ, r, "id", ids["user_id"])
             return r.row
 
-        row, created = create_once(self.deps.db, p, "CreateUser", request_id, fp, create, load)
+        row, created = create_once(self.deps.db, p, "CreateUser", request_id, fp, create, load,
+                                   keep=self.deps.settings.request_id_ttl)
         return CreatedUser(row, secrets[0] if created and secrets else "")
 
     # -- GetUser -----------------------------------------------------------------------------

@@ -7,12 +7,21 @@ then finds the first one's result; ``create_once`` retries once for that. The sa
 with a different request is INVALID_ARGUMENT (REQUEST_ID_REUSED). The stored result
 is the ids of what was created; a retry returns the resource as it is now (a secret
 shown by the first response is not shown again: it is stored only as a hash).
+
+A request_id is remembered for ``keep`` seconds (``--request-id-ttl``, 24 hours by
+default; AIP-155 asks for at least one): a retry after that creates anew, and the
+expired key rows are deleted, a bounded batch at a time, by the creates themselves (at
+most once a minute per process and database; any server may, since a DELETE of expired
+rows is the same on every one).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -34,6 +43,12 @@ from accounts_grpc.store.tables import idempotency_keys
 
 T = TypeVar("T")
 MAX_REQUEST_ID = 200
+DEFAULT_KEEP = 86400  # seconds a request_id is remembered
+_US = 1_000_000
+_PRUNE_EVERY = 60.0  # seconds between two prunes of one database by this process
+_PRUNE_BATCH = 1000  # expired keys deleted by one prune (a short transaction)
+_last_prune: weakref.WeakKeyDictionary[Database, float] = weakref.WeakKeyDictionary()
+_prune_lock = threading.Lock()
 
 
 def fingerprint(*parts: Any) -> str:
@@ -55,11 +70,14 @@ def create_once(
     request_fingerprint: str,
     create: Callable[[UnitOfWork], Mapping[str, Any]],
     load: Callable[[UnitOfWork, Mapping[str, Any]], T],
+    *,
+    keep: int = DEFAULT_KEEP,
 ) -> tuple[T, bool]:
     """Run ``create`` (returns the new ids) once per request_id; returns (result, created).
 
     ``create`` must write its audit event itself; ``load`` turns ids into the result.
-    Without a request_id it is a plain create in one transaction.
+    Without a request_id it is a plain create in one transaction. ``keep``: seconds the
+    request_id is remembered.
     """
     if len(request_id) > MAX_REQUEST_ID:
         raise InvalidArgument.field("request_id", f"must be at most {MAX_REQUEST_ID} characters")
@@ -68,10 +86,15 @@ def create_once(
         with db.write() as uow:
             if key is not None:
                 prior = uow.conn.execute(
-                    sa.select(idempotency_keys.c.fingerprint, idempotency_keys.c.result).where(
-                        idempotency_keys.c.key == key
-                    )
+                    sa.select(idempotency_keys.c.fingerprint, idempotency_keys.c.result,
+                              idempotency_keys.c.create_time)
+                    .where(idempotency_keys.c.key == key)
                 ).first()
+                if prior is not None and prior.create_time < now_us() - keep * _US:
+                    # forgotten: this is a new request
+                    uow.conn.execute(idempotency_keys.delete()
+                                     .where(idempotency_keys.c.key == key))
+                    prior = None
                 if prior is not None:
                     if prior.fingerprint != request_fingerprint:
                         raise InvalidArgument.field(
@@ -113,8 +136,32 @@ def create_once(
                 )
             result = load(uow, ids)
             uow.commit()
-            return result, True
+        if key is not None:
+            prune_request_ids(db, keep)  # after the write lock is given back
+        return result, True
     raise AssertionError("unreachable")
+
+
+def prune_request_ids(db: Database, keep: int, *, force: bool = False) -> int:
+    """Delete up to ``_PRUNE_BATCH`` request_id keys older than ``keep`` seconds, unless
+    this process pruned ``db`` less than a minute ago; returns how many went."""
+    now = time.monotonic()
+    with _prune_lock:
+        if not force and now - _last_prune.get(db, -_PRUNE_EVERY) < _PRUNE_EVERY:
+            return 0
+        _last_prune[db] = now
+    expired = (
+        sa.select(idempotency_keys.c.key)
+        .where(idempotency_keys.c.create_time < now_us() - keep * _US)
+        .order_by(idempotency_keys.c.create_time)
+        .limit(_PRUNE_BATCH)
+    )
+    with db.write() as uow:
+        gone = uow.conn.execute(
+            idempotency_keys.delete().where(idempotency_keys.c.key.in_(expired))
+        ).rowcount
+        uow.commit()
+    return int(gone or 0)
 
 
 def check_etag(given: str, current: str, what: str = "resource") -> None:

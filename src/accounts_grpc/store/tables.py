@@ -240,6 +240,7 @@ idempotency_keys = sa.Table(
     sa.Column("fingerprint", sa.String(64), nullable=False),  # SHA-256 of the request
     sa.Column("result", sa.JSON, nullable=False),  # ids of what the first call created
     sa.Column("create_time", TIME, nullable=False),
+    sa.Index("ix_idempotency_keys_create_time", "create_time"),  # expiry (0004)
 )
 
 rate_limits = sa.Table(
