@@ -291,13 +291,14 @@ def test_autogenerate_sees_no_difference(engine: sa.Engine) -> None:
 
 
 def test_the_page_plan_follows_the_number_of_hits(engine: sa.Engine) -> None:
-    """SQLite: a rare term reads its few hits by rowid; a common one walks the order's
-    index and stops at a full page. Either way the index alone counts the hits, the
-    closed accounts (marked in the index) left out."""
+    """SQLite: a rare term reads its few hits by rowid; a commoner one walks the order's
+    index against the hits, and one in most rows tests the rows it walks with LIKE; the
+    walks stop at a full page. Each time the index alone counts the hits, the closed
+    accounts (marked in the index) left out."""
     with engine.begin() as conn:
         for i in range(400):
-            insert_account(conn, f"needle {i}" if i % 200 == 7 else f"name {i}",
-                           f"e{i}@example.org", closed=i % 10 == 3)
+            name = "needle" if i % 200 == 7 else "kas" if i % 6 == 1 else "ssss"
+            insert_account(conn, f"{name} {i}", f"e{i}@example.org", closed=i % 10 == 3)
 
     def plan(flt: str, order: str = "") -> listing._IndexedPlan | None:
         q = parse_list_request(ACCOUNTS_LIST, secret=b"s", page_size=20, filter=flt,
@@ -308,9 +309,14 @@ def test_the_page_plan_follows_the_number_of_hits(engine: sa.Engine) -> None:
     if engine.dialect.name != "sqlite":
         assert plan("needle") is None  # PostgreSQL: its planner has the statistics
         return
-    assert plan("needle") == listing._IndexedPlan(hits=2, walk=False)
-    assert plan("example.org") == listing._IndexedPlan(hits=360, walk=True)
+    assert plan("needle") == listing._IndexedPlan(hits=2, page="hits")
+    kas = sum(1 for i in range(400) if i % 6 == 1 and i % 200 != 7 and i % 10 != 3)
+    assert plan("kas") == listing._IndexedPlan(hits=kas, page="walk")  # 4 spellings
+    assert plan("example.org") == listing._IndexedPlan(hits=360, page="scan")
     # no index serves a two-field order: the hits are read and sorted
     assert plan("example.org", "name, create_time") == listing._IndexedPlan(hits=360,
-                                                                           walk=False)
+                                                                           page="hits")
+    # the long s folds to s: 2**4 spellings would have to be tested on each row
+    ssss = sum(1 for i in range(400) if i % 6 != 1 and i % 200 != 7 and i % 10 != 3)
+    assert plan("ssss") == listing._IndexedPlan(hits=ssss, page="walk")
     assert plan("ne") is None  # a short term is tested on the rows themselves

@@ -28,7 +28,8 @@ the caller's scope and returns a ``Page``.
   so that no page but the first pays for a scan of every matching row.
 - Statements: every value is a bind parameter, so a service whose base statements are
   made once (``run_list(params=...)``) gets the statements built on them kept per shape
-  of request, and a call neither builds nor compiles SQL.
+  of request, and a call neither builds nor compiles SQL. On SQLite a page is read in one
+  step, packed into one JSON value (``_page_rows`` says why).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -48,6 +50,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from accounts_grpc.domain.errors import InvalidArgument
+from accounts_grpc.store.db import Record
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -430,7 +433,7 @@ class _Filter:
 
 
 def _filter(spec: ListSpec, terms: Sequence[str], dialect: str | None, *,
-            index_scope: IndexScope | None = None, walk: bool = False) -> _Filter:
+            index_scope: IndexScope | None = None, plan: PagePlan = "hits") -> _Filter:
     """See ``filter_clause``."""
     if not terms:
         return _Filter(None, {}, ())
@@ -438,18 +441,19 @@ def _filter(spec: ListSpec, terms: Sequence[str], dialect: str | None, *,
     clauses: list[ColumnElement[bool]] = []
     index = spec.search
     if dialect == "sqlite" and index is not None:
-        # the SQLite FTS5 spelling (see ``SearchIndex``)
-        long = _long_terms(terms)
+        # the SQLite FTS5 spelling (see ``SearchIndex``), as ``plan`` has it
+        # (``_plan_indexed``): "scan" tests every term on the rows, as the short terms
+        # are; "walk" keeps SQLite from driving the statement by the hits (``+rowid``)
+        long = [] if plan == "scan" else _long_terms(terms)
         unmarked = index_scope == "unmarked"
-        shape: list[Any] = ["fts", bool(long), unmarked, walk]
+        shape: list[Any] = ["fts", plan, bool(long), unmarked]
         if long:
             params["_match"] = _fts_match(index, long, unmarked=unmarked)
             hits: sa.Select[Any] = (sa.select(sa.literal_column("rowid"))
                                     .select_from(sa.table(index.table)))
             hits = hits.where(_matches(index, _text("_match", params["_match"])))
-            # walk: keep SQLite from driving the statement by the hits' rowids, so that
-            # it walks the order's index and stops at a full page (``_plan_indexed``)
-            rowid = sa.literal_column(f"+{index.base.name}.rowid") if walk else index.rowid
+            rowid = sa.literal_column(f"+{index.base.name}.rowid") if plan == "walk" else (
+                index.rowid)
             clauses.append(rowid.in_(hits))
         for i, t in enumerate(t for t in terms if t not in long):
             spellings = _fts_fold_variants(t) if "\x00" not in t else [t]
@@ -478,28 +482,43 @@ def filter_clause(
     dialect: str | None = None,
     *,
     index_scope: IndexScope | None = None,
-    walk: bool = False,
+    plan: PagePlan = "hits",
 ) -> ColumnElement[bool] | None:
     """Every term in some searchable column (case-insensitive substring).
 
     ``dialect`` (``conn.dialect.name``) picks the cheapest spelling; without it the
     portable ``lower(col) LIKE`` is used. On SQLite a spec's ``search`` index serves it;
-    ``index_scope`` and ``walk`` are ``run_list``'s plan for it.
+    ``index_scope`` and ``plan`` are ``run_list``'s plan for it.
     """
-    return _filter(spec, terms, dialect, index_scope=index_scope, walk=walk).clause
+    return _filter(spec, terms, dialect, index_scope=index_scope, plan=plan).clause
+
+
+#: How a page of a filter the SQLite index answers alone is read (``_plan_indexed``):
+#: "hits" SQLite reads the hits by rowid and sorts them; "walk" it walks the order's
+#: index and tests each entry against the hits, collected first; "scan" it walks the
+#: order's index and tests each row with LIKE. Both walks stop at a full page.
+PagePlan = Literal["hits", "walk", "scan"]
 
 
 @dataclass(frozen=True)
 class _IndexedPlan:
     hits: int  # rows the filter matches, as of the first page when carried in a token
-    walk: bool
+    page: PagePlan
 
 
-#: walk the order's index when hits**2 * this > (page_size + 1) * table rows (see
-#: ``_plan_indexed``; measured on SQLite 3.40, 100,000 accounts: driving by the hits costs
-#: about 0.8 us a hit (a row lookup and the sort), walking about 0.3 us a hit to collect
-#: them plus 0.1 us an index entry walked, and (page_size + 1) * rows / hits entries are)
+# Costs that pick the plan, measured on SQLite 3.40 with 100,000 accounts and a page of
+# 20 (P = page_size + 1 rows wanted, N rows in the table, h hits, r = h / N):
+# "hits" about 0.75 us a hit (a rowid lookup, the sort); "walk" about 0.3 us a hit to
+# collect them plus 0.1 us an index entry, and P / r entries are walked; "scan" about
+# 0.15 us a row and LIKE pattern, P / r rows. At 1% (``kestrel``, 4 spellings): hits
+# 0.75 ms, walk 0.69 ms, scan 1.2 ms; at 5%: 1.9, 1.3 and 0.2 ms; at 100%: 72, 59 and
+# 0.1 ms. Hence: walk when h * h * _WALK_FACTOR > P * N, scan when
+# h * h * _SCAN_FACTOR > P * N * (LIKE patterns a row is tested with).
 _WALK_FACTOR = 5
+_SCAN_FACTOR = 8
+#: a term is tested on the rows by LIKE over every spelling that folds to it; one with
+#: more spellings than this keeps to the index (``_fts_fold_variants``)
+_SCAN_MAX_SPELLINGS = 8
 
 _HITS: dict[str, tuple[sa.Select[Any], sa.Select[Any]]] = {}
 
@@ -525,10 +544,12 @@ def _plan_indexed(conn: sa.Connection, spec: ListSpec, query: ListQuery,
     It does when the base statement is a whole of the index (``index_scope``) and every
     term goes through the index (3 characters or more). Then the number of hits is the
     list's size, counted in the index without reading a row, and it picks the page's
-    plan: few hits, SQLite reads them by rowid and sorts them (what it does by itself);
-    many, it walks the order's index from the cursor and tests each entry against the
-    hits, stopping at a full page, so a term that matches most rows no longer reads and
-    sorts all of them. Walking needs an index on the order: one ``order_by`` field.
+    plan (``PagePlan``): few hits, SQLite reads them by rowid and sorts them (what it
+    does by itself); more, it walks the order's index from the cursor and stops at a
+    full page, testing each entry against the hits or, when they are many, each row with
+    LIKE, so that a term that matches most rows no longer reads and sorts all of them.
+    Walking needs an index on the order (one ``order_by`` field); a scan, terms of few
+    spellings.
     """
     index = spec.search
     if (conn.dialect.name != "sqlite" or index is None or index_scope is None
@@ -541,9 +562,16 @@ def _plan_indexed(conn: sa.Connection, spec: ListSpec, query: ListQuery,
         hits, size = conn.execute(counted, {"_match": match}).one()
     else:
         hits, size = known, conn.execute(rowids).scalar()
-    walk = (len(query.order) == 1
-            and hits * hits * _WALK_FACTOR > (query.page_size + 1) * (size or 0))
-    return _IndexedPlan(int(hits), walk)
+    wanted = (query.page_size + 1) * (size or 0)
+    page: PagePlan = "hits"
+    if len(query.order) == 1 and hits * hits * _WALK_FACTOR > wanted:
+        page = "walk"
+        spellings = [len(_fts_fold_variants(t)) for t in query.terms]
+        patterns = sum(spellings) * len(spec.searchable)
+        if (max(spellings) <= _SCAN_MAX_SPELLINGS
+                and hits * hits * _SCAN_FACTOR > wanted * patterns):
+            page = "scan"
+    return _IndexedPlan(int(hits), page)
 
 
 def _keyset(
@@ -563,14 +591,20 @@ def _keyset(
 
 
 class _Statements:
-    """The statements of one list shape: the page, and (built when first asked) the count."""
+    """The statements of one list shape: the page, and (built when first asked) the count
+    and the page packed into one value."""
 
-    def __init__(self, base: sa.Select[Any], filtered: sa.Select[Any], page: sa.Select[Any]
-                 ) -> None:
+    def __init__(self, base: sa.Select[Any], filtered: sa.Select[Any], page: sa.Select[Any],
+                 scan_desc: list[bool]) -> None:
         self.base = base
         self.page = page
+        self.scan_desc = scan_desc
         self._filtered = filtered
         self._count: sa.Select[Any] | None = None
+        self._packed: tuple[sa.Select[Any], list[str], list[int], list[int]] | None = None
+        #: every column survives a trip through JSON as it is (no bytes, no types that
+        #: convert their values in Python)
+        self.packable = all(type(c.type) in _JSON_SAFE for c in page.selected_columns)
 
     @property
     def count(self) -> sa.Select[Any]:
@@ -578,6 +612,46 @@ class _Statements:
             inner = self._filtered.order_by(None).subquery()
             self._count = sa.select(sa.func.count()).select_from(inner)
         return self._count
+
+    @property
+    def packed(self) -> tuple[sa.Select[Any], list[str], list[int], list[int]]:
+        """(SELECT json_group_array(json_array(<the page's columns>)) FROM (page), the
+        column names, the positions of Boolean columns, of the sort keys)."""
+        if self._packed is None:
+            inner = self.page.subquery()
+            names = [str(c.key) for c in self.page.selected_columns]
+            values = [sa.func.json(c) if isinstance(c.type, sa.JSON) else c for c in inner.c]
+            flags = [i for i, c in enumerate(inner.c) if isinstance(c.type, sa.Boolean)]
+            keys = [i for i, n in enumerate(names) if n.startswith("_k")]
+            packed = sa.select(sa.func.json_group_array(sa.func.json_array(*values)))
+            self._packed = (packed, names, flags, keys)
+        return self._packed
+
+
+_JSON_SAFE = frozenset({sa.String, sa.Integer, sa.BigInteger, sa.Boolean, sa.JSON})
+
+
+def _page_rows(conn: sa.Connection, built: _Statements, values: Mapping[str, Any]) -> list[Any]:
+    """The page's rows. On SQLite in one step: the Python module gives up and takes back
+    the GIL around every step of a statement, one a row, and under load every take-back
+    waits behind the other worker threads; packed into one JSON value, the page is one
+    step (the rows are ordered again here, as SQLite does not promise to aggregate them
+    in the subquery's order before 3.44). Elsewhere the rows as the driver returns them.
+    """
+    if conn.dialect.name != "sqlite" or not built.packable:
+        return list(conn.execute(built.page, values))
+    stmt, names, flags, keys = built.packed
+    packed = conn.execute(stmt, values).scalar_one()
+    rows = json.loads(packed) if packed else []
+    for i in flags:
+        for row in rows:
+            if row[i] is not None:
+                row[i] = bool(row[i])
+    # stable sorts, last key first: the order of the statement (BINARY collation of
+    # UTF-8 text orders as code points do)
+    for i, desc in reversed(list(zip(keys, built.scan_desc, strict=True))):
+        rows.sort(key=operator.itemgetter(i), reverse=desc)
+    return [Record(dict(zip(names, row, strict=True))) for row in rows]
 
 
 #: statements built for reusable base statements (``run_list(params=...)``), by shape
@@ -610,7 +684,7 @@ def _statements(spec: ListSpec, query: ListQuery, base: sa.Select[Any], flt: _Fi
     stmt = stmt.order_by(
         *(c.desc() if d else c.asc() for c, d in zip(cols, scan_desc, strict=True))
     ).limit(query.page_size + 1)
-    built = _Statements(base, filtered, stmt)
+    built = _Statements(base, filtered, stmt, scan_desc)
     if reuse:
         if len(_BUILT) >= _BUILT_MAX:
             _BUILT.clear()
@@ -644,12 +718,12 @@ def run_list(
     plan = _plan_indexed(conn, spec, query, index_scope, need_count=count and first)
     dialect = conn.dialect.name
     flt = _filter(spec, query.terms, dialect, index_scope=index_scope,
-                  walk=plan is not None and plan.walk)
+                  plan="hits" if plan is None else plan.page)
     built = _statements(spec, query, base, flt, dialect, reuse=params is not None)
     values = {**(params or {}), **flt.params}
     if cursor is not None:
         values.update((f"_at{i}", v) for i, v in enumerate(cursor.values))
-    rows = list(conn.execute(built.page, values))
+    rows = _page_rows(conn, built, values)
     backwards = bool(cursor and cursor.backwards)
     if backwards and not rows:
         # nothing before the cursor any more (rows deleted meanwhile): the page before
