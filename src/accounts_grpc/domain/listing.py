@@ -618,12 +618,18 @@ class _Statements:
         """(SELECT json_group_array(json_array(<the page's columns>)) FROM (page), the
         column names, the positions of Boolean columns, of the sort keys)."""
         if self._packed is None:
-            inner = self.page.subquery()
-            names = [str(c.key) for c in self.page.selected_columns]
-            values = [sa.func.json(c) if isinstance(c.type, sa.JSON) else c for c in inner.c]
-            flags = [i for i, c in enumerate(inner.c) if isinstance(c.type, sa.Boolean)]
+            cols = list(self.page.selected_columns)
+            names = [str(c.key) for c in cols]
+            # the subquery's columns by name: cheaper to build than its column collection
+            values: list[ColumnElement[Any]] = [
+                sa.func.json(sa.literal_column(f'page."{n}"')) if isinstance(c.type, sa.JSON)
+                else sa.literal_column(f'page."{n}"')
+                for n, c in zip(names, cols, strict=True)
+            ]
+            flags = [i for i, c in enumerate(cols) if isinstance(c.type, sa.Boolean)]
             keys = [i for i, n in enumerate(names) if n.startswith("_k")]
-            packed = sa.select(sa.func.json_group_array(sa.func.json_array(*values)))
+            packed = (sa.select(sa.func.json_group_array(sa.func.json_array(*values)))
+                      .select_from(self.page.subquery("page")))
             self._packed = (packed, names, flags, keys)
         return self._packed
 
