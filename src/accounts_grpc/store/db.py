@@ -250,9 +250,10 @@ class Database:
 
     @contextmanager
     def single_read(self) -> Iterator[Connection]:
-        """A connection for ONE read statement on a hot path: on SQLite no BEGIN/COMMIT
-        round trip (a single statement is its own consistent snapshot). Anything written
-        on it afterwards must go through ``Database.opportunistic_write(conn)``.
+        """A connection for reads on a hot path: on SQLite no BEGIN/COMMIT round trip,
+        so each statement is its own consistent snapshot (one statement, or several that
+        need not agree with each other to the row). Anything written on it afterwards
+        must go through ``Database.opportunistic_write(conn)``.
 
         On SQLite each thread keeps its connection for such reads (SQLite connections are
         cheap and local; checking one out of the pool and back costs more than the read).
