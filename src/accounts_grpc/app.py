@@ -77,7 +77,8 @@ class App:
         self.deps = Deps(settings, self.db, self.keys, self.jwts, self.authn,
                          page_secret=Deps.derive_secret(settings, "page-tokens"))
         self.services = Services.build(self.deps)
-        self.pipeline = Pipeline(self.authn, registry.access_rules())
+        self.pipeline = Pipeline(self.authn, registry.access_rules(),
+                                 settings.proxy_networks())
         s = self.services
         self.servicers = {
             "accounts.v1.AccountService": AccountServiceServicer(s),

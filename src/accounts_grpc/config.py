@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,6 +72,12 @@ class Settings:
     )
     auth_failure_window: int = _opt(300, "seconds over which failed attempts are counted")
     auth_block_seconds: int = _opt(300, "seconds a client id or address is refused after that")
+    trusted_proxies: str = _opt(
+        "",
+        "comma-separated addresses or networks (CIDR) of the proxies in front of the "
+        "server: a call from one of them is from the address its X-Forwarded-For names "
+        "(the rate limit counts per address); empty: the peer's own address",
+    )
     http_max_body_bytes: int = _opt(1 << 20, "largest accepted HTTP request body, bytes")
     db_pool_size: int = _opt(8, "database connections kept open per process")
     log_level: str = _opt("INFO", "log level: DEBUG, INFO, WARNING, ERROR")
@@ -82,6 +89,11 @@ class Settings:
             raise SettingsError("; ".join(problems))
 
     # -- derived ---------------------------------------------------------------------------
+    def proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``trusted_proxies`` parsed (ValueError if it does not parse)."""
+        return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                     for part in self.trusted_proxies.split(",") if part.strip())
+
     @property
     def max_concurrent_rpcs(self) -> int:
         """Never more than the workers: a call admitted beyond them would queue for a
@@ -187,6 +199,10 @@ def _problems(s: Settings) -> Iterator[str]:
     yield from need(s.http_max_body_bytes >= 1024, "http_max_body_bytes", "at least 1024")
     yield from need(s.db_pool_size >= 1, "db_pool_size", "at least 1")
     yield from need(s.request_id_ttl >= 3600, "request_id_ttl", "at least 3600 (AIP-155)")
+    try:
+        s.proxy_networks()
+    except ValueError:
+        yield from need(False, "trusted_proxies", "addresses or CIDR networks, comma-separated")
     yield from need(s.log_level.upper() in LOG_LEVELS, "log_level", " or ".join(LOG_LEVELS))
 
 

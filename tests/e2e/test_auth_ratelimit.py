@@ -156,3 +156,54 @@ def test_a_client_is_blocked_from_every_address(limited: Server) -> None:
     assert attempt(limited, "198.51.100.99", bystander.client_id, bystander.client_secret), (
         "that address is not blocked, only that client"
     )
+
+
+# -- behind a proxy ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def proxied(backend: str, tmp_path: Path) -> Iterator[Server]:
+    """The test's own calls come from 127.0.0.1, which plays the trusted proxy."""
+    with running_server(backend, tmp_path, trusted_proxies="127.0.0.1", **LIMITS) as srv:
+        yield srv
+
+
+def create_token_from(srv: Server, address: str, client_id: str, secret: str) -> str:
+    resp = srv.stubs.sessions.CreateToken(
+        spb.CreateTokenRequest(client_id=client_id, client_secret=secret),
+        metadata=(("x-forwarded-for", f"6.6.6.6, {address}"),), timeout=10,
+    )
+    return str(resp.access_token)
+
+
+def rest_token_from(srv: Server, address: str, client_id: str, secret: str) -> int:
+    import httpx
+
+    r = httpx.post(f"{srv.http_url}/v1/token", headers={"x-forwarded-for": address},
+                   data={"grant_type": "client_credentials", "client_id": client_id,
+                         "client_secret": secret}, timeout=10)
+    return r.status_code
+
+
+def test_behind_a_trusted_proxy_each_client_address_has_its_own_count(proxied: Server) -> None:
+    good = fresh_user(proxied)
+    for _ in range(MAX_FAILURES):  # a guesser behind the proxy, at 203.0.113.7
+        expect_error(create_token_from, proxied, "203.0.113.7", f"cid_{uuid.uuid4().hex[:24]}",
+                     "cs_guess", code=UNAUTH, reason="INVALID_CLIENT")
+    expect_error(create_token_from, proxied, "203.0.113.7", good.client_id, good.client_secret,
+                 code=EXHAUSTED, reason="TOO_MANY_FAILED_ATTEMPTS")
+    # everyone else behind the same proxy is not blocked (the proxy's own address is not
+    # what is counted), nor fooled by what the guesser wrote left of the proxy's entry
+    assert create_token_from(proxied, "203.0.113.8", good.client_id, good.client_secret)
+    assert rest_token_from(proxied, "203.0.113.9", good.client_id, good.client_secret) == 200
+    assert rest_token_from(proxied, "203.0.113.7", good.client_id, good.client_secret) == 429
+
+
+def test_without_trusted_proxies_the_header_is_ignored(limited: Server) -> None:
+    good = fresh_user(limited)
+    for i in range(MAX_FAILURES):  # each claims another address: all are 127.0.0.1
+        expect_error(create_token_from, limited, f"203.0.113.{i + 1}",
+                     f"cid_{uuid.uuid4().hex[:24]}", "cs_guess", code=UNAUTH,
+                     reason="INVALID_CLIENT")
+    expect_error(create_token_from, limited, "203.0.113.99", good.client_id,
+                 good.client_secret, code=EXHAUSTED, reason="TOO_MANY_FAILED_ATTEMPTS")

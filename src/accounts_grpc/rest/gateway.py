@@ -216,6 +216,10 @@ class Gateway:
         for k, v in scope["headers"]:
             if k in FORWARDED:
                 md[k.decode()] = v.decode("latin-1")
+            elif k == b"x-forwarded-for":  # a list header: repeated ones join (RFC 9110)
+                hops = v.decode("latin-1")
+                md["x-forwarded-for"] = (f"{md['x-forwarded-for']}, {hops}"
+                                         if "x-forwarded-for" in md else hops)
             elif k == b"content-type":
                 ctype = v.decode("latin-1")
             elif k == b"content-length":
@@ -223,7 +227,7 @@ class Gateway:
                     length = int(v)
                 except ValueError:
                     length = None
-            elif k.startswith(GRPC_METADATA):
+            elif k.startswith(GRPC_METADATA) and k != GRPC_METADATA + b"x-forwarded-for":
                 md[k[len(GRPC_METADATA):].decode("latin-1")] = v.decode("latin-1")
         return md, ctype, length
 

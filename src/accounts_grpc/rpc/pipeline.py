@@ -7,9 +7,10 @@ never read headers or the gRPC context (they take the Principal from a contextva
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -27,7 +28,8 @@ from accounts_grpc.rpc.status import internal_status, status_for, status_from_er
 log = logging.getLogger("accounts_grpc.calls")
 errlog = logging.getLogger("accounts_grpc.errors")
 
-__all__ = ["CallFailed", "CallInfo", "Pipeline", "current_call", "peer_address"]
+__all__ = ["CallFailed", "CallInfo", "Pipeline", "client_address", "current_call",
+           "peer_address"]
 
 
 class CallFailed(Exception):
@@ -47,10 +49,48 @@ def peer_address(peer: str) -> str:
     return peer
 
 
+Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # "[::1]:443"
+        text = text[1:text.index("]")]
+    elif text.count(":") == 1:  # "203.0.113.7:443"
+        text = text.split(":", 1)[0]
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted: Networks) -> str:
+    """The client's address: the peer's, unless the peer is a trusted proxy; then the
+    nearest address in X-Forwarded-For, read from the right, that is not a trusted
+    proxy (each proxy appends the address it was called from, so only the entries
+    trusted proxies appended can be believed; whatever a client wrote to the left of
+    them cannot). An entry that is not an address stops the walk at the last one
+    believed."""
+    if not trusted or not forwarded_for:
+        return peer
+    current = _ip(peer)
+    address = peer
+    for hop in reversed(forwarded_for.split(",")):
+        if current is None or not any(current in net for net in trusted):
+            break
+        current = _ip(hop)
+        if current is None:
+            break
+        address = str(current)
+    return address
+
+
 class Pipeline:
-    def __init__(self, authenticator: Authenticator, rules: Mapping[str, AccessRule]) -> None:
+    def __init__(self, authenticator: Authenticator, rules: Mapping[str, AccessRule],
+                 trusted_proxies: Networks = ()) -> None:
         self._authn = authenticator
         self._rules = dict(rules)
+        self._trusted = tuple(trusted_proxies)
 
     def call(
         self,
@@ -65,7 +105,9 @@ class Pipeline:
         code = "OK"
         principal: Principal | None = None
         token = None
-        ctok = set_call(CallInfo(method, transport, peer_address(peer), metadata))
+        address = client_address(peer_address(peer), metadata.get("x-forwarded-for"),
+                                 self._trusted)
+        ctok = set_call(CallInfo(method, transport, address, metadata))
         try:
             rule = self._rules.get(method)
             if rule is None:
