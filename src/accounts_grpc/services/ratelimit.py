@@ -4,8 +4,9 @@ shares the limit.
 Two counters per attempt: one for the client id, one for the client's address (the
 peer of the gRPC call, or of the HTTP request when the REST token endpoint calls the
 same CreateToken use case; behind proxies named by ``--trusted-proxies``, the address
-their X-Forwarded-For gives, see ``rpc.pipeline.client_address``). Only *failed* attempts count. ``auth_max_failures`` failures
-of one counter within ``auth_failure_window`` seconds block it for
+their X-Forwarded-For gives, see ``rpc.pipeline.client_address``). Only *failed*
+attempts count. ``auth_max_failures`` failures of one counter within
+``auth_failure_window`` seconds block it for
 ``auth_block_seconds``: while either counter of an attempt is blocked, the attempt is
 refused with RESOURCE_EXHAUSTED (``google.rpc.RetryInfo`` says when to retry) *before*
 the secret is checked, so a blocked client learns nothing about guesses it keeps making.
