@@ -42,7 +42,7 @@ import hmac
 import itertools
 import json
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -421,24 +421,28 @@ def _text(name: str, value: str) -> BindParameter[str]:
     return sa.bindparam(name, value, type_=sa.String())
 
 
-@dataclass(frozen=True)
 class _Filter:
-    """A filter as a clause of named bind parameters, their values, and its shape: two
-    filters of one shape differ only in the values (so a statement built for one serves
-    the other)."""
+    """A filter as its bind parameters' values and its shape: two filters of one shape
+    differ only in the values, so a statement built for one serves the other. The clause
+    itself (named bind parameters) is built only when a statement is (``clause``)."""
 
-    clause: ColumnElement[bool] | None
-    params: dict[str, Any]
-    shape: tuple[Any, ...]
+    def __init__(self, params: dict[str, Any], shape: tuple[Any, ...],
+                 build: Callable[[], ColumnElement[bool] | None]) -> None:
+        self.params = params
+        self.shape = shape
+        self._build = build
+
+    @functools.cached_property
+    def clause(self) -> ColumnElement[bool] | None:
+        return self._build()
 
 
 def _filter(spec: ListSpec, terms: Sequence[str], dialect: str | None, *,
             index_scope: IndexScope | None = None, plan: PagePlan = "hits") -> _Filter:
     """See ``filter_clause``."""
     if not terms:
-        return _Filter(None, {}, ())
+        return _Filter({}, (), lambda: None)
     params: dict[str, Any] = {}
-    clauses: list[ColumnElement[bool]] = []
     index = spec.search
     if dialect == "sqlite" and index is not None:
         # the SQLite FTS5 spelling (see ``SearchIndex``), as ``plan`` has it
@@ -449,27 +453,43 @@ def _filter(spec: ListSpec, terms: Sequence[str], dialect: str | None, *,
         shape: list[Any] = ["fts", plan, bool(long), unmarked]
         if long:
             params["_match"] = _fts_match(index, long, unmarked=unmarked)
-            hits: sa.Select[Any] = (sa.select(sa.literal_column("rowid"))
-                                    .select_from(sa.table(index.table)))
-            hits = hits.where(_matches(index, _text("_match", params["_match"])))
-            rowid = sa.literal_column(f"+{index.base.name}.rowid") if plan == "walk" else (
-                index.rowid)
-            clauses.append(rowid.in_(hits))
+        patterns: list[list[str]] = []  # the bind names of each term tested by LIKE
         for i, t in enumerate(t for t in terms if t not in long):
             spellings = _fts_fold_variants(t) if "\x00" not in t else [t]
-            binds = []
-            for j, spelling in enumerate(spellings):
-                params[f"_like{i}_{j}"] = f"%{_like_escape(spelling)}%"
-                binds.append(_text(f"_like{i}_{j}", params[f"_like{i}_{j}"]))
-            clauses.append(sa.or_(*(c.like(b, escape="\\")
-                                    for c in spec.searchable for b in binds)))
+            names = [f"_like{i}_{j}" for j in range(len(spellings))]
+            params.update((n, f"%{_like_escape(v)}%") for n, v in zip(names, spellings,
+                                                                      strict=True))
+            patterns.append(names)
             shape.append(len(spellings))
-        return _Filter(sa.and_(*clauses), params, tuple(shape))
+
+        def build_indexed() -> ColumnElement[bool]:
+            assert index is not None
+            clauses: list[ColumnElement[bool]] = []
+            if long:
+                hits: sa.Select[Any] = (sa.select(sa.literal_column("rowid"))
+                                        .select_from(sa.table(index.table)))
+                hits = hits.where(_matches(index, _text("_match", params["_match"])))
+                rowid = (sa.literal_column(f"+{index.base.name}.rowid") if plan == "walk"
+                         else index.rowid)
+                clauses.append(rowid.in_(hits))
+            for names in patterns:
+                binds = [_text(n, params[n]) for n in names]
+                clauses.append(sa.or_(*(c.like(b, escape="\\")
+                                        for c in spec.searchable for b in binds)))
+            return sa.and_(*clauses)
+
+        return _Filter(params, tuple(shape), build_indexed)
     for i, t in enumerate(terms):
         params[f"_like{i}"] = f"%{_like_escape(t)}%"
-        bind = _text(f"_like{i}", params[f"_like{i}"])
-        clauses.append(sa.or_(*(_contains_ci(c, bind, dialect) for c in spec.searchable)))
-    return _Filter(sa.and_(*clauses), params, ("like", len(terms)))
+
+    def build() -> ColumnElement[bool]:
+        clauses = []
+        for i in range(len(terms)):
+            bind = _text(f"_like{i}", params[f"_like{i}"])
+            clauses.append(sa.or_(*(_contains_ci(c, bind, dialect) for c in spec.searchable)))
+        return sa.and_(*clauses)
+
+    return _Filter(params, ("like", len(terms)), build)
 
 
 def _matches(index: SearchIndex, query: ColumnElement[str]) -> ColumnElement[bool]:
