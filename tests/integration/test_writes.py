@@ -116,6 +116,19 @@ def test_expired_request_ids_are_deleted_in_batches(db: Database,
             now_us() - 60 * 1_000_000)
 
 
+def test_a_failed_prune_does_not_fail_the_create(db: Database,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from accounts_grpc.services import writes
+
+    def locked(*_: Any, **__: Any) -> int:
+        raise sa.exc.OperationalError("DELETE ...", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(writes, "prune_request_ids", locked)
+    _row, created = create_once(db, P, "Create", "rid", fingerprint("A"),
+                               lambda u: _insert_account(u, "A"), _load)
+    assert created and _count(db, accounts) == 1 and _count(db, idempotency_keys) == 1
+
+
 def test_the_key_is_scoped_by_method_and_caller(db: Database) -> None:
     fp = fingerprint({"name": "A"})
     a, _ = create_once(db, P, "Create", "rid", fp, lambda u: _insert_account(u, "A"), _load)

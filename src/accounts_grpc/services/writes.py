@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 import weakref
@@ -41,6 +42,7 @@ from accounts_grpc.store.db import (
 )
 from accounts_grpc.store.tables import idempotency_keys
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_REQUEST_ID = 200
 DEFAULT_KEEP = 86400  # seconds a request_id is remembered
@@ -137,7 +139,10 @@ def create_once(
             result = load(uow, ids)
             uow.commit()
         if key is not None:
-            prune_request_ids(db, keep)  # after the write lock is given back
+            try:  # after the write lock is given back; best effort: the create is done
+                prune_request_ids(db, keep)
+            except sa.exc.SQLAlchemyError as e:
+                log.warning("could not delete expired request ids: %s", e)
         return result, True
     raise AssertionError("unreachable")
 
