@@ -11,7 +11,6 @@ A cell is "ok", a set of the names a list returns, or (code, ErrorInfo reason).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -20,21 +19,22 @@ from accounts.v1 import user_group_pb2
 from accounts.v1 import user_group_service_pb2 as pb
 
 from tests.e2e.test_groups_support import (
+    NO_ACCOUNT,
+    OK,
     PERSONAS,
+    ROLE_REQUIRED,
+    PolicyTable,
     PolicyWorld,
+    check_cell,
+    check_table_covers,
     make_group,
     policy_world,
-    snapshot,
     uniq,
 )
-from tests.support import Server, failure
+from tests.support import Server
 
-OK = "ok"
-ROLE_REQUIRED = (grpc.StatusCode.PERMISSION_DENIED, "ROLE_REQUIRED")
-NO_ACCOUNT = (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
 NO_GROUP = (grpc.StatusCode.NOT_FOUND, "USER_GROUP_NOT_FOUND")
 
-Outcome = Any  # "ok" | frozenset[str] | tuple[StatusCode, str]
 BOTH = frozenset({"fixture mine", "fixture theirs"})
 MINE = frozenset({"fixture mine"})
 NONE: frozenset[str] = frozenset()
@@ -45,14 +45,13 @@ def _names(resp: Any) -> frozenset[str]:
 
 
 # rpc row → (prepare(server, world) → (method, request, result extractor or None), row)
-Prepare = Callable[[Server, PolicyWorld], tuple[str, Any, Callable[[Any], Any] | None]]
 
 
 def _fresh(server: Server, w: PolicyWorld, **kw: Any) -> Any:
     return make_group(server, w.account_id, uniq("policy "), **kw)
 
 
-TABLE: dict[str, tuple[Prepare, dict[str, Outcome]]] = {
+TABLE: PolicyTable = {
     "CreateUserGroup": (
         lambda s, w: (
             "CreateUserGroup",
@@ -192,10 +191,7 @@ TABLE: dict[str, tuple[Prepare, dict[str, Outcome]]] = {
 
 
 def test_table_covers_every_rpc_and_caller() -> None:
-    rpcs = {label.split(" ")[0] for label in TABLE}
-    assert rpcs == set(pb.DESCRIPTOR.services_by_name["UserGroupService"].methods_by_name)
-    for _, row in TABLE.values():
-        assert set(row) == set(PERSONAS)
+    check_table_covers(TABLE, pb.DESCRIPTOR.services_by_name["UserGroupService"])
 
 
 @pytest.fixture(scope="module")
@@ -206,17 +202,4 @@ def world(server: Server) -> PolicyWorld:
 @pytest.mark.parametrize("persona", PERSONAS)
 @pytest.mark.parametrize("rpc", list(TABLE))
 def test_policy(server: Server, world: PolicyWorld, rpc: str, persona: str) -> None:
-    prepare, row = TABLE[rpc]
-    expected = row[persona]
-    method, request, extract = prepare(server, world)
-    caller = world.personas[persona]
-    before = snapshot(server)
-    try:
-        resp = getattr(server.stubs.groups, method)(request, metadata=caller.md)
-    except grpc.RpcError as e:
-        f = failure(e)
-        got: Outcome = (f.code, f.reason)
-        assert snapshot(server) == before, "a denied call changed something"
-    else:
-        got = extract(resp) if extract else OK
-    assert got == expected, f"{persona} → {rpc}: expected {expected}, got {got}"
+    check_cell(server, world, server.stubs.groups, TABLE, rpc, persona)

@@ -8,9 +8,11 @@ are read from the database directly.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import sqlalchemy as sa
 from accounts.v1 import (
     account_pb2,
@@ -33,7 +35,7 @@ from accounts_grpc.store.tables import (
     partitions,
     user_groups,
 )
-from tests.support import Server, bearer
+from tests.support import Server, bearer, failure
 
 KIND = {
     "HUMAN": user_pb2.USER_KIND_HUMAN,
@@ -302,3 +304,42 @@ def policy_world(server: Server) -> PolicyWorld:
     return PolicyWorld(
         account_id, personas, reach, other, d_reach, d_other, mine, theirs, bystander
     )
+
+
+# -- the policy tables of groups and partitions ----------------------------------------------
+
+OK = "ok"
+ROLE_REQUIRED = (grpc.StatusCode.PERMISSION_DENIED, "ROLE_REQUIRED")
+NO_ACCOUNT = (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
+Outcome = Any  # "ok" | frozenset[str] | tuple[StatusCode, str]
+#: (server, world) -> (method, request, what to read off a successful response, or None)
+Prepare = Callable[[Server, PolicyWorld], tuple[str, Any, Callable[[Any], Any] | None]]
+#: "<RPC> <case>" -> (how to make the call, the outcome expected for each persona)
+PolicyTable = dict[str, tuple[Prepare, dict[str, Outcome]]]
+
+
+def check_table_covers(table: PolicyTable, service: Any) -> None:
+    """Every RPC of ``service`` (a ServiceDescriptor) has a row, every row every caller."""
+    assert {label.split(" ")[0] for label in table} == set(service.methods_by_name)
+    for _, row in table.values():
+        assert set(row) == set(PERSONAS)
+
+
+def check_cell(server: Server, world: PolicyWorld, stub: Any, table: PolicyTable, rpc: str,
+               persona: str) -> None:
+    """Make one call of the table as ``persona``; its outcome must be the cell's, and a
+    refused call must change nothing."""
+    prepare, row = table[rpc]
+    expected = row[persona]
+    method, request, extract = prepare(server, world)
+    caller = world.personas[persona]
+    before = snapshot(server)
+    try:
+        resp = getattr(stub, method)(request, metadata=caller.md)
+    except grpc.RpcError as e:
+        f = failure(e)
+        got: Outcome = (f.code, f.reason)
+        assert snapshot(server) == before, "a denied call changed something"
+    else:
+        got = extract(resp) if extract else OK
+    assert got == expected, f"{persona} → {rpc}: expected {expected}, got {got}"

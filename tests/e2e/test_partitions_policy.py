@@ -8,7 +8,6 @@ or (code, ErrorInfo reason).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -17,30 +16,30 @@ from accounts.v1 import partition_pb2
 from accounts.v1 import partition_service_pb2 as pb
 
 from tests.e2e.test_groups_support import (
+    NO_ACCOUNT,
+    OK,
     PERSONAS,
+    ROLE_REQUIRED,
+    PolicyTable,
     PolicyWorld,
+    check_cell,
+    check_table_covers,
     device_id,
     make_partition,
     policy_world,
     register,
-    snapshot,
     uniq,
 )
-from tests.support import Server, failure
+from tests.support import Server
 
-OK = "ok"
-ROLE_REQUIRED = (grpc.StatusCode.PERMISSION_DENIED, "ROLE_REQUIRED")
-NO_ACCOUNT = (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
 NO_PARTITION = (grpc.StatusCode.NOT_FOUND, "PARTITION_NOT_FOUND")
 
-Outcome = Any
 BOTH = frozenset({"fixture reach", "fixture other"})
 REACH = frozenset({"fixture reach"})
 BOTH_DEVICES = frozenset({"fixture d-reach", "fixture d-other"})
 REACH_DEVICE = frozenset({"fixture d-reach"})
 OTHER_DEVICE = frozenset({"fixture d-other"})
 
-Prepare = Callable[[Server, PolicyWorld], tuple[str, Any, Callable[[Any], Any] | None]]
 
 
 def _partition_names(resp: Any) -> Any:
@@ -73,7 +72,7 @@ WRITE = {
     "stranger": NO_PARTITION,
 }
 
-TABLE: dict[str, tuple[Prepare, dict[str, Outcome]]] = {
+TABLE: PolicyTable = {
     "CreatePartition": (
         lambda s, w: (
             "CreatePartition",
@@ -203,10 +202,7 @@ TABLE: dict[str, tuple[Prepare, dict[str, Outcome]]] = {
 
 
 def test_table_covers_every_rpc_and_caller() -> None:
-    rpcs = {label.split(" ")[0] for label in TABLE}
-    assert rpcs == set(pb.DESCRIPTOR.services_by_name["PartitionService"].methods_by_name)
-    for _, row in TABLE.values():
-        assert set(row) == set(PERSONAS)
+    check_table_covers(TABLE, pb.DESCRIPTOR.services_by_name["PartitionService"])
 
 
 @pytest.fixture(scope="module")
@@ -217,17 +213,4 @@ def world(server: Server) -> PolicyWorld:
 @pytest.mark.parametrize("persona", PERSONAS)
 @pytest.mark.parametrize("rpc", list(TABLE))
 def test_policy(server: Server, world: PolicyWorld, rpc: str, persona: str) -> None:
-    prepare, row = TABLE[rpc]
-    expected = row[persona]
-    method, request, extract = prepare(server, world)
-    caller = world.personas[persona]
-    before = snapshot(server)
-    try:
-        resp = getattr(server.stubs.partitions, method)(request, metadata=caller.md)
-    except grpc.RpcError as e:
-        f = failure(e)
-        got: Outcome = (f.code, f.reason)
-        assert snapshot(server) == before, "a denied call changed something"
-    else:
-        got = extract(resp) if extract else OK
-    assert got == expected, f"{persona} → {rpc}: expected {expected}, got {got}"
+    check_cell(server, world, server.stubs.partitions, TABLE, rpc, persona)
