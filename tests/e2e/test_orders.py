@@ -15,6 +15,7 @@ from tests.e2e.test_users_support import (
     build_world,
     new_user,
     ref,
+    register_devices,
     session_token,
     uniq,
 )
@@ -39,6 +40,7 @@ def _up(w: World, user: str, md: object = None, **order: object) -> user_pb2.Ord
 
 def test_lifecycle_and_upsert_semantics(world: World) -> None:
     x = new_user(world.server, world.inter, EXTERNAL).user
+    [dev] = register_devices(world.server, world.inter, 1)  # orders name devices of the account
     oid = uniq("o-")
     o1 = _up(world, x.id, order_id=oid, status=S.ORDER_STATUS_RECEIVED)
     assert (o1.user_id, o1.order_id, o1.status) == (x.id, oid, S.ORDER_STATUS_RECEIVED)
@@ -52,14 +54,14 @@ def test_lifecycle_and_upsert_semantics(world: World) -> None:
         x.id,
         order_id=oid,
         status=S.ORDER_STATUS_SHIPPED,
-        device_id="DEV12345",
+        device_id=dev.device_id,
         tracking_link=LINK,
         etag=o1.etag,
     )
-    assert o2.id == o1.id and o2.etag != o1.etag and o2.device_id == "DEV12345"
+    assert o2.id == o1.id and o2.etag != o1.etag and o2.device_id == dev.device_id
     # DELIVERED keeps the shipping details when they are not sent again
     o3 = _up(world, x.id, order_id=oid, status=S.ORDER_STATUS_DELIVERED)
-    assert (o3.device_id, o3.tracking_link) == ("DEV12345", LINK)
+    assert (o3.device_id, o3.tracking_link) == (dev.device_id, LINK)
     # final: repeating is fine, changing is not
     assert _up(world, x.id, order_id=oid, status=S.ORDER_STATUS_DELIVERED).etag == o3.etag
     expect_error(
@@ -88,6 +90,7 @@ def test_list_orders(world: World) -> None:
     bot = world["intermediary-machine"]
     x = new_user(world.server, world.inter, EXTERNAL, md=bot.md).user
     y = new_user(world.server, world.inter, EXTERNAL, md=bot.md).user
+    [dev] = register_devices(world.server, world.inter, 1)
     ids = [uniq("ord-") for _ in range(3)]
     for oid in ids:
         _up(world, x.id, bot.md, order_id=oid, status=S.ORDER_STATUS_RECEIVED)
@@ -98,7 +101,7 @@ def test_list_orders(world: World) -> None:
         bot.md,
         order_id=ids[1],
         status=S.ORDER_STATUS_SHIPPED,
-        device_id="SHIP0001",
+        device_id=dev.device_id,
         tracking_link=LINK,
     )
     users = world.server.stubs.users
@@ -117,7 +120,7 @@ def test_list_orders(world: World) -> None:
     assert [o.order_id for o in listed().orders] == ids
     assert [o.order_id for o in listed(order_by="create_time desc").orders] == ids[::-1]
     assert [o.order_id for o in listed(order_by="order_id").orders] == sorted(ids)
-    assert [o.order_id for o in listed(filter="ship0001").orders] == [ids[1]]
+    assert [o.order_id for o in listed(filter=dev.device_id.lower()).orders] == [ids[1]]
     p1 = listed(page_size=2)
     p2 = listed(page_size=2, page_token=p1.next_page_token)
     assert [o.order_id for o in [*p1.orders, *p2.orders]] == ids and p2.next_page_token == ""

@@ -129,7 +129,7 @@ def test_who_may_create_a_session(server: Server, tenant: dict[str, Any]) -> Non
                  code=NOT_FOUND)
     # an account-admin may not act as a user with more rights than its own
     expect_error(create, server, t["admin_token"], ref(t["reader"]), code=DENIED,
-                 reason="ROLE_ESCALATION")
+                 reason="USER_OUTRANKS_CALLER")
     # the platform admin may, and names the account of an external id
     resp = create(server, server.admin,
                   user_pb2.UserRef(external_id="ext-1", account_id=t["account"]))

@@ -329,9 +329,11 @@ def test_rotate_client_secret(world: World) -> None:
         ),
         code=C.UNAUTHENTICATED,
     )
-    assert machine_token(s, m.user.client_id, rotated.client_secret)
-    # tokens issued before stay valid until they expire (JWTs are verified offline)
-    users.GetMe(us.GetMeRequest(), metadata=bearer(old_token))
+    new_token = machine_token(s, m.user.client_id, rotated.client_secret)
+    # the rotation revokes, for this server, the JWTs issued with the old secret
+    expect_error(users.GetMe, us.GetMeRequest(), metadata=bearer(old_token),
+                 code=C.UNAUTHENTICATED, reason="TOKEN_REVOKED")
+    assert users.GetMe(us.GetMeRequest(), metadata=bearer(new_token)).user.id == m.user.id
     after = users.GetUser(us.GetUserRequest(id=m.user.id), metadata=aa.md).user
     assert after.etag != m.user.etag
 

@@ -173,7 +173,7 @@ CREATE_CASES = [
         "control character",
         dict(kind=HUMAN, email="d@example.com", last_name="a\x07b"),
         C.INVALID_ARGUMENT,
-        "INVALID_ARGUMENT",
+        "INVALID_CHARACTER",
         "user.last_name",
     ),
     (
@@ -952,7 +952,8 @@ def test_order_status_never_moves_backwards(world: World) -> None:
         )
 
     users.UpsertUserOrder(
-        up(SHIPPED, device_id="ABCDEFGH", tracking_link=link), metadata=world.server.admin
+        up(SHIPPED, device_id=world.devices[0].device_id, tracking_link=link),
+        metadata=world.server.admin,
     )
     for back in (RECEIVED, user_pb2.ORDER_STATUS_PROCESSING):
         rejected(

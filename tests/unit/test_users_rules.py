@@ -114,14 +114,8 @@ def test_grantable_roles() -> None:
         U.check_grantable(principal("admin"), ["root"], "r")
 
 
-def test_outranked() -> None:
-    U.require_not_outranked(principal("account-admin"), ["account-admin", "member"])
-    U.require_not_outranked(principal("admin"), ["admin"])
-    with pytest.raises(PermissionDenied) as e:
-        U.require_not_outranked(principal("account-admin"), ["admin-reader"])
-    assert e.value.metadata == {"roles": "admin-reader"}
-    with pytest.raises(PermissionDenied):
-        U.require_not_outranked(principal(kind="MACHINE"), ["account-admin"])
+# "outranked" (acting on a user with roles the caller could not grant) is decided once,
+# for every RPC, in services/common.py: tests/unit/test_user_authority.py
 
 
 # -- inputs --------------------------------------------------------------------------------------

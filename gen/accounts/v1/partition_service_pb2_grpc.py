@@ -117,14 +117,18 @@ class PartitionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterDevices(self, request, context):
-        """Registers devices in a partition, all or none.
+        """Registers devices in a partition, all or none. A `device_id` or
+        `meter_id` is unique within the account; ALREADY_EXISTS
+        (`DEVICE_ALREADY_EXISTS`) names only ids a device of the same account
+        already has. Devices of other accounts never affect the answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListDevices(self, request, context):
-        """Lists the devices of a partition, or of a whole account.
+        """Lists the devices of a partition, or of a whole account; only that
+        account's devices, whatever the filter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

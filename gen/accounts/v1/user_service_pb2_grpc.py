@@ -174,8 +174,15 @@ class UserServiceServicer:
 
     def RotateClientSecret(self, request, context):
         """Replaces a MACHINE user's client secret. The old secret stops working at
-        once (tokens issued with it stay valid until they expire); the new one is
-        in the response, and shown only this once.
+        once; the new one is in the response, and shown only this once.
+        It also revokes every access token (JWT) issued with the old secret, for
+        this server's own verification: such a token is UNAUTHENTICATED
+        (`TOKEN_REVOKED`) on its next call here, and IntrospectToken reports it
+        inactive. Services that verify JWTs offline against the JWKS cannot see
+        the rotation: to them a token, and its `roles` claim, is a snapshot that
+        stays valid until its `exp`.
+        Only for a user whose effective roles (direct and through its user groups)
+        the caller could grant (otherwise PERMISSION_DENIED `USER_OUTRANKS_CALLER`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -183,7 +190,9 @@ class UserServiceServicer:
 
     def AddDevicePermissions(self, request, context):
         """Lets a user see devices. Devices the user may already see keep their
-        permission unchanged.
+        permission unchanged. A device is looked up by its `device_id` or
+        `meter_id` within the user's account only; a device of another account
+        is NOT_FOUND (`DEVICE_NOT_FOUND`), exactly like an unregistered one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -222,7 +231,10 @@ class UserServiceServicer:
 
     def UpsertUserOrder(self, request, context):
         """Creates a user's device order, or updates the user's order with the same
-        `order.order_id`.
+        `order.order_id`. A `device_id` the order is set to must be a device
+        registered in the user's account: otherwise INVALID_ARGUMENT
+        (`DEVICE_NOT_FOUND`, field `order.device_id`), for another account's
+        device exactly as for an unregistered id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -4,8 +4,10 @@ Both token kinds work on every RPC:
 - a JWT (``CreateToken``) is verified offline (signature, kid, alg, iss, aud, exp, iat);
 - an opaque session token (``CreateSession``) is looked up by its SHA-256.
 Either way the user and its account are then read from the database on *every* call,
-so a deleted user, a closed account, a revoked session or a removed role takes effect
-on the very next call, on every server sharing the database. Activity times (session
+so a deleted user, a closed account, a revoked session, a removed role or a rotated
+client secret (a JWT whose ``gen`` claim, missing meaning 0, is not the user's
+``credential_generation``: ``TOKEN_REVOKED``) takes effect on the very next call, on
+every server sharing the database. Activity times (session
 sliding expiry, account ``activity_time``) are written at most once per
 ``activity_interval`` seconds, never on every call.
 """
@@ -137,6 +139,12 @@ class Authenticator:
                 raise Unauthenticated("the token's user no longer exists", reason="USER_DELETED")
             if rows[0].account_id != claims.get("account_id"):
                 raise Unauthenticated("the token does not match its user", reason="TOKEN_INVALID")
+            if claims.get("gen", 0) != rows[0].credential_generation:
+                raise Unauthenticated(
+                    "the access token is revoked: the client secret was rotated after this "
+                    "token was issued",
+                    reason="TOKEN_REVOKED",
+                )
             p = self._principal(
                 rows, token_type="jwt", token_id=claims["jti"], expires_at=int(claims["exp"])
             )

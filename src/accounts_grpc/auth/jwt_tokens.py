@@ -73,7 +73,11 @@ class JwtService:
         self._cache = _LRU(settings.jwt_cache_size)
 
     def issue(self, *, user_id: str, account_id: str, roles: list[str], kind: str,
-              client_id: str | None = None, lifetime: int | None = None) -> IssuedToken:
+              client_id: str | None = None, lifetime: int | None = None,
+              generation: int | None = None) -> IssuedToken:
+        """A signed JWT. ``generation`` (the user's ``credential_generation``) becomes the
+        ``gen`` claim: our own verification (``authenticate``) refuses the token once the
+        user's generation has moved on, i.e. once its client secret was rotated."""
         key = self._keys.signing_key()
         now = int(time.time())
         lifetime = lifetime or self._settings.token_lifetime
@@ -90,6 +94,8 @@ class JwtService:
         }
         if client_id:
             claims["client_id"] = client_id
+        if generation is not None:
+            claims["gen"] = generation
         assert key.private_key is not None  # signing_key() never returns one without
         token = jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"kid": key.kid})
         return IssuedToken(token, lifetime, claims)

@@ -1,21 +1,31 @@
-"""Loading helpers every use case shares: account scopes and user references.
+"""Loading helpers every use case shares: account scopes and user references, and the
+one rule about acting on a user.
 
 They load what the policy needs and raise NOT_FOUND for what does not exist; the caller
 then asks ``policy.require`` (which hides other tenants' resources as NOT_FOUND too).
+
+Acting on a user (changing it, deleting it, rotating its secret, opening, listing or
+revoking its sessions, granting it devices, writing its orders) goes through
+``authorize_user``: on top of the policy, the caller must be able to grant every role
+the user holds *effectively* (its direct roles, the roles of all its groups, and the
+implicit ``member``). Otherwise an account-admin could act through, or as, a user a
+platform admin put in a group granting ``admin-reader``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from accounts_grpc.domain import policy
-from accounts_grpc.domain.errors import InvalidArgument, not_found
+from accounts_grpc.domain import roles as R
+from accounts_grpc.domain.errors import InvalidArgument, PermissionDenied, not_found
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, is_uuid
-from accounts_grpc.store.tables import accounts, users
+from accounts_grpc.store.tables import accounts, group_members, user_groups, users
 
 _ACCOUNT_SCOPE = sa.select(
     accounts.c.id, accounts.c.consultancy_account_id, accounts.c.closed
@@ -24,6 +34,12 @@ _ACCOUNT_SCOPE = sa.select(
 _USER_WITH_ACCOUNT = sa.select(
     users, accounts.c.consultancy_account_id, accounts.c.closed.label("account_closed")
 ).select_from(users.join(accounts, accounts.c.id == users.c.account_id))
+
+_GROUP_ROLES = (
+    sa.select(user_groups.c.roles)
+    .select_from(group_members.join(user_groups, user_groups.c.id == group_members.c.group_id))
+    .where(group_members.c.user_id == sa.bindparam("uid"))
+)
 
 
 def account_target(
@@ -117,3 +133,72 @@ def resolve_user_ref(
     if row is None:
         raise not_found("user", "external_id", external_id)
     return ResolvedUser(row, user_target(row))
+
+
+# -- acting on a user --------------------------------------------------------------------------
+
+
+def effective_roles(conn: sa.Connection, user_id: str, direct: Iterable[str] | None) -> set[str]:
+    """A user's direct roles, its groups' roles and the implicit ``member``."""
+    out = set(direct or ()) | {R.MEMBER}
+    for (group_roles,) in conn.execute(_GROUP_ROLES, {"uid": user_id}):
+        out.update(group_roles or ())
+    return out
+
+
+def outranking_roles(p: Principal, user_id: str | None, roles: Iterable[str]) -> list[str]:
+    """The roles of user ``user_id`` (its effective ``roles``) that the caller could not
+    grant, sorted; none when the caller is the user itself (it holds them already)."""
+    if user_id is not None and user_id == p.user_id:
+        return []
+    return sorted(set(roles) - R.grantable_roles(p.roles))
+
+
+def check_not_outranked(p: Principal, user_id: str | None, roles: Iterable[str]) -> None:
+    """PERMISSION_DENIED (``USER_OUTRANKS_CALLER``, metadata ``roles``) unless the caller
+    could grant every one of the user's effective ``roles`` (or is the user itself)."""
+    above = outranking_roles(p, user_id, roles)
+    if above:
+        raise PermissionDenied(
+            "the user holds role(s), directly or through its user groups, that the caller "
+            f"cannot grant: {', '.join(above)}",
+            reason="USER_OUTRANKS_CALLER",
+            metadata={"roles": ",".join(above)},
+        )
+
+
+def require_not_outranked(
+    conn: sa.Connection, p: Principal, user_id: str, direct_roles: Iterable[str] | None
+) -> None:
+    """``check_not_outranked`` against the user's effective roles, read from ``conn``
+    (no read for an ``admin``, who may grant every role, or for the user itself)."""
+    if user_id == p.user_id or R.ADMIN in p.roles:
+        return
+    check_not_outranked(p, user_id, effective_roles(conn, user_id, direct_roles))
+
+
+def authorize_user(
+    conn: sa.Connection,
+    p: Principal,
+    action: policy.Action,
+    target: policy.Target,
+    direct_roles: Iterable[str] | None,
+    *,
+    what: str = "user",
+    key_field: str = "id",
+    key: str = "",
+) -> None:
+    """May the caller do ``action`` on the user ``target`` names (or on its ``what``)?
+
+    NOT_FOUND (``<WHAT>_NOT_FOUND``) unless the caller may read the user: whether a user
+    exists is not for everyone to learn. Then, for anything but reading: PERMISSION_DENIED
+    unless the policy admits ``action``, and PERMISSION_DENIED ``USER_OUTRANKS_CALLER``
+    unless the caller could grant every role the user holds effectively.
+    """
+    if not policy.allows(p, policy.Action.USER_READ, target):
+        raise not_found(what, key_field, key)
+    if action is policy.Action.USER_READ:
+        return
+    policy.require(p, action, target, what=what, key=key)
+    assert target.user_id is not None  # a user target always names its user
+    require_not_outranked(conn, p, target.user_id, direct_roles)

@@ -2,10 +2,12 @@
 
 - A partition is a named scope inside an account (names unique per account).
 - A device has a ``device_id`` (exactly 8 characters) and/or a ``meter_id``; each is
-  unique on the whole platform. ``RegisterDevices`` is all or nothing: every bad item
-  of the batch is named in one INVALID_ARGUMENT (``devices[3].device_id``, duplicates
-  inside the batch too), and ids some device already has are one ALREADY_EXISTS
-  naming all of them.
+  unique inside its account, not on the platform: a tenant's registry is its own (the
+  same physical device may be registered by two customers, e.g. after a resale), and
+  no answer to one tenant depends on another tenant's devices (no existence oracle).
+  ``RegisterDevices`` is all or nothing: every bad item of the batch is named in one
+  INVALID_ARGUMENT (``devices[3].device_id``, duplicates inside the batch too), and ids
+  a device of the same account already has are one ALREADY_EXISTS naming all of them.
 - Deleting a partition that holds devices is FAILED_PRECONDITION unless ``force``,
   which deletes the devices and their permissions too; groups stop reaching it.
 - Who reads: readers of the account see all partitions and devices; a member sees
@@ -32,7 +34,7 @@ from accounts_grpc.domain.errors import (
 from accounts_grpc.domain.listing import ListSpec, parse_list_request, run_list
 from accounts_grpc.domain.masks import resolve_mask
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.domain.validate import Validator, check_id
+from accounts_grpc.domain.validate import Validator, check_id, shorten
 from accounts_grpc.services import common
 from accounts_grpc.services.deps import Deps
 from accounts_grpc.services.writes import (
@@ -228,7 +230,8 @@ def validate_devices(batch: Sequence[DeviceInput], partition_id: str) -> list[di
 def taken_error(
     batch: Sequence[dict[str, Any]], taken_devices: set[str], taken_meters: set[str]
 ) -> AlreadyExists | None:
-    """One ALREADY_EXISTS naming every id of the batch some device already has."""
+    """One ALREADY_EXISTS naming every id of the batch a device of the account already
+    has (``taken_*`` come from ``repo.registered``, which sees that account only)."""
     fields: list[str] = []
     dev: list[str] = []
     met: list[str] = []
@@ -243,7 +246,8 @@ def taken_error(
         return None
     named = [f"device_id {x!r}" for x in dev] + [f"meter_id {x!r}" for x in met]
     return AlreadyExists(
-        f"already registered, nothing was registered: {', '.join(named)} ({', '.join(fields)})",
+        f"already registered in this account, nothing was registered: {', '.join(named)} "
+        f"({', '.join(fields)})",
         reason="DEVICE_ALREADY_EXISTS",
         metadata={
             "device_ids": ",".join(dev),
@@ -257,7 +261,7 @@ def validate_include(include: Sequence[str]) -> frozenset[str]:
     v = Validator()
     for i, x in enumerate(include):
         if x not in INCLUDES:
-            v.add(f"include[{i}]", f"unknown value {x!r}; the only value is 'account'")
+            v.add(f"include[{i}]", f"unknown value {shorten(x)!r}; the only value is 'account'")
     v.raise_if_any(reason="INVALID_INCLUDE")
     return frozenset(include)
 
@@ -508,7 +512,8 @@ class PartitionsService:
             )
             ids = [d["device_id"] for d in clean if d["device_id"]]
             meters = [d["meter_id"] for d in clean if d["meter_id"]]
-            if err := taken_error(clean, *repo.registered(uow.conn, ids, meters)):
+            account_id = part.account_id
+            if err := taken_error(clean, *repo.registered(uow.conn, account_id, ids, meters)):
                 raise err
             # one microsecond apart, so that lists (create_time, then id) keep the batch's order
             now = now_us()
@@ -525,7 +530,8 @@ class PartitionsService:
                 for i, d in enumerate(clean)
             ]
             with constraint_guard(
-                uow, lambda: taken_error(clean, *repo.registered(uow.conn, ids, meters))
+                uow,
+                lambda: taken_error(clean, *repo.registered(uow.conn, account_id, ids, meters)),
             ):
                 repo.insert_devices(uow.conn, rows)
             for r in rows:

@@ -3,17 +3,23 @@ RevokeSession, IntrospectToken.
 
 - CreateToken is the OAuth2 client-credentials grant; failed attempts are rate limited
   per client id and per address (services/ratelimit.py), for gRPC and the REST token
-  endpoint alike, since both run this use case.
+  endpoint alike, since both run this use case. The JWT carries the user's
+  ``credential_generation`` as ``gen``: RotateClientSecret bumps it, which revokes every
+  JWT issued with the old secret (auth/authenticate.py answers TOKEN_REVOKED).
 - A session token (``st_...``) is 256 random bits, shown once by CreateSession and
   stored only as its SHA-256. A session expires ``session_ttl`` seconds after its last
   use (the authenticator slides ``expire_time`` forward as the token is used).
 - CreateSession: by an ``admin``, the user's ``account-admin``, or a machine user of an
   ``intermediary`` account for its EXTERNAL users (policy USER_MANAGE); never for a
-  user with roles the caller could not grant (that would be a way to act with more
-  rights than one's own). A retry with the same ``request_id`` returns the first
-  session, without its token: the token exists only as a hash (services/writes.py).
+  user with roles, direct or through its groups, the caller could not grant (that
+  would be a way to act with more rights than one's own: PERMISSION_DENIED
+  ``USER_OUTRANKS_CALLER``, decided by ``common.authorize_user`` as for every RPC that
+  acts on a user). A retry with the same ``request_id`` returns the first session,
+  without its token: the token exists only as a hash (services/writes.py).
 - ListSessions lists the sessions that still work (not revoked, not expired), newest
   first; revoked ones stay visible in the audit log. By the user itself too (USER_SELF).
+  ListSessions and RevokeSession of *another* user follow the same rule as
+  CreateSession: not for a user who outranks the caller.
 - RevokeSession is idempotent: revoking a revoked session returns it unchanged
   (``revoke_time`` is when it was first revoked) and writes nothing.
 - IntrospectToken (RFC 7662) answers ``active: false`` and nothing else for any token
@@ -31,24 +37,22 @@ import sqlalchemy as sa
 from accounts_grpc.auth.jwt_tokens import IssuedToken
 from accounts_grpc.auth.secrets import hash_secret, new_session_token, verify_secret
 from accounts_grpc.domain import policy
-from accounts_grpc.domain import roles as R
 from accounts_grpc.domain.call import current_call
 from accounts_grpc.domain.errors import (
     InvalidArgument,
-    PermissionDenied,
     Unauthenticated,
     not_found,
 )
 from accounts_grpc.domain.listing import ListSpec, Page, parse_list_request, run_list
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator
-from accounts_grpc.services.common import resolve_user_ref
+from accounts_grpc.services.common import authorize_user, effective_roles, resolve_user_ref
 from accounts_grpc.services.deps import Deps
 from accounts_grpc.services.ratelimit import FailureLimiter
 from accounts_grpc.services.writes import create_once, fingerprint
 from accounts_grpc.store import audit
 from accounts_grpc.store.db import UnitOfWork, new_etag, new_id, now_us
-from accounts_grpc.store.tables import accounts, group_members, sessions, user_groups, users
+from accounts_grpc.store.tables import accounts, sessions, users
 
 MAX_USER_AGENT = 500
 _US = 1_000_000
@@ -60,15 +64,11 @@ _CLIENT = (
         users.c.kind,
         users.c.roles,
         users.c.secret_hash,
+        users.c.credential_generation,
         accounts.c.closed,
     )
     .select_from(users.join(accounts, accounts.c.id == users.c.account_id))
     .where(users.c.client_id == sa.bindparam("cid"))
-)
-_GROUP_ROLES = (
-    sa.select(user_groups.c.roles)
-    .select_from(group_members.join(user_groups, user_groups.c.id == group_members.c.group_id))
-    .where(group_members.c.user_id == sa.bindparam("uid"))
 )
 _SESSION = sa.select(sessions).where(sessions.c.id == sa.bindparam("sid"))
 _SESSION_SCOPE = (
@@ -78,6 +78,7 @@ _SESSION_SCOPE = (
         sessions.c.user_id,
         sessions.c.revoke_time,
         users.c.kind,
+        users.c.roles,
         accounts.c.consultancy_account_id,
         accounts.c.closed,
     )
@@ -137,23 +138,6 @@ class TokenInfo:
 INACTIVE = TokenInfo(active=False)
 
 
-def _authorize(p: Principal, action: policy.Action, t: policy.Target, what: str, key: str
-               ) -> None:
-    """NOT_FOUND unless the caller may read the user (whether a user exists is not for
-    everyone to learn), then PERMISSION_DENIED unless it may do ``action``."""
-    if not policy.allows(p, policy.Action.USER_READ, t):
-        raise not_found(what, "id", key)
-    policy.require(p, action, t, what=what, key=key)
-
-
-def effective_roles(conn: sa.Connection, user_id: str, direct: Any) -> set[str]:
-    """A user's direct roles, its groups' roles and the implicit ``member``."""
-    out = set(direct or ()) | {R.MEMBER}
-    for (group_roles,) in conn.execute(_GROUP_ROLES, {"uid": user_id}):
-        out.update(group_roles or ())
-    return out
-
-
 class SessionsService:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
@@ -176,6 +160,7 @@ class SessionsService:
             ok = verify_secret(client_secret, row.secret_hash if row else None)
             if row is not None and ok and not row.closed:
                 roles = effective_roles(conn, row.id, row.roles)
+                generation = int(row.credential_generation)
             else:
                 row = None
         if row is None:
@@ -191,6 +176,7 @@ class SessionsService:
             roles=sorted(roles),
             kind=row.kind,
             client_id=client_id,
+            generation=generation,
         )
 
     # -- GetJwks ---------------------------------------------------------------------------
@@ -218,8 +204,10 @@ class SessionsService:
                 uow.conn, p, user_id=user.user_id, external_id=user.external_id,
                 account_id=user.account_id, field="user",
             )
-            _authorize(p, policy.Action.USER_MANAGE, target.target, "user", user.key)
-            self._no_escalation(uow.conn, p, target.row)
+            authorize_user(
+                uow.conn, p, policy.Action.USER_MANAGE, target.target, target.row.roles,
+                key=user.key,
+            )
             now = now_us()
             sid = new_id()
             uow.conn.execute(
@@ -261,20 +249,6 @@ class SessionsService:
         )
         return row, token if created else ""
 
-    @staticmethod
-    def _no_escalation(conn: sa.Connection, p: Principal, user: Any) -> None:
-        """A session acts as its user: only for users whose roles the caller could grant."""
-        if R.ADMIN in p.roles:
-            return
-        beyond = effective_roles(conn, user.id, user.roles) - R.grantable_roles(p.roles)
-        if beyond:
-            raise PermissionDenied(
-                "the caller may not open a session for a user with roles it could not grant: "
-                + ", ".join(sorted(beyond)),
-                reason="ROLE_ESCALATION",
-                metadata={"roles": ",".join(sorted(beyond))},
-            )
-
     # -- ListSessions ----------------------------------------------------------------------
     def list_sessions(
         self, p: Principal, user: UserRefArgs, *, page_size: int = 0, page_token: str = ""
@@ -285,7 +259,9 @@ class SessionsService:
                 conn, p, user_id=user.user_id, external_id=user.external_id,
                 account_id=user.account_id, field="user",
             )
-            _authorize(p, policy.Action.USER_SELF, target.target, "user", user.key)
+            authorize_user(
+                conn, p, policy.Action.USER_SELF, target.target, target.row.roles, key=user.key
+            )
             query = parse_list_request(
                 SESSIONS_LIST,
                 secret=self.deps.page_secret,
@@ -317,7 +293,10 @@ class SessionsService:
                 user_id=scope.user_id,
                 user_kind=scope.kind,
             )
-            _authorize(p, policy.Action.USER_SELF, target, "session", session_id)
+            authorize_user(
+                uow.conn, p, policy.Action.USER_SELF, target, scope.roles,
+                what="session", key=session_id,
+            )
             if scope.revoke_time is None:
                 now = now_us()
                 uow.conn.execute(

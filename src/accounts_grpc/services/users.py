@@ -11,13 +11,17 @@ read it but not manage it gets PERMISSION_DENIED. Decisions where API.md is sile
   INVALID_ARGUMENT on create too, never silently ignored.
 - Roles: stored sorted; an empty list is stored as ``["member"]``. A caller grants only
   roles from ``roles.grantable_roles`` (PERMISSION_DENIED ``ROLE_NOT_GRANTABLE``), and
-  may not update, delete or rotate the secret of a user holding a role it could not
-  grant (PERMISSION_DENIED ``USER_OUTRANKS_CALLER``).
+  may not act on a user (update, delete, rotate its secret, grant or take its device or
+  charging permissions, write its orders) holding a role it could not grant, directly
+  or through a user group (PERMISSION_DENIED ``USER_OUTRANKS_CALLER``): every
+  USER_MANAGE check goes through ``common.authorize_user``, which decides it.
 - DeleteUser of oneself is FAILED_PRECONDITION (``CANNOT_DELETE_SELF``): nobody locks
   themselves out by accident.
 - RotateClientSecret of a non-MACHINE user is FAILED_PRECONDITION (``USER_NOT_MACHINE``).
-  Access tokens issued before the rotation stay valid until they expire (JWTs are
-  verified offline); the old secret gets no new ones.
+  The rotation increments the user's ``credential_generation`` in the same
+  transaction, so every JWT issued with the old secret (its ``gen`` claim is the old
+  generation) is UNAUTHENTICATED ``TOKEN_REVOKED`` here from then on; verifiers that
+  only check the signature offline still accept it until its ``exp``.
 - Device permissions: devices are looked up inside the user's account; a device of
   another account is as unknown as a missing one (NOT_FOUND ``DEVICE_NOT_FOUND`` whose
   metadata names every unknown ``device_id`` / ``meter_id``, comma-separated).
@@ -75,6 +79,7 @@ from accounts_grpc.domain.validate import Validator, check_id, is_uuid
 from accounts_grpc.services.common import (
     ResolvedUser,
     account_target,
+    authorize_user,
     load_user,
     resolve_user_ref,
     user_target,
@@ -299,17 +304,6 @@ def check_grantable(p: Principal, roles: Sequence[str], field: str) -> list[str]
     return clean or [R.MEMBER]
 
 
-def require_not_outranked(p: Principal, target_roles: Sequence[str]) -> None:
-    """A caller may change only users whose roles it could grant itself."""
-    above = sorted(set(target_roles) - R.grantable_roles(p.roles))
-    if above:
-        raise PermissionDenied(
-            f"the user holds role(s) the caller cannot grant: {', '.join(above)}",
-            reason="USER_OUTRANKS_CALLER",
-            metadata={"roles": ",".join(above)},
-        )
-
-
 def check_device_refs(refs: Sequence[DeviceRef], field: str, *, single: bool = False) -> None:
     v = Validator()
     if not refs and not single:
@@ -420,13 +414,15 @@ class UsersService:
         raise AssertionError("unreachable")
 
     @staticmethod
-    def _authorize(p: Principal, action: Action, r: ResolvedUser, key: str, value: str) -> None:
+    def _authorize(
+        conn: sa.Connection, p: Principal, action: Action, r: ResolvedUser, key: str, value: str
+    ) -> None:
         """NOT_FOUND unless the caller may read the user; then PERMISSION_DENIED unless
-        it may do ``action`` on it."""
-        if not policy.allows(p, Action.USER_READ, r.target):
-            raise not_found("user", key, value)
-        if action is not Action.USER_READ:
-            policy.require(p, action, r.target, what="user", key=value)
+        it may do ``action`` on it, nor on a user holding roles it could not grant
+        (``common.authorize_user``)."""
+        authorize_user(
+            conn, p, action, r.target, r.row.roles, what="user", key_field=key, key=value
+        )
 
     def _target(
         self, conn: sa.Connection, p: Principal, ref: UserRef, action: Action
@@ -439,7 +435,7 @@ class UsersService:
             account_id=ref.account_id,
         )
         key, value = ("id", ref.user_id) if ref.user_id else ("external_id", ref.external_id)
-        self._authorize(p, action, r, key, value)
+        self._authorize(conn, p, action, r, key, value)
         return r
 
     @staticmethod
@@ -590,7 +586,7 @@ class UsersService:
 
         def load(uow: UnitOfWork, ids: Any) -> Any:
             r = load_user(uow.conn, ids["user_id"])
-            self._authorize(p, Action.USER_READ, r, "id", ids["user_id"])
+            self._authorize(uow.conn, p, Action.USER_READ, r, "id", ids["user_id"])
             return r.row
 
         row, created = create_once(self.deps.db, p, "CreateUser", request_id, fp, create, load,
@@ -636,7 +632,7 @@ class UsersService:
                 r = resolve_user_ref(
                     conn, p, external_id=external_id, account_id=account_id, field="external_id"
                 )
-            self._authorize(p, Action.USER_READ, r, key, value)
+            self._authorize(conn, p, Action.USER_READ, r, key, value)
         return r.row
 
     # -- ListUsers ---------------------------------------------------------------------------
@@ -717,7 +713,7 @@ class UsersService:
 
         def tx(uow: UnitOfWork) -> Any:
             r = load_user(uow.conn, user_id, field="user.id")
-            self._authorize(p, Action.USER_MANAGE, r, "id", user_id)
+            self._authorize(uow.conn, p, Action.USER_MANAGE, r, "id", user_id)
             row = r.row
             paths = resolve_mask(
                 "user",
@@ -727,7 +723,6 @@ class UsersService:
                 output_only=USER_OUTPUT_ONLY,
                 unchanged=unchanged_fields(u, row),
             )
-            require_not_outranked(p, row.roles or ())
             check_etag(u.etag, row.etag, "user")
             if not paths:
                 return row
@@ -789,13 +784,12 @@ class UsersService:
 
         def tx(uow: UnitOfWork) -> None:
             r = load_user(uow.conn, user_id)
-            self._authorize(p, Action.USER_MANAGE, r, "id", user_id)
+            self._authorize(uow.conn, p, Action.USER_MANAGE, r, "id", user_id)
             if r.row.id == p.user_id:
                 raise FailedPrecondition(
                     "a user cannot delete itself; ask another administrator",
                     reason="CANNOT_DELETE_SELF",
                 )
-            require_not_outranked(p, r.row.roles or ())
             check_etag(etag, r.row.etag, "user")
             counts = repo.delete_user_cascade(uow.conn, r.row.id)
             audit.record(
@@ -817,9 +811,8 @@ class UsersService:
 
         def tx(uow: UnitOfWork) -> RotatedSecret:
             r = load_user(uow.conn, user_id)
-            self._authorize(p, Action.USER_MANAGE, r, "id", user_id)
+            self._authorize(uow.conn, p, Action.USER_MANAGE, r, "id", user_id)
             row = r.row
-            require_not_outranked(p, row.roles or ())
             if row.kind != MACHINE or not row.client_id:
                 raise FailedPrecondition(
                     f"only MACHINE users have a client secret; this user is {row.kind}",
@@ -827,8 +820,17 @@ class UsersService:
                     metadata={"kind": row.kind},
                 )
             secret = new_client_secret()
+            # the new generation revokes every JWT issued with the old secret (authenticate)
             conditional_update(
-                uow, users, row.id, row.etag, {"secret_hash": hash_secret(secret)}, "user"
+                uow,
+                users,
+                row.id,
+                row.etag,
+                {
+                    "secret_hash": hash_secret(secret),
+                    "credential_generation": users.c.credential_generation + 1,
+                },
+                "user",
             )
             audit.record(
                 uow,
@@ -1029,6 +1031,15 @@ class UsersService:
                 cur.status if cur is not None else None, o.status, changed=bool(changed)
             )
             check_shipping(o.status, device_id, tracking)
+            # a device_id the order is set to must be a device of the user's account (of that
+            # account only: another tenant's device is as unknown as an unregistered id); a
+            # kept or re-sent one is not checked again
+            if "device_id" in changed and not repo.devices_in_account(
+                uow.conn, user.account_id, [device_id], []
+            ):
+                raise InvalidArgument.field(
+                    "order.device_id", "is not a device of this account", reason="DEVICE_NOT_FOUND"
+                )
             if cur is not None and not changed:
                 return cur
             values = {k: (val or None) for k, val in new.items()}

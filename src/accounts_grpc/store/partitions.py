@@ -89,23 +89,32 @@ def delete(conn: sa.Connection, partition_id: str) -> None:
 
 
 def registered(
-    conn: sa.Connection, device_ids: Sequence[str], meter_ids: Sequence[str]
+    conn: sa.Connection, account_id: str, device_ids: Sequence[str], meter_ids: Sequence[str]
 ) -> tuple[set[str], set[str]]:
-    """Which of these device ids and meter ids some device on the platform already has."""
+    """Which of these device ids and meter ids a device of ``account_id`` already has.
+
+    Only the account's own devices count: ids are unique per account (migration 0006), so
+    whether another tenant holds an id never shows in any answer."""
     taken_devices: set[str] = set()
     taken_meters: set[str] = set()
     if device_ids:
         taken_devices = {
             r.device_id
             for r in conn.execute(
-                sa.select(devices.c.device_id).where(devices.c.device_id.in_(list(device_ids)))
+                sa.select(devices.c.device_id).where(
+                    devices.c.account_id == account_id,
+                    devices.c.device_id.in_(list(device_ids)),
+                )
             )
         }
     if meter_ids:
         taken_meters = {
             r.meter_id
             for r in conn.execute(
-                sa.select(devices.c.meter_id).where(devices.c.meter_id.in_(list(meter_ids)))
+                sa.select(devices.c.meter_id).where(
+                    devices.c.account_id == account_id,
+                    devices.c.meter_id.in_(list(meter_ids)),
+                )
             )
         }
     return taken_devices, taken_meters

@@ -80,6 +80,8 @@ users = sa.Table(
     sa.Column("external_id", sa.String(200), nullable=True),
     sa.Column("client_id", sa.String(64), nullable=True),
     sa.Column("secret_hash", sa.String(64), nullable=True),  # SHA-256 hex of the client secret
+    # bumped by RotateClientSecret; a JWT whose ``gen`` claim differs is revoked (0005)
+    sa.Column("credential_generation", sa.Integer, nullable=False, server_default="0"),
     sa.Column("roles", JSONList, nullable=False),
     *_times(),
     sa.Column("etag", sa.String(32), nullable=False),
@@ -145,8 +147,10 @@ devices = sa.Table(
     sa.Column("name", sa.String(200), nullable=False, server_default=""),
     *_times(),
     sa.Column("etag", sa.String(32), nullable=False),
-    sa.Index("uq_devices_device_id", "device_id", unique=True),
-    sa.Index("uq_devices_meter_id", "meter_id", unique=True),
+    # unique per account, not platform-wide: a tenant's registry is its own, and no
+    # answer to one tenant may depend on another's devices (migration 0006)
+    sa.Index("uq_devices_account_id_device_id", "account_id", "device_id", unique=True),
+    sa.Index("uq_devices_account_id_meter_id", "account_id", "meter_id", unique=True),
     sa.Index("ix_devices_partition_id_create_time_id", "partition_id", "create_time", "id"),
     sa.Index("ix_devices_account_id_create_time_id", "account_id", "create_time", "id"),
 )
