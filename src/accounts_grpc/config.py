@@ -31,13 +31,26 @@ class Settings:
     http_port: int = _opt(8080, "REST/HTTP port (0 picks a free one, -1 disables the REST shim)")
     grpc_workers: int = _opt(
         64,
-        "worker threads of the gRPC server; every open stream (reflection, health Watch) "
-        "holds one for its life",
+        "worker threads of the gRPC server for unary calls (streams have threads of their "
+        "own, --grpc-max-streams)",
     )
     grpc_max_concurrent_rpcs: int = _opt(
         0,
-        "RPCs in flight before new ones get RESOURCE_EXHAUSTED (0 or more than the workers: "
-        "as many as workers, so that no call ever waits for a thread)",
+        "unary calls running at once (0 or more than the workers: as many as workers); "
+        "more wait, up to --grpc-max-queued-calls",
+    )
+    grpc_max_queued_calls: int = _opt(
+        256,
+        "unary calls that may wait for a worker while all are busy; past that a call gets "
+        "RESOURCE_EXHAUSTED (OVERLOADED, retry in 1 s) at once",
+    )
+    grpc_max_streams: int = _opt(
+        32,
+        "streams (reflection, health Watch) open at once, each on a thread of its own "
+        "beside the workers; past that a new one gets RESOURCE_EXHAUSTED (TOO_MANY_STREAMS)",
+    )
+    grpc_max_streams_per_peer: int = _opt(
+        8, "streams open at once from one client address; past that: RESOURCE_EXHAUSTED"
     )
     shutdown_grace: float = _opt(10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
     issuer: str = _opt("accounts-grpc", "JWT iss claim, checked on every token")
@@ -79,6 +92,20 @@ class Settings:
         "(the rate limit counts per address); empty: the peer's own address",
     )
     http_max_body_bytes: int = _opt(1 << 20, "largest accepted HTTP request body, bytes")
+    http_max_header_bytes: int = _opt(
+        16384, "largest HTTP request head (request line and headers), bytes; more: 431"
+    )
+    http_max_headers: int = _opt(100, "most header fields in one HTTP request; more: 431")
+    http_header_timeout: float = _opt(
+        10.0, "seconds a client has to send a request's head, from the connection or the "
+        "request's first byte; then the connection is closed (slow clients cannot hold it)"
+    )
+    http_body_timeout: float = _opt(
+        30.0, "seconds a client has to send a request's body once its head is in; then 408"
+    )
+    http_idle_timeout: float = _opt(
+        75.0, "seconds an idle keep-alive HTTP connection stays open"
+    )
     db_pool_size: int = _opt(8, "database connections kept open per process")
     log_level: str = _opt("INFO", "log level: DEBUG, INFO, WARNING, ERROR")
     log_json: bool = _opt(False, "log one JSON object per line instead of text")
@@ -182,6 +209,9 @@ def _problems(s: Settings) -> Iterator[str]:
     yield from need(-1 <= s.http_port <= 65535, "http_port", "a port, 0 or -1")
     yield from need(s.grpc_workers >= 1, "grpc_workers", "at least 1")
     yield from need(s.grpc_max_concurrent_rpcs >= 0, "grpc_max_concurrent_rpcs", ">= 0")
+    yield from need(s.grpc_max_queued_calls >= 0, "grpc_max_queued_calls", ">= 0")
+    yield from need(s.grpc_max_streams >= 1, "grpc_max_streams", "at least 1")
+    yield from need(s.grpc_max_streams_per_peer >= 1, "grpc_max_streams_per_peer", "at least 1")
     yield from need(s.shutdown_grace >= 0, "shutdown_grace", ">= 0")
     yield from need(bool(s.issuer), "issuer", "set")
     yield from need(bool(s.audience), "audience", "set")
@@ -197,6 +227,10 @@ def _problems(s: Settings) -> Iterator[str]:
     yield from need(s.auth_failure_window >= 1, "auth_failure_window", "at least 1 second")
     yield from need(s.auth_block_seconds >= 1, "auth_block_seconds", "at least 1 second")
     yield from need(s.http_max_body_bytes >= 1024, "http_max_body_bytes", "at least 1024")
+    yield from need(s.http_max_header_bytes >= 1024, "http_max_header_bytes", "at least 1024")
+    yield from need(s.http_max_headers >= 8, "http_max_headers", "at least 8")
+    for name in ("http_header_timeout", "http_body_timeout", "http_idle_timeout"):
+        yield from need(getattr(s, name) > 0, name, "more than 0 seconds")
     yield from need(s.db_pool_size >= 1, "db_pool_size", "at least 1")
     yield from need(s.request_id_ttl >= 3600, "request_id_ttl", "at least 3600 (AIP-155)")
     try:

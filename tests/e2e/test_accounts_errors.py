@@ -73,7 +73,7 @@ CASES: dict[str, Case] = {
     "create-201-char-name": Case("CreateAccount", create({"name": "n" * 201}), INVALID,
                                  "INVALID_ARGUMENT", "account.name"),
     "create-control-char-name": Case("CreateAccount", create({"name": "a\x00b"}), INVALID,
-                                     "INVALID_ARGUMENT", "account.name"),
+                                     "INVALID_CHARACTER", "account.name"),
     "update-empty-name": Case("UpdateAccount", upd(["name"], name=""), INVALID,
                               "INVALID_ARGUMENT", "account.name"),
     "update-3mb-name": Case("UpdateAccount", upd(name="n" * (3 * MB)), INVALID,

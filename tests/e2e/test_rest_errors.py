@@ -202,9 +202,9 @@ def test_x_request_id_and_user_agent_are_passed_on(server: Server) -> None:
     original = pipeline.call
 
     def spy(method: str, request: Any, metadata: Any, peer: str, transport: str,
-            handler: Any) -> Any:
+            handler: Any, **kw: Any) -> Any:
         seen.append({"method": method, "peer": peer, "transport": transport, **metadata})
-        return original(method, request, metadata, peer, transport, handler)
+        return original(method, request, metadata, peer, transport, handler, **kw)
 
     pipeline.call = spy  # type: ignore[method-assign]
     try:

@@ -164,9 +164,10 @@ def test_every_documented_route_reaches_its_rpc(server: Server) -> None:
     pipeline = server.app.pipeline
     original = pipeline.call
 
-    def spy(method: str, *args: Any) -> Any:
-        seen.append(method)
-        return original(method, *args)
+    def spy(method: str, *args: Any, **kw: Any) -> Any:
+        if kw.get("observe_ok", True):  # not the admission a body route runs first
+            seen.append(method)
+        return original(method, *args, **kw)
 
     pipeline.call = spy  # type: ignore[method-assign]
     try:

@@ -76,7 +76,8 @@ def test_every_setting_reads_its_variable() -> None:
         kind = f.type if isinstance(f.type, str) else f.type.__name__
         raw = {"signing_alg": "ES256", "log_level": "DEBUG", "database_url": "sqlite:///x.db",
                "http_max_body_bytes": "4096", "grpc_port": "7", "http_port": "7",
-               "request_id_ttl": "7200", "trusted_proxies": "10.0.0.0/8"}.get(
+               "request_id_ttl": "7200", "trusted_proxies": "10.0.0.0/8",
+               "http_max_header_bytes": "4096", "http_max_headers": "50"}.get(
                    f.name, samples[kind])
         s = Settings.load(env={Settings.env_name(f.name): raw})
         assert getattr(s, f.name) != f.default or raw == str(f.default), f.name

@@ -23,9 +23,10 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 
 from accounts_grpc.config import Settings
+from accounts_grpc.domain.errors import InvalidArgument
 from accounts_grpc.rest.gateway import Gateway
-from accounts_grpc.rpc.pipeline import CallFailed
-from accounts_grpc.rpc.status import status_for
+from accounts_grpc.rpc.pipeline import Admission, CallFailed
+from accounts_grpc.rpc.status import status_for, status_from_error
 
 
 class FakePipeline:
@@ -35,9 +36,18 @@ class FakePipeline:
         self.calls: list[tuple[str, Any, dict[str, str], str, str]] = []
 
     def call(self, method: str, request: Any, metadata: dict[str, str], peer: str,
-             transport: str, handler: Any) -> Any:
+             transport: str, handler: Any, *, build: Any = None, **_kw: Any) -> Any:
+        if build is not None:
+            try:
+                request = build()
+            except InvalidArgument as e:
+                raise CallFailed(status_from_error(e)) from None
         self.calls.append((method, request, dict(metadata), peer, transport))
         return handler(request)
+
+    def admit(self, method: str, metadata: dict[str, str], peer: str,
+              transport: str) -> Admission:
+        return Admission(None)
 
 
 class Accounts(account_service_pb2_grpc.AccountServiceServicer):

@@ -50,6 +50,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
 from accounts_grpc.domain.errors import InvalidArgument
+from accounts_grpc.domain.validate import shorten
 from accounts_grpc.store.db import Record
 
 DEFAULT_PAGE_SIZE = 50
@@ -204,7 +205,7 @@ def parse_order_by(spec: ListSpec, text: str) -> tuple[tuple[str, bool], ...]:
         ):
             raise _bad(
                 "order_by",
-                f"cannot read {part.strip()!r}: use 'field' or 'field desc'",
+                f"cannot read {shorten(part.strip())!r}: use 'field' or 'field desc'",
                 "INVALID_ORDER_BY",
             )
         name = words[0]
@@ -213,11 +214,11 @@ def parse_order_by(spec: ListSpec, text: str) -> tuple[tuple[str, bool], ...]:
         if snake not in spec.orderable:
             raise _bad(
                 "order_by",
-                f"cannot order by {name!r}; use one of {sorted(spec.orderable)}",
+                f"cannot order by {shorten(name)!r}; use one of {sorted(spec.orderable)}",
                 "INVALID_ORDER_BY",
             )
         if any(o[0] == snake for o in order):
-            raise _bad("order_by", f"{name!r} is named twice", "INVALID_ORDER_BY")
+            raise _bad("order_by", f"{shorten(name)!r} is named twice", "INVALID_ORDER_BY")
         order.append((snake, len(words) == 2 and words[1].lower() == "desc"))
     return tuple(order)
 

@@ -28,6 +28,22 @@ _EMAIL = re.compile(
 )
 _COLOR = re.compile(r"#[0-9a-fA-F]{6}")  # fullmatch: "$" would let a trailing newline in
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 control characters
+#: What no string of any request may hold, whatever the field: NUL (PostgreSQL cannot
+#: store it, SQLite would, so the two would disagree), the other C0 controls but TAB, LF
+#: and CR, DEL, the C1 controls (ESC, BEL and CSI drive terminals that print them), and
+#: lone surrogates (a JSON "\ud800" escape; no UTF-8 encodes one). Single-line fields
+#: (names, ids, emails, URLs) refuse TAB, LF and CR too (``_CONTROL``).
+FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def forbidden_char(value: str) -> str | None:
+    """Why ``value`` cannot be taken (naming the first bad character), or None."""
+    m = FORBIDDEN_CHARS.search(value)
+    if m is None:
+        return None
+    return (f"must not contain U+{ord(m.group()):04X} at offset {m.start()} (control "
+            "characters other than tab, line feed and carriage return, and lone "
+            "surrogates, are refused)")
 
 
 def is_uuid(value: str) -> bool:
@@ -131,7 +147,12 @@ class Validator:
 
 
 def _short(value: str, n: int = 60) -> str:
+    """``value`` cut to ``n`` characters for a message (a caller's value echoed whole could
+    outgrow what a gRPC client accepts as trailers)."""
     return value if len(value) <= n else value[:n] + "…"
+
+
+shorten = _short
 
 
 def check_id(field: str, value: str) -> str:

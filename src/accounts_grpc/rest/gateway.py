@@ -12,8 +12,10 @@ Besides the RPC routes: ``/healthz`` (the process is up), ``/readyz`` (the datab
 answers and the server is not draining; 503 otherwise), ``/metrics`` (Prometheus text
 format) and ``/openapi.json`` (OpenAPI 3.1, generated from the same annotations).
 
-Limits: a request body larger than ``--http-max-body-bytes`` (default 1 MiB) is refused
-with 413 before it is read, or as soon as it grows past the limit.
+Limits: a route with a body authenticates and authorizes the caller first (a stranger
+gets 401/403 and its body is never read); a body larger than ``--http-max-body-bytes``
+(default 1 MiB) is refused with 413 before it is read, or as soon as it grows past the
+limit; one that does not arrive within ``--http-body-timeout`` gets 408.
 
 Raw ASGI rather than Starlette routing: the hot path is a dict lookup, a message parse
 and a thread hop, with nothing per request that could be done once at startup.
@@ -22,6 +24,7 @@ and a thread hop, with nothing per request that could be done once at startup.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
@@ -33,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 from prometheus_client import generate_latest
 
-from accounts_grpc.domain.errors import InvalidArgument
+from accounts_grpc.domain.validate import FORBIDDEN_CHARS
 from accounts_grpc.rest import oauth
 from accounts_grpc.rest.errors import Headers, error_response, shim_status
 from accounts_grpc.rest.routes import Match, Route, Router, routes_for
@@ -47,8 +50,8 @@ from accounts_grpc.rest.transcode import (
     set_field,
 )
 from accounts_grpc.rpc import metrics, registry
-from accounts_grpc.rpc.pipeline import CallFailed
-from accounts_grpc.rpc.status import internal_status, status_from_error
+from accounts_grpc.rpc.pipeline import Admission, CallFailed
+from accounts_grpc.rpc.status import internal_status
 
 if TYPE_CHECKING:
     from accounts_grpc.app import App
@@ -103,6 +106,18 @@ def _handler_for(servicer: Any, name: str, rpc: str) -> Callable[[Any], Any]:
     return call
 
 
+def _peer(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else ""
+
+
+def _header_text(value: bytes) -> str:
+    """A header value as text for the pipeline: control characters (obs-text can carry
+    C1 controls) become U+FFFD, so a user agent is stored as safely as any field."""
+    text = value.decode("latin-1")
+    return FORBIDDEN_CHARS.sub("\ufffd", text) if FORBIDDEN_CHARS.search(text) else text
+
+
 async def _send(send: Send, status: int, headers: Headers, body: bytes) -> None:
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -136,6 +151,7 @@ class Gateway:
         self.app = app
         self.pipeline = app.pipeline
         self.max_body = app.settings.http_max_body_bytes
+        self.body_timeout = app.settings.http_body_timeout
         routes = routes_for(registry.service_descriptors())
         for r in routes:
             servicer = app.servicers.get(r.service.full_name)
@@ -215,7 +231,7 @@ class Gateway:
         length: int | None = None
         for k, v in scope["headers"]:
             if k in FORWARDED:
-                md[k.decode()] = v.decode("latin-1")
+                md[k.decode()] = _header_text(v)
             elif k == b"x-forwarded-for":  # a list header: repeated ones join (RFC 9110)
                 hops = v.decode("latin-1")
                 md["x-forwarded-for"] = (f"{md['x-forwarded-for']}, {hops}"
@@ -228,7 +244,7 @@ class Gateway:
                 except ValueError:
                     length = None
             elif k.startswith(GRPC_METADATA) and k != GRPC_METADATA + b"x-forwarded-for":
-                md[k[len(GRPC_METADATA):].decode("latin-1")] = v.decode("latin-1")
+                md[k[len(GRPC_METADATA):].decode("latin-1")] = _header_text(v)
         return md, ctype, length
 
     def _build(self, route: Route, values: list[str], body: bytes | None,
@@ -257,43 +273,56 @@ class Gateway:
             route.query.bind(msg, params)
         return msg
 
-    async def _call(self, route: Route, request: Any, metadata: dict[str, str],
-                    scope: Scope) -> Any:
-        """Run the call through the pipeline on a worker thread; raises CallFailed."""
-        client = scope.get("client")
-        peer = client[0] if client else ""
+    async def _in_worker(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` on a worker thread; raises CallFailed."""
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(
-                self.executor, self.pipeline.call, route.rpc, request, metadata, peer, "rest",
-                route.handler,
-            )
+            future = loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
         except RuntimeError:  # the executor is shut down: the server is stopping
             raise CallFailed(shim_status("UNAVAILABLE", "the server is shutting down",
                                          "SHUTTING_DOWN")) from None
         return await future
+
+    async def _call(self, route: Route, request: Any, metadata: dict[str, str],
+                    scope: Scope, admitted: Admission | None = None,
+                    build: Callable[[], Any] | None = None) -> Any:
+        """Run the call through the pipeline on a worker thread; raises CallFailed."""
+        return await self._in_worker(self.pipeline.call, route.rpc, request, metadata,
+                                     _peer(scope), "rest", route.handler, admitted=admitted,
+                                     build=build)
 
     async def _rpc(self, match: Match, scope: Scope, receive: Receive, send: Send) -> None:
         route = match.route
         start = time.perf_counter()
         metadata, _ctype, length = self._headers(scope)
         body: bytes | None = None
+        admitted: Admission | None = None
         if route.body:
+            # authentication and authorization first: a stranger's body is never read
             try:
-                body = await _read_body(receive, self.max_body, length)
+                admitted = await self._in_worker(self.pipeline.admit, route.rpc, metadata,
+                                                 _peer(scope), "rest")
+            except CallFailed as e:
+                await _send(send, *error_response(e.status))
+                return
+            try:
+                body = await asyncio.wait_for(_read_body(receive, self.max_body, length),
+                                              self.body_timeout)
             except BodyTooLarge:
                 await self._too_large(route, send, start)
                 return
+            except TimeoutError:
+                await self._body_timeout(route, send, start)
+                return
             except ClientGone:
                 return
+        query = scope.get("query_string", b"")
+
+        def build() -> Any:  # in the pipeline, once the caller is admitted
+            return self._build(route, match.values, body, query)
+
         try:
-            request = self._build(route, match.values, body, scope.get("query_string", b""))
-        except InvalidArgument as e:
-            metrics.observe("rest", route.rpc, "INVALID_ARGUMENT", time.perf_counter() - start)
-            await _send(send, *error_response(status_from_error(e)))
-            return
-        try:
-            response = await self._call(route, request, metadata, scope)
+            response = await self._call(route, None, metadata, scope, admitted, build)
         except CallFailed as e:
             await _send(send, *error_response(e.status))
             return
@@ -313,6 +342,17 @@ class Gateway:
         if route is not None:
             metrics.observe("rest", route.rpc, "RESOURCE_EXHAUSTED", time.perf_counter() - start)
         await _send(send, *error_response(status, 413))
+
+    async def _body_timeout(self, route: Route, send: Send, start: float) -> None:
+        status = shim_status(
+            "DEADLINE_EXCEEDED",
+            f"the request body did not arrive within {self.body_timeout:g} s",
+            "REQUEST_BODY_TIMEOUT", {"timeout_seconds": f"{self.body_timeout:g}"},
+        )
+        metrics.observe("rest", route.rpc, "DEADLINE_EXCEEDED", time.perf_counter() - start)
+        code, headers, body = error_response(status, 408)
+        headers.append((b"connection", b"close"))
+        await _send(send, code, headers, body)
 
     async def _no_route(self, method: str, raw_path: str, send: Send) -> None:
         allowed = self.router.allowed(raw_path)

@@ -3,6 +3,17 @@
 The socket is bound in the constructor, so ``port`` is known (``--http-port 0`` picks a
 free one) before ``start()``; IPv6 bind addresses work too. ``stop()`` lets in-flight
 requests finish within the grace period, then closes the shim's worker threads.
+
+What a hostile client can hold is bounded, each by a setting:
+- a request's head (request line and headers) is at most ``http_max_header_bytes`` and
+  ``http_max_headers`` fields, else 431 and the connection closes (httptools itself
+  buffers a header line without limit, so bytes are counted as they arrive);
+- it must arrive within ``http_header_timeout`` of the connection opening or of the
+  request's first byte (a slowloris client is closed, not waited for);
+- the body within ``http_body_timeout`` (408, in the gateway), an idle keep-alive
+  connection closes after ``http_idle_timeout``.
+uvicorn's ``proxy_headers`` is off: the client's address is the peer's, and only the
+pipeline reads X-Forwarded-For, and only from ``--trusted-proxies``.
 """
 
 from __future__ import annotations
@@ -11,23 +22,50 @@ import asyncio
 import contextlib
 import socket
 import threading
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from accounts_grpc.rest.errors import error_response, shim_status
+
 if TYPE_CHECKING:
     from accounts_grpc.app import App
 
 
-class NoDelayHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with TCP_NODELAY on every connection.
+@dataclass(frozen=True)
+class HeadLimits:
+    max_bytes: int
+    max_fields: int
+    timeout: float
 
-    uvicorn writes a response's head and body separately; without TCP_NODELAY, Nagle's
-    algorithm holds the body back until the client ACKs the head, which a client that
-    delays its ACKs does after 40 ms: every keep-alive request took ~44 ms instead of
-    well under one.
+
+def _refusal(status: int, code: str, message: str, reason: str) -> bytes:
+    """A whole HTTP/1.1 response in the shim's error shape, closing the connection."""
+    _code, headers, body = error_response(shim_status(code, message, reason), status)
+    phrase = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+    lines = [b"HTTP/1.1 %d %s" % (status, phrase)]
+    lines += [k + b": " + v for k, v in headers]
+    lines += [b"content-length: %d" % len(body), b"connection: close", b"", body]
+    return b"\r\n".join(lines)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with TCP_NODELAY and bounded request heads.
+
+    TCP_NODELAY: uvicorn writes a response's head and body separately; without it,
+    Nagle's algorithm holds the body back until the client ACKs the head, which a client
+    that delays its ACKs does after 40 ms: every keep-alive request took ~44 ms instead
+    of well under one.
+
+    Heads: bytes are counted from a request's first byte until its headers are
+    complete, and fields as they are parsed; past a limit the answer is 431 and the
+    connection closes. A head not complete within the timeout (counted from the
+    connection or from the request's first byte) gets 408 and the connection closes.
     """
+
+    limits = HeadLimits(16384, 100, 10.0)  # replaced per server by HttpServer
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         sock = transport.get_extra_info("socket")
@@ -35,6 +73,92 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
             with contextlib.suppress(OSError, AttributeError):  # not TCP (a Unix socket)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
+        self._in_head = True
+        self._head_bytes = 0
+        self._head_fields = 0
+        self._refused = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.timeout, self._head_timed_out)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self._refused:
+            self._refuse(408, "DEADLINE_EXCEEDED",
+                         f"the request head did not arrive within {self.limits.timeout:g} s",
+                         "REQUEST_HEAD_TIMEOUT")
+
+    def _refuse(self, status: int, code: str, message: str, reason: str) -> None:
+        self._refused = True
+        self._disarm_head_timer()
+        if not self.transport.is_closing():
+            self.transport.write(_refusal(status, code, message, reason))
+            self.transport.close()
+
+    def _too_large(self, what: str) -> None:
+        self._refuse(431, "RESOURCE_EXHAUSTED", f"the request has {what}",
+                     "REQUEST_HEADERS_TOO_LARGE")
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+            self._arm_head_timer()
+        super().data_received(data)
+        if self._in_head and not self._refused and self._head_bytes > self.limits.max_bytes:
+            # the head is still incomplete and already too large: httptools would buffer on
+            self._too_large(f"a head larger than {self.limits.max_bytes} bytes")
+
+    def send_400_response(self, msg: str) -> None:
+        if not self._refused:  # a refusal has answered already
+            super().send_400_response(msg)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_head:  # a new request on a kept-alive connection
+            self._in_head = True
+            self._head_bytes = 0
+        self._head_fields = 0
+        self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        if len(self.url) > self.limits.max_bytes:
+            self._too_large(f"a URL longer than {self.limits.max_bytes} bytes")
+            raise _Refused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_fields += 1
+        if self._head_fields > self.limits.max_fields:
+            self._too_large(f"more than {self.limits.max_fields} header fields")
+            raise _Refused
+        size = len(self.url) + sum(len(k) + len(v) + 4 for k, v in self.headers)
+        if size + len(name) + len(value) > self.limits.max_bytes:
+            self._too_large(f"headers larger than {self.limits.max_bytes} bytes")
+            raise _Refused
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm_head_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+
+class _Refused(Exception):
+    """Stops httptools' parse of a refused request (it becomes HttpParserError)."""
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -61,14 +185,19 @@ class HttpServer:
         self._sock = _bind(settings.bind_host, settings.http_port)
         self.port: int = self._sock.getsockname()[1]
         self.gateway = create_http_app(app)
+        protocol = type("HttpProtocol", (GuardedHttpToolsProtocol,), {
+            "limits": HeadLimits(settings.http_max_header_bytes, settings.http_max_headers,
+                                 settings.http_header_timeout)})
         config = uvicorn.Config(
             self.gateway,
             loop="uvloop",
-            http=NoDelayHttpToolsProtocol,
+            http=protocol,
             lifespan="off",
             access_log=False,
             log_config=None,
             server_header=False,
+            proxy_headers=False,  # X-Forwarded-For only from --trusted-proxies (pipeline)
+            timeout_keep_alive=settings.http_idle_timeout,  # type: ignore[arg-type]
             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
         )
         # uvicorn installs no signal handlers off the main thread; App handles SIGTERM.

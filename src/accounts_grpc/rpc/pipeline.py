@@ -1,8 +1,15 @@
 """What happens around every RPC, once, for gRPC and REST alike.
 
-errors → authentication → authorization → the servicer, then one log line and the
-metrics. The gRPC interceptor and the REST shim both call ``Pipeline.call``; servicers
-never read headers or the gRPC context (they take the Principal from a contextvar).
+errors → authentication → authorization → the request's strings → the servicer, then
+one log line and the metrics. The gRPC interceptor and the REST shim both call
+``Pipeline.call``; servicers never read headers or the gRPC context (they take the
+Principal from a contextvar). The REST shim runs ``admit`` (authentication and
+authorization alone) before it reads a request body, so a stranger's body is never read.
+
+Every failure a client can cause is a status with details: typed domain errors as they
+say; a value the database driver refuses (``DataError``) INVALID_ARGUMENT; the
+database down or busy UNAVAILABLE; anything else INTERNAL, logged without the
+statement's parameters (the engine hides them), and nothing of it on the wire.
 """
 
 from __future__ import annotations
@@ -10,26 +17,35 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
+from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 from sqlalchemy import exc as sa_exc
 
 from accounts_grpc.auth.authenticate import Authenticator
 from accounts_grpc.domain.call import CallInfo, current_call, reset_call, set_call
 from accounts_grpc.domain.errors import DomainError, PermissionDenied
-from accounts_grpc.domain.principal import Principal, reset_principal, set_principal
+from accounts_grpc.domain.principal import (
+    Principal,
+    maybe_principal,
+    reset_principal,
+    set_principal,
+)
 from accounts_grpc.rpc import metrics
+from accounts_grpc.rpc.inputs import check_strings
 from accounts_grpc.rpc.registry import AccessRule
 from accounts_grpc.rpc.status import internal_status, status_for, status_from_error
+from accounts_grpc.store.db import db_error
 
 log = logging.getLogger("accounts_grpc.calls")
 errlog = logging.getLogger("accounts_grpc.errors")
 
-__all__ = ["CallFailed", "CallInfo", "Pipeline", "client_address", "current_call",
-           "peer_address"]
+__all__ = ["Admission", "CallFailed", "CallInfo", "Pipeline", "client_address",
+           "current_call", "peer_address"]
 
 
 class CallFailed(Exception):
@@ -85,12 +101,53 @@ def client_address(peer: str, forwarded_for: str | None, trusted: Networks) -> s
     return address
 
 
+class Admission:
+    """A call already authenticated and authorized by ``Pipeline.admit``."""
+
+    __slots__ = ("principal",)
+
+    def __init__(self, principal: Principal | None) -> None:
+        self.principal = principal
+
+
 class Pipeline:
     def __init__(self, authenticator: Authenticator, rules: Mapping[str, AccessRule],
                  trusted_proxies: Networks = ()) -> None:
         self._authn = authenticator
         self._rules = dict(rules)
         self._trusted = tuple(trusted_proxies)
+
+    def client_address(self, peer: str, metadata: Mapping[str, str]) -> str:
+        """The one client address of a call, for both transports: the peer's own, unless
+        the peer is one of ``--trusted-proxies`` (then the nearest untrusted hop of
+        X-Forwarded-For)."""
+        return client_address(peer_address(peer), metadata.get("x-forwarded-for"),
+                              self._trusted)
+
+    def _admitted(self, method: str, metadata: Mapping[str, str]) -> Principal | None:
+        rule = self._rules.get(method)
+        if rule is None:
+            raise PermissionDenied(
+                "this RPC declares no access rule and is denied", reason="NO_ACCESS_RULE"
+            )
+        if rule.public:
+            return None
+        principal = self._authn.authenticate(metadata.get("authorization"))
+        if rule.roles.isdisjoint(principal.roles):
+            raise PermissionDenied(
+                f"this RPC needs one of the roles {sorted(rule.roles)}",
+                reason="ROLE_REQUIRED",
+                metadata={"roles": ",".join(sorted(rule.roles))},
+            )
+        return principal
+
+    def admit(self, method: str, metadata: Mapping[str, str], peer: str,
+              transport: str) -> Admission:
+        """Authentication and authorization alone, before the request exists; raises
+        CallFailed (logged and counted as the call's outcome). ``call(...,
+        admitted=...)`` then runs the rest without authenticating again."""
+        return self.call(method, None, metadata, peer, transport,  # type: ignore[no-any-return]
+                         lambda _request: Admission(maybe_principal()), observe_ok=False)
 
     def call(
         self,
@@ -100,29 +157,28 @@ class Pipeline:
         peer: str,
         transport: str,
         handler: Callable[[Any], Any],
+        *,
+        admitted: Admission | None = None,
+        build: Callable[[], Any] | None = None,
+        observe_ok: bool = True,
     ) -> Any:
+        """Run one call; raises CallFailed. ``build``, when given, makes the request once
+        the caller is admitted (the REST shim transcodes nothing a stranger sends)."""
         start = time.perf_counter()
         code = "OK"
         principal: Principal | None = None
         token = None
-        address = client_address(peer_address(peer), metadata.get("x-forwarded-for"),
-                                 self._trusted)
-        ctok = set_call(CallInfo(method, transport, address, metadata))
+        ctok = set_call(CallInfo(method, transport, self.client_address(peer, metadata),
+                                 metadata))
         try:
-            rule = self._rules.get(method)
-            if rule is None:
-                raise PermissionDenied(
-                    "this RPC declares no access rule and is denied", reason="NO_ACCESS_RULE"
-                )
-            if not rule.public:
-                principal = self._authn.authenticate(metadata.get("authorization"))
-                if rule.roles.isdisjoint(principal.roles):
-                    raise PermissionDenied(
-                        f"this RPC needs one of the roles {sorted(rule.roles)}",
-                        reason="ROLE_REQUIRED",
-                        metadata={"roles": ",".join(sorted(rule.roles))},
-                    )
+            principal = (self._admitted(method, metadata) if admitted is None
+                         else admitted.principal)
+            if principal is not None:
                 token = set_principal(principal)
+            if build is not None:
+                request = build()
+            if isinstance(request, Message):
+                check_strings(request)
             return handler(request)
         except DomainError as e:
             code = e.code
@@ -135,13 +191,27 @@ class Pipeline:
             raise CallFailed(
                 status_for("UNIMPLEMENTED", f"{method} is not implemented", "UNIMPLEMENTED")
             ) from None
-        except sa_exc.OperationalError:  # the database is down or busy: retryable, not a bug
+        except sa_exc.DataError as e:
+            # a value the driver or the database refused (out of range, bad encoding):
+            # the caller's mistake, so say so; the log line names no value
+            code = "INVALID_ARGUMENT"
+            errlog.warning("the database refused a value in %s: %s", method, db_error(e))
+            raise CallFailed(
+                status_for("INVALID_ARGUMENT", "a value of the request cannot be stored",
+                           "INVALID_VALUE")
+            ) from None
+        except sa_exc.OperationalError as e:  # the database is down or busy: retryable
             code = "UNAVAILABLE"
-            errlog.warning("database unavailable in %s", method, exc_info=True)
+            errlog.warning("database unavailable in %s: %s", method, db_error(e))
             raise CallFailed(
                 status_for("UNAVAILABLE", "the database is unavailable; retry later",
                            "DATABASE_UNAVAILABLE")
             ) from None
+        except sa_exc.DBAPIError as e:
+            code = "INTERNAL"
+            errlog.error("unexpected database error in %s: %s\n%s", method, db_error(e),
+                         "".join(traceback.format_tb(e.__traceback__)))
+            raise CallFailed(internal_status()) from None
         except Exception:
             code = "INTERNAL"
             errlog.exception("unexpected error in %s", method)
@@ -151,20 +221,26 @@ class Pipeline:
                 reset_principal(token)
             reset_call(ctok)
             elapsed = time.perf_counter() - start
-            metrics.observe(transport, method, code, elapsed)
-            if log.isEnabledFor(logging.INFO):
-                log.info(
-                    "%s %s %s %.1fms caller=%s",
-                    transport,
-                    method,
-                    code,
-                    elapsed * 1000,
-                    principal.user_id if principal else "-",
-                    extra={
-                        "rpc_method": method,
-                        "rpc_code": code,
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "caller": principal.user_id if principal else None,
-                        "transport": transport,
-                    },
-                )
+            if code != "OK" or observe_ok:
+                _observe(transport, method, code, elapsed, principal)
+
+
+def _observe(transport: str, method: str, code: str, elapsed: float,
+             principal: Principal | None) -> None:
+    metrics.observe(transport, method, code, elapsed)
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "%s %s %s %.1fms caller=%s",
+            transport,
+            method,
+            code,
+            elapsed * 1000,
+            principal.user_id if principal else "-",
+            extra={
+                "rpc_method": method,
+                "rpc_code": code,
+                "duration_ms": round(elapsed * 1000, 3),
+                "caller": principal.user_id if principal else None,
+                "transport": transport,
+            },
+        )

@@ -27,9 +27,23 @@ def _pack(msg: object) -> any_pb2.Any:
     return a
 
 
+#: Bounds on what a status echoes: gRPC clients refuse trailers past 8 KiB by default
+#: (the whole status travels in ``grpc-status-details-bin``), so a caller's long value
+#: repeated in a message must never turn a clear error into a lost one.
+MAX_MESSAGE = 1000
+MAX_DETAIL = 300
+MAX_VIOLATIONS = 20
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def status_for(code: str, message: str, reason: str, metadata: dict[str, str] | None = None,
                extra: list[object] | None = None) -> status_pb2.Status:
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
+    message = _cut(message, MAX_MESSAGE)
+    metadata = {_cut(k, 64): _cut(v, MAX_DETAIL) for k, v in (metadata or {}).items()}
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata)
     details = [_pack(info)]
     for d in extra or ():
         details.append(_pack(d))
@@ -43,9 +57,10 @@ def status_from_error(e: DomainError) -> status_pb2.Status:
             error_details_pb2.BadRequest(
                 field_violations=[
                     error_details_pb2.BadRequest.FieldViolation(
-                        field=v.field, description=v.description
+                        field=_cut(v.field, MAX_DETAIL), description=_cut(v.description,
+                                                                          MAX_DETAIL)
                     )
-                    for v in e.violations
+                    for v in e.violations[:MAX_VIOLATIONS]
                 ]
             )
         )

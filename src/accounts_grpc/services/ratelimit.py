@@ -37,7 +37,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.errors import ResourceExhausted
-from accounts_grpc.store.db import Database, now_us
+from accounts_grpc.store.db import Database, db_error, now_us
 from accounts_grpc.store.tables import rate_limits
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,8 @@ class FailureLimiter:
                     uow.conn.execute(self._upsert(uow.conn.dialect.name, k, now_us()))
                 self._maybe_prune(uow.conn)
                 uow.commit()
-        except sa.exc.DBAPIError:
-            log.warning("could not record a failed client-credential attempt", exc_info=True)
+        except sa.exc.DBAPIError as e:
+            log.warning("could not record a failed client-credential attempt: %s", db_error(e))
 
     def _upsert(self, dialect: str, key: str, now: int) -> sa.Executable:
         t = rate_limits

@@ -35,6 +35,7 @@ from accounts_grpc.domain.principal import Principal
 from accounts_grpc.store.db import (
     Database,
     UnitOfWork,
+    db_error,
     is_unique_violation,
     new_etag,
     new_id,
@@ -142,7 +143,8 @@ def create_once(
             try:  # after the write lock is given back; best effort: the create is done
                 prune_request_ids(db, keep)
             except sa.exc.SQLAlchemyError as e:
-                log.warning("could not delete expired request ids: %s", e)
+                log.warning("could not delete expired request ids: %s",
+                            db_error(e) if isinstance(e, sa.exc.DBAPIError) else type(e).__name__)
         return result, True
     raise AssertionError("unreachable")
 

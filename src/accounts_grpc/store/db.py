@@ -40,6 +40,16 @@ def is_unique_violation(e: IntegrityError) -> bool:
     return "UNIQUE constraint failed" in str(e.orig)  # sqlite3
 
 
+def db_error(e: sa.exc.DBAPIError) -> str:
+    """A database error for the log: its class, SQLSTATE and statement, never its
+    message (a server's DETAIL names key values: emails, token hashes) nor its
+    parameters."""
+    orig = e.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+    statement = " ".join((e.statement or "").split())[:300]
+    return f"{type(orig).__name__} ({sqlstate or 'no SQLSTATE'}) in: {statement}"
+
+
 def now_us() -> int:
     """Now, in microseconds since the epoch: the unit of every time column."""
     return time.time_ns() // 1000
@@ -75,6 +85,7 @@ def create_engine(
         engine = sa.create_engine(
             url,
             echo=echo,
+            hide_parameters=True,  # errors and logs never carry emails, hashes, payloads
             pool_size=pool_size,
             max_overflow=-1,
             connect_args={"check_same_thread": False, "timeout": 30},
@@ -82,7 +93,8 @@ def create_engine(
         _sqlite_setup(engine)
         return engine
     return sa.create_engine(
-        url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+        url, echo=echo, hide_parameters=True, pool_size=pool_size, max_overflow=max_overflow,
+        pool_pre_ping=True,
     )
 
 
