@@ -1,12 +1,51 @@
 """The gRPC server: grpcio's sync server (DESIGN.md measured it faster here than grpc.aio).
 
-Every open stream (grpcurl holds a reflection stream open for each call it makes) holds
-one worker thread for its whole life (health ``Watch`` streams are served without one),
-so the pool is sized for streams too (``grpc_workers``, default 64), and
-``maximum_concurrent_rpcs`` bounds what is in flight, so overload answers a fast
-RESOURCE_EXHAUSTED rather than queueing behind streams that never end. The bound is
-never more than the pool: a call admitted beyond it would wait for a thread that an
-open stream may hold for ever.
+How grpcio's sync server takes a call (grpc/_server.py): one serving thread polls the
+completion queue; for each new call it runs the interceptor's ``intercept_service``
+(holding the server's lock) to get the handler, then submits the handler to a thread
+pool: the one the handler's behavior names in ``experimental_thread_pool`` (the hook
+grpcio-health-checking uses too), else the server's. The request message is read, and
+the handler runs, in that worker. So admission is decided on one thread, one call after
+another, and nothing there may block or wait.
+
+Calls run on three pools (``interceptor.Lanes``), so that each kind of call can only ever
+wait for its own kind:
+
+- **unary**: ``--grpc-workers`` threads (fewer if ``--grpc-max-concurrent-rpcs`` says
+  so); up to ``--grpc-max-queued-calls`` more calls may wait for one of them. Waiting is safe: a
+  unary call waits only for other unary calls, never for a stream that may not end. Past
+  that bound ``intercept_service`` answers RESOURCE_EXHAUSTED with ErrorInfo OVERLOADED
+  and RetryInfo (1 s).
+- **streams** (reflection, health ``Watch``, any non-unary handler): one thread per
+  stream, ``--grpc-max-streams`` of them, and as many streams open at once (a
+  non-blocking ``Watch`` holds no thread but counts until it ends);
+  ``--grpc-max-streams-per-peer`` from one client address (checked as the stream starts,
+  since ``intercept_service`` does not know the peer). Past either: RESOURCE_EXHAUSTED
+  with ErrorInfo TOO_MANY_STREAMS and RetryInfo. grpcurl holds a reflection stream open
+  for each call it makes; those can no longer take the threads unary calls run on.
+- **refusals**: a small reserve (``REFUSAL_WORKERS``) that answers those refusals, so a
+  refusal never waits behind admitted calls (and, declared stream-stream, not for the
+  client's request message either).
+
+So the threads are unary workers + stream cap + a small reserve. Each pool counts the
+calls it holds from grpcio's submission to the call's end; as admission and submission
+both happen on the serving thread, the count read at admission is exact. grpcio's own
+``maximum_concurrent_rpcs`` stays as a hard backstop above all that (twice what the
+pools admit): past it grpcio refuses on the serving thread with its bare
+RESOURCE_EXHAUSTED, which bounds the queue of refusals in a flood. The server's default
+pool serves nothing while grpcio honours the hook; it is sized like the three together
+and makes threads only when used, so a grpcio that ignored the hook would still serve
+(without the separate limits). One limit remains: a unary call's request message is
+read on its worker, so a client that opens a call and never sends it holds a worker
+until its deadline.
+
+Requests are parsed in the interceptor, not by grpcio: a malformed one is
+INVALID_ARGUMENT (MALFORMED_REQUEST), logged at most once a second, never a traceback.
+
+Health is grpcio-health-checking's servicer, non-blocking, with one fix: what runs when a
+``Watch`` ends (on the serving thread) never waits for the servicer's lock, which a
+starting ``Watch`` holds while its first message is sent (see ``_HealthServicer``;
+tests/e2e/test_hostile_grpc.py churns watches to keep it so).
 
 Draining (SIGTERM/SIGINT, ``App.stop``): new calls are refused, health turns
 NOT_SERVING for "" and every service (open ``Watch`` streams are told, then ended, so
@@ -19,6 +58,7 @@ for methods (``pkg.Service.Method``), which protobuf's own descriptor pool does 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -34,10 +74,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from accounts_grpc.config import Settings
-from accounts_grpc.rpc.interceptor import PipelineInterceptor
+from accounts_grpc.rpc.interceptor import Lanes, PipelineInterceptor
 from accounts_grpc.rpc.pipeline import Pipeline
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+#: threads that answer refusals (OVERLOADED, TOO_MANY_STREAMS): each takes microseconds
+REFUSAL_WORKERS = 2
 #: our descriptors *with* their comments (protoc's source info), which the generated
 #: ``_pb2`` modules leave out; shared with the OpenAPI generator of the REST shim
 COMMENTED_DESCRIPTORS = Path(__file__).parent.parent / "rest" / "descriptors.binpb"
@@ -119,12 +161,48 @@ class _Reflection(reflection.ReflectionServicer):
 
 
 class _HealthServicer(health.HealthServicer):
-    """grpcio's reference health servicer, plus: end every open ``Watch`` when draining.
+    """grpcio's reference health servicer, non-blocking (a ``Watch`` holds no thread),
+    plus: a ``Watch`` that ends cannot freeze the server, and every open ``Watch`` is
+    ended when draining.
 
     A ``Watch`` stream is an in-flight RPC, so left open it would hold the drain for the
     whole grace. Watchers first receive NOT_SERVING, then their stream ends (OK); a
     client that watches again is refused, which health-checking clients read as down.
     """
+
+    def __init__(self) -> None:
+        super().__init__(experimental_non_blocking=True)
+        self._forgetter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="health-watch")
+
+    def _on_close_callback(self, send_response_callback: Any, service: str) -> Any:
+        """What runs when a ``Watch`` ends, on grpcio's serving thread, so it must never
+        wait. grpcio-health-checking's own takes the servicer's lock there; but ``Watch``
+        and ``set`` hold that lock while they send, and a send waits for the serving
+        thread: one Watch ending while another started froze the whole server (a few
+        clients opening and cancelling watches did it within a second). So the watcher
+        is forgotten here only if the lock is free, else on a thread of its own."""
+
+        def forget() -> None:
+            with self._lock:
+                self._send_response_callbacks.get(service, set()).discard(
+                    send_response_callback)
+
+        def callback() -> None:
+            if self._lock.acquire(blocking=False):
+                try:
+                    self._send_response_callbacks.get(service, set()).discard(
+                        send_response_callback)
+                finally:
+                    self._lock.release()
+            else:
+                with contextlib.suppress(RuntimeError):  # stopped: nobody sends any more
+                    self._forgetter.submit(forget)
+            send_response_callback(None)
+
+        return callback
+
+    def close(self) -> None:
+        self._forgetter.shutdown(wait=False)
 
     def end_watches(self) -> None:
         # grpcio-health-checking's own bookkeeping; if a release renames it, watches are
@@ -146,13 +224,24 @@ class GrpcServer:
         extra_handlers: Iterable[grpc.GenericRpcHandler] = (),
     ) -> None:
         self._settings = settings
-        self._executor = ThreadPoolExecutor(
-            max_workers=settings.grpc_workers, thread_name_prefix="grpc-worker"
+        workers = settings.max_concurrent_rpcs
+        self.lanes = Lanes(
+            unary_workers=workers,
+            unary_limit=workers + settings.grpc_max_queued_calls,
+            max_streams=settings.grpc_max_streams,
+            max_streams_per_peer=settings.grpc_max_streams_per_peer,
+            refusal_workers=REFUSAL_WORKERS,
+            trusted_proxies=settings.proxy_networks(),
         )
+        # grpcio needs a default pool; every handler served names one of the lanes instead
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.lanes.threads, thread_name_prefix="grpc-worker"
+        )
+        backstop = 2 * (self.lanes.unary_limit + settings.grpc_max_streams) + REFUSAL_WORKERS
         self.server = grpc.server(
             self._executor,
-            interceptors=[PipelineInterceptor(pipeline)],
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            interceptors=[PipelineInterceptor(pipeline, self.lanes)],
+            maximum_concurrent_rpcs=backstop,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -163,7 +252,7 @@ class GrpcServer:
             add(servicer, self.server)  # type: ignore[operator]
         if extra_handlers:
             self.server.add_generic_rpc_handlers(tuple(extra_handlers))
-        self.health = _HealthServicer(experimental_non_blocking=True)
+        self.health = _HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.service_names = list(service_names)
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
@@ -211,11 +300,19 @@ class GrpcServer:
     def stop(self, grace: float) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace`` seconds."""
         self.begin_stop(grace).wait(grace + 5)
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        pools = self._pools()
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.health.close()
         deadline = time.monotonic() + 1.0  # idle workers leave at once
-        for t in list(getattr(self._executor, "_threads", ())):
-            t.join(max(0.0, deadline - time.monotonic()))
+        for pool in pools:
+            for t in list(getattr(pool, "_threads", ())):
+                t.join(max(0.0, deadline - time.monotonic()))
+
+    def _pools(self) -> list[ThreadPoolExecutor]:
+        return [self._executor, *self.lanes.pools()]
 
     def busy_workers(self) -> int:
         """Worker threads still running a handler after ``stop`` (cut off at the grace)."""
-        return sum(t.is_alive() for t in getattr(self._executor, "_threads", ()))
+        return sum(t.is_alive() for pool in self._pools()
+                   for t in getattr(pool, "_threads", ()))
