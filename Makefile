@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 BUF := node_modules/.bin/buf
 GRPC_PORT ?= 50051
 HTTP_PORT ?= 8080
+FUZZ_EXAMPLES ?= 200
+FUZZ_SEED ?= random
 
-.PHONY: serve test gen lint bench openapi clean venv check-gen
+.PHONY: serve test fuzz gen lint bench openapi clean venv check-gen
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +29,13 @@ serve: $(STAMP)
 
 test: $(STAMP) $(BUF)
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+
+# The fuzz tests of `make test`, longer: FUZZ_EXAMPLES cases per REST operation and per RPC,
+# a fresh seed each run (printed; FUZZ_SEED=<n> replays one). Prints the cases run.
+fuzz: $(STAMP)
+	ACCOUNTS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) ACCOUNTS_FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest -q -s \
+		-p no:cacheprovider --timeout 3600 tests/e2e/test_fuzz_rest.py tests/e2e/test_fuzz_grpc.py \
+		$(PYTEST_ARGS)
 
 gen: $(STAMP)
 	$(PY) scripts/protogen.py gen

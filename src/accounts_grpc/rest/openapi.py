@@ -39,7 +39,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from accounts_grpc.rest.routes import Route, routes_for
-from accounts_grpc.rest.transcode import SCALAR_MESSAGES, WRAPPERS
+from accounts_grpc.rest.transcode import SCALAR_MESSAGES, WRAPPERS, snake_case
 from accounts_grpc.rpc import registry  # imports every accounts.v1 module into the pool
 
 log = logging.getLogger("accounts_grpc.rest")
@@ -276,6 +276,13 @@ def _scalar(f: FieldDescriptor) -> dict[str, Any]:
     return {"type": "string"}
 
 
+def _is_page_size(f: FieldDescriptor) -> bool:
+    """The ``page_size`` of an AIP-158 list request (it has a ``page_token`` beside it)."""
+    owner = f.containing_type
+    return (f.name == "page_size" and f.type == T.TYPE_INT32 and owner is not None
+            and "page_token" in owner.fields_by_name)
+
+
 def schema_name(full_name: str) -> str:
     prefix = PACKAGE + "."
     return full_name[len(prefix):] if full_name.startswith(prefix) else full_name
@@ -314,6 +321,8 @@ class SchemaBuilder:
             schema = {"type": "array", "items": self.type_schema(f)}
         else:
             schema = self.type_schema(f)
+        if _is_page_size(f):
+            schema["minimum"] = 0  # AIP-158: a negative page size is INVALID_ARGUMENT
         note = self.notes.get(f.full_name)
         behaviors = set(f.GetOptions().Extensions[field_behavior_pb2.field_behavior])
         if _FB.OUTPUT_ONLY in behaviors:
@@ -440,6 +449,48 @@ def _first_sentence(text: str) -> str:
     return (m.group(1) if m else flat)[:200]
 
 
+def _is_update(req: Descriptor, body: FieldDescriptor) -> bool:
+    """An AIP-134 update: the body is a resource and the request has a field mask."""
+    mask = req.fields_by_name.get("update_mask")
+    return (body.message_type is not None and mask is not None
+            and mask.message_type is not None
+            and mask.message_type.full_name == "google.protobuf.FieldMask")
+
+
+def _name_key(name: str) -> str:
+    """A parameter name as client generators fold it: ``user.accountId`` → ``user_account_id``."""
+    return snake_case(name).replace(".", "_")
+
+
+def flat_param_names(field_paths: Sequence[str], taken: Iterable[str] = ()) -> list[str]:
+    """OpenAPI names for a template's path variables: no dots, since OpenAPI tools reject
+    or skip dotted path parameters (schemathesis, openapi-python-client).
+
+    A variable is named by the last part of its field path (``user.user_id`` →
+    ``user_id``), or by the whole path with underscores (``user_user_id``) where the last
+    part would collide with another parameter of the operation: another path variable or
+    one of ``taken`` (the query parameter names), compared the way client generators fold
+    names (``accountId`` and ``account_id`` collide). Only the document uses these names;
+    each parameter's description names the request field it fills.
+    """
+    used = {_name_key(t) for t in taken}
+    shorts = [p.rsplit(".", 1)[-1] for p in field_paths]
+    short_keys = [_name_key(s) for s in shorts]
+    names: list[str | None] = [
+        s if short_keys.count(k) == 1 and k not in used else None
+        for s, k in zip(shorts, short_keys, strict=True)]
+    used |= {_name_key(n) for n in names if n is not None}
+    for i, path in enumerate(field_paths):
+        if names[i] is None:
+            base = candidate = path.replace(".", "_")
+            n = 2
+            while _name_key(candidate) in used:
+                candidate, n = f"{base}_{n}", n + 1
+            names[i] = candidate
+            used.add(_name_key(candidate))
+    return [n for n in names if n is not None]
+
+
 def _canonical(route: Route) -> tuple[Any, ...]:
     t = route.template
     shape: list[Any] = []
@@ -463,13 +514,18 @@ class DocumentBuilder:
 
     def build(self) -> dict[str, Any]:
         paths: dict[str, dict[str, Any]] = {}
-        canonical: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
+        # Routes of one path shape share one OpenAPI path, so one set of parameter names.
+        groups: dict[tuple[Any, ...], list[Route]] = {}
         for route in self.routes:
-            key = _canonical(route)
-            if key not in canonical:
-                names = route.template.field_paths
-                canonical[key] = (route.template.openapi_path(names), names)
-            path, names = canonical[key]
+            groups.setdefault(_canonical(route), []).append(route)
+        canonical: dict[tuple[Any, ...], tuple[str, list[str]]] = {}
+        for key, group in groups.items():
+            first = group[0].template
+            taken = {p["name"] for r in group for p in self._route_query_params(r)}
+            names = flat_param_names(first.field_paths, taken)
+            canonical[key] = (first.openapi_path(names), names)
+        for route in self.routes:
+            path, names = canonical[_canonical(route)]
             item = paths.setdefault(path, {})
             item[route.http_method.lower()] = self.operation(route, names)
         paths.update(self.ops_paths())
@@ -584,6 +640,15 @@ class DocumentBuilder:
             out.append(param)
         return out
 
+    def _route_query_params(self, route: Route) -> list[dict[str, Any]]:
+        """The query parameters of a route: every field not in its path or body."""
+        if route.body == "*":
+            return []
+        skip = set(route.path_fields)
+        if route.body:
+            skip.add(route.body)
+        return self._query_params(route.method.input_type, skip)
+
     def operation(self, route: Route, names: list[str]) -> dict[str, Any]:
         m = route.method
         note = self.notes.get(m.full_name, "")
@@ -597,8 +662,8 @@ class DocumentBuilder:
             schema = self.schemas.type_schema(leaf)
             desc = self._param_desc(leaf)
             field_path = route.path_fields[i]
-            if names[i] != route.template.field_paths[i]:
-                desc = f"Sets `{field_path}`. {desc}".strip()
+            if names[i] != field_path:
+                desc = f"Fills the request field `{field_path}`. {desc}".strip()
             pattern = route.template.var_patterns[i]
             if pattern != "*":
                 desc = f"{desc} Matches `{pattern}`.".strip()
@@ -607,12 +672,7 @@ class DocumentBuilder:
             if desc:
                 p["description"] = desc
             params.append(p)
-        req = m.input_type
-        if route.body != "*":
-            skip = set(route.path_fields)
-            if route.body:
-                skip.add(route.body)
-            params += self._query_params(req, skip)
+        params += self._route_query_params(route)
         if params:
             op["parameters"] = params
         if route.body:
@@ -643,6 +703,8 @@ class DocumentBuilder:
             schema = self.schemas.field_schema(f)
             schema.pop("readOnly", None)
             required = _FB.REQUIRED in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+            if _is_update(req, f):
+                schema = self._partial(f, schema)
         content: dict[str, Any] = {"application/json": {"schema": schema}}
         if route.rpc == "/accounts.v1.SessionService/CreateToken":
             content["application/x-www-form-urlencoded"] = {"schema": {
@@ -651,6 +713,18 @@ class DocumentBuilder:
                 "required": ["grant_type"],
             }}
         return {"required": required, "content": content}
+
+    def _partial(self, f: FieldDescriptor, schema: dict[str, Any]) -> dict[str, Any]:
+        """The body of an AIP-134 update: the resource, none of its fields required (the
+        update mask, or else the fields present, says what is written)."""
+        assert f.message_type is not None
+        full = self.schemas.schemas[self.schemas.add(f.message_type)]
+        partial = {k: v for k, v in full.items() if k not in ("required", "description")}
+        note = "A partial resource: only the fields named in `updateMask` are written (with " \
+               "no mask, every field present)."
+        description = schema.get("description") or full.get("description", "")
+        partial["description"] = f"{description} {note}".strip()
+        return partial
 
     def responses(self, route: Route) -> dict[str, Any]:
         out_desc = route.method.output_type
