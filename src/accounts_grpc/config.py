@@ -40,9 +40,10 @@ class Settings:
         "more wait, up to --grpc-max-queued-calls",
     )
     grpc_max_queued_calls: int = _opt(
-        256,
-        "unary calls that may wait for a worker while all are busy; past that a call gets "
-        "RESOURCE_EXHAUSTED (OVERLOADED, retry in 1 s) at once",
+        1024,
+        "unary calls (gRPC, and REST requests alike) that may wait for a worker while all "
+        "are busy; past that a call gets RESOURCE_EXHAUSTED (OVERLOADED, retry in 1 s; "
+        "REST: 503 with Retry-After) at once",
     )
     grpc_max_streams: int = _opt(
         32,

@@ -72,10 +72,27 @@ def status_dict(status: status_pb2.Status) -> dict[str, Any]:
     return {"code": status.code, "message": status.message, "details": details}
 
 
+#: RESOURCE_EXHAUSTED reasons that mean the server, not the caller, is out of room:
+#: 503 (RFC 9110 "temporarily overloaded"), not grpc-gateway's 429 "too many requests".
+SERVER_OVERLOAD = frozenset({"OVERLOADED"})
+
+
+def _reason(status: status_pb2.Status) -> str:
+    for d in status.details:
+        if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            d.Unpack(info)
+            return str(info.reason)
+    return ""
+
+
 def error_response(status: status_pb2.Status,
                    http_code: int | None = None) -> tuple[int, Headers, bytes]:
     """(HTTP status, headers, body) for a failed call."""
     code = http_status(status.code) if http_code is None else http_code
+    if (http_code is None and status.code == code_pb2.RESOURCE_EXHAUSTED
+            and _reason(status) in SERVER_OVERLOAD):
+        code = 503
     headers: Headers = [(b"content-type", JSON)]
     if status.code == code_pb2.RESOURCE_EXHAUSTED:
         secs = retry_after(status)

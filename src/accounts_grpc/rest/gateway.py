@@ -33,7 +33,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format
+from google.rpc import error_details_pb2
 from prometheus_client import generate_latest
 
 from accounts_grpc.domain.validate import FORBIDDEN_CHARS
@@ -160,6 +161,11 @@ class Gateway:
         self.router = Router(routes)
         workers = max(4, min(32, app.settings.grpc_workers))
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest-worker")
+        # admission, as on the gRPC port: calls past the workers queue, up to a bound; past
+        # it a request is refused at once on the event loop (503, Retry-After), never queued
+        # without limit (counted on the loop's thread only, so no lock is needed)
+        self.max_in_flight = workers + app.settings.grpc_max_queued_calls
+        self.in_flight = 0
         self._openapi: bytes | None = None
         self._openapi_lock = threading.Lock()
         self._static: dict[str, Callable[[Scope, Receive, Send], Awaitable[int]]] = {
@@ -274,14 +280,24 @@ class Gateway:
         return msg
 
     async def _in_worker(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` on a worker thread; raises CallFailed."""
+        """``fn(*args, **kwargs)`` on a worker thread; raises CallFailed (OVERLOADED past
+        the admission bound)."""
+        if self.in_flight >= self.max_in_flight:
+            raise CallFailed(shim_status(
+                "RESOURCE_EXHAUSTED", "the server is overloaded; retry later", "OVERLOADED",
+                {"scope": "server"},
+                [error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1))]))
         loop = asyncio.get_running_loop()
         try:
             future = loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
         except RuntimeError:  # the executor is shut down: the server is stopping
             raise CallFailed(shim_status("UNAVAILABLE", "the server is shutting down",
                                          "SHUTTING_DOWN")) from None
-        return await future
+        self.in_flight += 1
+        try:
+            return await future
+        finally:
+            self.in_flight -= 1
 
     async def _call(self, route: Route, request: Any, metadata: dict[str, str],
                     scope: Scope, admitted: Admission | None = None,

@@ -29,7 +29,13 @@ from accounts.v1 import session_service_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from accounts_grpc.domain.errors import InvalidArgument
-from accounts_grpc.rest.errors import REALM, Headers, http_status, retry_after
+from accounts_grpc.rest.errors import (
+    REALM,
+    SERVER_OVERLOAD,
+    Headers,
+    http_status,
+    retry_after,
+)
 from accounts_grpc.rest.transcode import load_json, merge_json, parse_query
 
 TOKEN_RPC = "/accounts.v1.SessionService/CreateToken"
@@ -151,8 +157,8 @@ def error_from_status(status: status_pb2.Status, basic: bool) -> OAuthError:
     if code == code_pb2.PERMISSION_DENIED:
         return OAuthError(400, "unauthorized_client", status.message)
     if code == code_pb2.RESOURCE_EXHAUSTED:
-        return OAuthError(429, "temporarily_unavailable", status.message,
-                          retry_after=retry_after(status))
+        return OAuthError(503 if reason in SERVER_OVERLOAD else 429, "temporarily_unavailable",
+                          status.message, retry_after=retry_after(status))
     http = http_status(code)
     error = "temporarily_unavailable" if http in (503, 504, 429) else "server_error"
     return OAuthError(http if http >= 400 else 500, error, status.message)
