@@ -207,3 +207,35 @@ def test_without_trusted_proxies_the_header_is_ignored(limited: Server) -> None:
                      reason="INVALID_CLIENT")
     expect_error(create_token_from, limited, "203.0.113.99", good.client_id,
                  good.client_secret, code=EXHAUSTED, reason="TOO_MANY_FAILED_ATTEMPTS")
+
+
+# -- atomic: concurrent guesses are checked against the committed count ---------------------------
+
+
+def test_150_concurrent_wrong_secrets_check_at_most_the_limit(backend: str,
+                                                               tmp_path: Path) -> None:
+    limit = 10
+    with running_server(backend, tmp_path, auth_max_failures=limit, auth_failure_window=60,
+                        auth_block_seconds=60) as srv:
+        victim = fresh_user(srv)
+        channels = [grpc.insecure_channel(srv.address) for _ in range(6)]
+        try:
+            stubs = [session_service_pb2_grpc.SessionServiceStub(c) for c in channels]
+            futures = [stubs[i % 6].CreateToken.future(
+                spb.CreateTokenRequest(client_id=victim.client_id, client_secret=f"cs_{i}"),
+                timeout=60) for i in range(150)]
+            codes: dict[grpc.StatusCode, int] = {}
+            for f in futures:
+                try:
+                    f.result()
+                    raise AssertionError("a wrong secret was accepted")
+                except grpc.RpcError as e:
+                    codes[e.code()] = codes.get(e.code(), 0) + 1
+        finally:
+            for c in channels:
+                c.close()
+        # every guess beyond the limit was refused before its secret was looked at
+        assert set(codes) == {UNAUTH, EXHAUSTED}, codes
+        assert 1 <= codes[UNAUTH] <= limit, codes
+        assert codes[UNAUTH] + codes[EXHAUSTED] == 150
+        fails(srv, victim.client_id, victim.client_secret, EXHAUSTED, "TOO_MANY_FAILED_ATTEMPTS")

@@ -6,15 +6,23 @@ peer of the gRPC call, or of the HTTP request when the REST token endpoint calls
 same CreateToken use case; behind proxies named by ``--trusted-proxies``, the address
 their X-Forwarded-For gives, see ``rpc.pipeline.client_address``). Only *failed*
 attempts count. ``auth_max_failures`` failures of one counter within
-``auth_failure_window`` seconds block it for
-``auth_block_seconds``: while either counter of an attempt is blocked, the attempt is
-refused with RESOURCE_EXHAUSTED (``google.rpc.RetryInfo`` says when to retry) *before*
-the secret is checked, so a blocked client learns nothing about guesses it keeps making.
+``auth_failure_window`` seconds block it for ``auth_block_seconds``: while either
+counter of an attempt is blocked, the attempt is refused with RESOURCE_EXHAUSTED
+(``google.rpc.RetryInfo`` says when to retry) *before* the secret is checked, so a
+blocked client learns nothing about guesses it keeps making.
+
+Atomic: an attempt is *reserved* before its secret is checked. In one write transaction,
+each of its counters is counted up by one statement (``INSERT ... ON CONFLICT DO UPDATE
+... WHERE not blocked RETURNING``) that refuses a blocked counter; then the secret is
+checked; a failure commits the reservation, a success rolls it back (successes count
+nothing). The transaction holds the counters' rows (PostgreSQL row locks; SQLite's one
+writer) while the secret is checked, so concurrent attempts on one counter are checked
+one after another against the committed count: of 150 concurrent wrong guesses at most
+``auth_max_failures`` are ever checked, on every server sharing the database.
 
 A counter whose window has passed, or whose block has ended, starts afresh at its next
-failure. Each failure is one atomic upsert (``INSERT ... ON CONFLICT DO UPDATE``), so
-concurrent failures on several servers are all counted. Stale rows are pruned now and
-then on the failure path. ``auth_max_failures = 0`` turns the limit off.
+failure. Stale rows are pruned now and then on the failure path.
+``auth_max_failures = 0`` turns the limit off.
 
 Note: a counter per client id means that someone who knows a client id can get that
 client refused for a while by failing on purpose (the usual lockout trade-off; the
@@ -30,14 +38,15 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.errors import ResourceExhausted
-from accounts_grpc.store.db import Database, db_error, now_us
+from accounts_grpc.store.db import Database, now_us
 from accounts_grpc.store.tables import rate_limits
 
 log = logging.getLogger(__name__)
@@ -50,6 +59,19 @@ def _key(kind: str, value: str) -> str:
     if len(value) <= _MAX_KEY_PART and value.isprintable():
         return f"{kind}:{value}"
     return f"{kind}#" + hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:64]
+
+
+class Attempt:
+    """A reserved attempt: check the secret on ``conn``; ``succeeded()`` if it matched."""
+
+    __slots__ = ("conn", "ok")
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self.ok = False
+
+    def succeeded(self) -> None:
+        self.ok = True
 
 
 class FailureLimiter:
@@ -76,37 +98,40 @@ class FailureLimiter:
             out.append(_key("addr", address))
         return sorted(out)
 
-    def check(self, conn: sa.Connection, keys: Sequence[str]) -> None:
-        """RESOURCE_EXHAUSTED if any of ``keys`` is blocked now."""
+    @contextmanager
+    def attempt(self, keys: Sequence[str]) -> Iterator[Attempt]:
+        """One client-credential attempt: reserve it against every key, or raise
+        RESOURCE_EXHAUSTED (nothing counted) if a key is blocked; the body checks the
+        secret on ``Attempt.conn`` and calls ``succeeded()`` if it matched. A failed
+        attempt is committed as a failure; a successful one is rolled back."""
         if not self.enabled or not keys:
+            with self._db.connect() as conn:
+                yield Attempt(conn)
             return
-        now = now_us()
-        until = conn.execute(
-            sa.select(sa.func.max(rate_limits.c.blocked_until)).where(
-                rate_limits.c.key.in_(keys), rate_limits.c.blocked_until > now
-            )
-        ).scalar()
-        if until is not None:
-            retry_after = max(1, math.ceil((until - now) / _US))
-            raise ResourceExhausted(
-                "too many failed attempts for this client or address; "
-                f"retry in {retry_after} seconds",
-                retry_after=retry_after,
-                reason="TOO_MANY_FAILED_ATTEMPTS",
-            )
-
-    def record_failure(self, keys: Sequence[str]) -> None:
-        """Count one failed attempt against every key (best effort: never raises)."""
-        if not self.enabled or not keys:
-            return
-        try:
-            with self._db.write() as uow:
-                for k in sorted(keys):  # one order everywhere: no deadlocks on PostgreSQL
-                    uow.conn.execute(self._upsert(uow.conn.dialect.name, k, now_us()))
+        with self._db.write() as uow:
+            now = now_us()
+            dialect = uow.conn.dialect.name
+            for k in sorted(keys):  # one order everywhere: no deadlocks on PostgreSQL
+                if uow.conn.execute(self._upsert(dialect, k, now)).first() is None:
+                    self._refuse(uow.conn, k, now)
+            at = Attempt(uow.conn)
+            yield at
+            if not at.ok:
                 self._maybe_prune(uow.conn)
                 uow.commit()
-        except sa.exc.DBAPIError as e:
-            log.warning("could not record a failed client-credential attempt: %s", db_error(e))
+
+    @staticmethod
+    def _refuse(conn: sa.Connection, key: str, now: int) -> None:
+        until = conn.execute(
+            sa.select(rate_limits.c.blocked_until).where(rate_limits.c.key == key)
+        ).scalar() or now
+        retry_after = max(1, math.ceil((until - now) / _US))
+        raise ResourceExhausted(
+            "too many failed attempts for this client or address; "
+            f"retry in {retry_after} seconds",
+            retry_after=retry_after,
+            reason="TOO_MANY_FAILED_ATTEMPTS",
+        )
 
     def _upsert(self, dialect: str, key: str, now: int) -> sa.Executable:
         t = rate_limits
@@ -125,6 +150,8 @@ class FailureLimiter:
         )
         return insert.on_conflict_do_update(
             index_elements=[t.c.key],
+            # a counter blocked now is left as it is, and returns no row: refused
+            where=sa.or_(t.c.blocked_until.is_(None), t.c.blocked_until <= now),
             set_={
                 "window_start": sa.case((fresh, now), else_=t.c.window_start),
                 "failures": failures,
@@ -134,7 +161,7 @@ class FailureLimiter:
                     else_=t.c.blocked_until,
                 ),
             },
-        )
+        ).returning(t.c.failures)
 
     def _maybe_prune(self, conn: sa.Connection) -> None:
         mono = time.monotonic()

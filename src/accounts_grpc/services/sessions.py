@@ -154,17 +154,19 @@ class SessionsService:
             )
         call = current_call()
         keys = self.limiter.keys(client_id, call.peer if call else None)
-        with self.deps.db.connect() as conn:
-            self.limiter.check(conn, keys)  # a blocked client is refused before any check
+        # reserved before the secret is checked: a blocked client is refused first, and
+        # concurrent guesses are checked one after another against the committed count
+        with self.limiter.attempt(keys) as attempt:
+            conn = attempt.conn
             row = conn.execute(_CLIENT, {"cid": client_id}).first() if client_id else None
             ok = verify_secret(client_secret, row.secret_hash if row else None)
             if row is not None and ok and not row.closed:
+                attempt.succeeded()
                 roles = effective_roles(conn, row.id, row.roles)
                 generation = int(row.credential_generation)
             else:
                 row = None
         if row is None:
-            self.limiter.record_failure(keys)
             if not client_id or not client_secret:
                 raise Unauthenticated(
                     "client_id and client_secret are required", reason="INVALID_CLIENT"
