@@ -25,7 +25,11 @@ the caller's scope and returns a ``Page``.
 - ``total_size`` is counted when the first page is read (not at all when the first page
   holds every row) and carried, tamper-evident, in the page tokens: exact for the first
   page, and for later pages the count as of the first page (AIP-158 allows an estimate),
-  so that no page but the first pays for a scan of every matching row.
+  so that no page but the first pays for a scan of every matching row. An unfiltered list
+  of a whole of the table (``IndexScope``) whose spec has a count the database keeps
+  (``ListSpec.kept_counts``) does not count at all: the page's own statement reads the
+  kept count, so page 1 of 100,000 rows costs what page 1 of 20 does, and its total is
+  exact as of the very snapshot the page was read in.
 - Statements: every value is a bind parameter, so a service whose base statements are
   made once (``run_list(params=...)``) gets the statements built on them kept per shape
   of request, and a call neither builds nor compiles SQL. On SQLite a page is read in one
@@ -96,11 +100,13 @@ class SearchIndex:
 #: (validation refuses control characters)
 MARK = "\x01\x01\x01"
 
-#: What a list's base statement selects, when it is a whole of its search index:
-#: ``"all"`` the rows of the index's table, ``"unmarked"`` those not ``marked`` (every open
-#: account). A filter served by the index alone then needs no table row to count its
-#: hits, and the page can be planned from that count (``run_list``). None: any other
-#: scope (one account's users, a consultant's clients).
+#: What a list's base statement selects, when it is a whole of its table (and of its search
+#: index): ``"all"`` every row of the table, ``"unmarked"`` those not ``marked`` (every open
+#: account). On SQLite a filter served by the index alone then needs no table row to count
+#: its hits, and the page can be planned from that count; on any database an unfiltered
+#: list reads its size in the spec's ``kept_counts`` (``run_list``). None: any other scope
+#: (one account's users, a consultant's clients). A caller must name it only for a base
+#: statement that selects exactly that, with no other condition.
 IndexScope = Literal["all", "unmarked"]
 
 
@@ -115,6 +121,12 @@ class ListSpec:
     searchable: Sequence[ColumnElement[Any]]
     default_order: tuple[tuple[str, bool], ...] = (("create_time", False),)
     search: SearchIndex | None = None  # an index serving ``filter`` (SQLite)
+    #: the number of rows each ``IndexScope`` selects, kept by the database itself: a
+    #: statement selecting one value (a column of a one-row table that triggers keep exact
+    #: in the transaction of every write to the table; accounts: migration 0007). An
+    #: unfiltered list of that scope reads it with its page instead of counting the rows;
+    #: if it reads no value (no row), it counts. Made once: statements built on it are kept.
+    kept_counts: Mapping[IndexScope, sa.Select[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.search is not None and len(self.search.columns) != len(self.searchable):
@@ -612,17 +624,21 @@ def _keyset(
 
 
 class _Statements:
-    """The statements of one list shape: the page, and (built when first asked) the count
-    and the page packed into one value."""
+    """The statements of one list shape: the page (with the kept count as its ``_total``
+    column, if asked), and (built when first asked) the count and the page packed into
+    one value."""
 
     def __init__(self, base: sa.Select[Any], filtered: sa.Select[Any], page: sa.Select[Any],
-                 scan_desc: list[bool]) -> None:
+                 scan_desc: list[bool], kept: sa.Select[Any] | None = None) -> None:
         self.base = base
+        self.kept = kept
         self.page = page
         self.scan_desc = scan_desc
         self._filtered = filtered
         self._count: sa.Select[Any] | None = None
         self._packed: tuple[sa.Select[Any], list[str], list[int], list[int]] | None = None
+        self._driver: tuple[str, list[str], dict[str, Any]] | None = None
+        self._driver_made = False
         #: every column survives a trip through JSON as it is (no bytes, no types that
         #: convert their values in Python)
         self.packable = all(type(c.type) in _JSON_SAFE for c in page.selected_columns)
@@ -654,21 +670,53 @@ class _Statements:
             self._packed = (packed, names, flags, keys)
         return self._packed
 
+    def driver_packed(self, dialect: sa.Dialect) -> tuple[str, list[str], dict[str, Any]] | None:
+        """The packed page compiled once for the DBAPI cursor, as ``FastSelect`` runs
+        its statements: (SQL, the names of its parameters in order, the values of those
+        the statement carries itself). None if a parameter needs SQLAlchemy at execution
+        (a bind processor, an expanding or post-compiled parameter)."""
+        if not self._driver_made:
+            compiled = self.packed[0].compile(dialect=dialect)
+            binds = compiled.bind_names
+            plain = (compiled.positional and compiled.positiontup is not None
+                     and not compiled.post_compile_params and not compiled.literal_execute_params
+                     and all(not b.expanding
+                             and b.type.dialect_impl(dialect).bind_processor(dialect) is None
+                             for b in binds))
+            if plain:
+                self._driver = (str(compiled), list(compiled.positiontup or ()),
+                                {name: b.effective_value for b, name in binds.items()})
+            self._driver_made = True
+        return self._driver
+
 
 _JSON_SAFE = frozenset({sa.String, sa.Integer, sa.BigInteger, sa.Boolean, sa.JSON})
 
 
-def _page_rows(conn: sa.Connection, built: _Statements, values: Mapping[str, Any]) -> list[Any]:
+def _page_rows(conn: sa.Connection, built: _Statements, values: Mapping[str, Any], *,
+               reused: bool = False) -> list[Any]:
     """The page's rows. On SQLite in one step: the Python module gives up and takes back
     the GIL around every step of a statement, one a row, and under load every take-back
     waits behind the other worker threads; packed into one JSON value, the page is one
     step (the rows are ordered again here, as SQLite does not promise to aggregate them
     in the subquery's order before 3.44). Elsewhere the rows as the driver returns them.
+
+    ``reused``: ``built`` is kept for reuse (``run_list(params=...)``), so the packed page
+    is compiled once and run straight on the DBAPI cursor (SQLite), sparing SQLAlchemy's
+    work per execution (the statement's cache key, parameter and result processing: about
+    as much as the statement itself), as ``FastSelect`` does for point reads.
     """
     if conn.dialect.name != "sqlite" or not built.packable:
         return list(conn.execute(built.page, values))
     stmt, names, flags, keys = built.packed
-    packed = conn.execute(stmt, values).scalar_one()
+    driver = built.driver_packed(conn.dialect) if reused else None
+    raw = conn.connection.driver_connection if driver is not None else None
+    if driver is not None and raw is not None:
+        sql, order, carried = driver
+        packed = raw.execute(sql, [values[k] if k in values else carried[k]
+                                   for k in order]).fetchone()[0]
+    else:
+        packed = conn.execute(stmt, values).scalar_one()
     rows = json.loads(packed) if packed else []
     for i in flags:
         for row in rows:
@@ -687,13 +735,16 @@ _BUILT_MAX = 2048
 
 
 def _statements(spec: ListSpec, query: ListQuery, base: sa.Select[Any], flt: _Filter,
-                dialect: str, *, reuse: bool) -> _Statements:
+                dialect: str, *, reuse: bool, kept: sa.Select[Any] | None = None) -> _Statements:
+    """``kept``: a kept count (``ListSpec.kept_counts``) the page also selects, as
+    ``_total``: an uncorrelated scalar subquery, which SQLite and PostgreSQL evaluate once
+    per statement, in the page's own snapshot."""
     cursor = query.cursor
     # the dialect too: a filter is spelled per dialect (LIKE, ILIKE, FTS5)
     shape = (id(base), dialect, spec.resource, query.order, query.page_size, flt.shape,
-             None if cursor is None else (cursor.backwards, cursor.inclusive))
+             None if cursor is None else (cursor.backwards, cursor.inclusive), id(kept))
     built = _BUILT.get(shape) if reuse else None
-    if built is not None and built.base is base:
+    if built is not None and built.base is base and built.kept is kept:
         return built
     filtered = base if flt.clause is None else base.where(flt.clause)
     cols = [spec.orderable[name] for name, _ in query.order] + [spec.id_column]
@@ -702,6 +753,8 @@ def _statements(spec: ListSpec, query: ListQuery, base: sa.Select[Any], flt: _Fi
     backwards = bool(cursor and cursor.backwards)
     scan_desc = [not d for d in desc] if backwards else desc
     stmt = filtered.add_columns(*(c.label(f"_k{i}") for i, c in enumerate(cols)))
+    if kept is not None:
+        stmt = stmt.add_columns(kept.scalar_subquery().label("_total"))
     if cursor is not None:
         at = [sa.bindparam(f"_at{i}", type_=c.type) for i, c in enumerate(cols)]
         after = _keyset(cols, scan_desc, at)
@@ -711,7 +764,7 @@ def _statements(spec: ListSpec, query: ListQuery, base: sa.Select[Any], flt: _Fi
     stmt = stmt.order_by(
         *(c.desc() if d else c.asc() for c, d in zip(cols, scan_desc, strict=True))
     ).limit(query.page_size + 1)
-    built = _Statements(base, filtered, stmt, scan_desc)
+    built = _Statements(base, filtered, stmt, scan_desc, kept)
     if reuse:
         if len(_BUILT) >= _BUILT_MAX:
             _BUILT.clear()
@@ -737,20 +790,26 @@ def run_list(
     building and compiling them on every call. Without it, ``base`` carries its values
     and everything is built afresh.
 
-    ``index_scope``: what ``base`` selects, if it is a whole of the spec's search index
-    (see ``IndexScope``); it lets the index alone count a filtered list on SQLite.
+    ``index_scope``: what ``base`` selects, if it is a whole of its table and of the
+    spec's search index (see ``IndexScope``); it lets the index alone count a filtered
+    list on SQLite, and an unfiltered list read the spec's kept count of that scope.
     """
     cursor = query.cursor
     first = cursor is None or cursor.total is None
     plan = _plan_indexed(conn, spec, query, index_scope, need_count=count and first)
+    # an unfiltered whole of the table: its size is kept by the database, and the page's
+    # statement reads it (no count, no second statement)
+    kept = (spec.kept_counts.get(index_scope)
+            if count and first and index_scope is not None and not query.terms else None)
     dialect = conn.dialect.name
     flt = _filter(spec, query.terms, dialect, index_scope=index_scope,
                   plan="hits" if plan is None else plan.page)
-    built = _statements(spec, query, base, flt, dialect, reuse=params is not None)
+    built = _statements(spec, query, base, flt, dialect, reuse=params is not None, kept=kept)
     values = {**(params or {}), **flt.params}
     if cursor is not None:
         values.update((f"_at{i}", v) for i, v in enumerate(cursor.values))
-    rows = _page_rows(conn, built, values)
+    rows = _page_rows(conn, built, values, reused=params is not None)
+    kept_total = rows[0]._total if kept is not None and rows else None
     backwards = bool(cursor and cursor.backwards)
     if backwards and not rows:
         # nothing before the cursor any more (rows deleted meanwhile): the page before
@@ -770,13 +829,16 @@ def run_list(
 
     # total_size: counted once, when the first page is read, and carried in the tokens
     # from there (a count is a scan of every matching row: it must not make page 1,000
-    # cost more than page 1). A first page that holds everything needs no count at all.
+    # cost more than page 1). A first page that holds everything needs no count at all,
+    # nor does a list whose size the database keeps (read with the page).
     total: int | None = None
     if count:
         if query.cursor is None and not more:
             total = len(rows)
         elif query.cursor is not None and query.cursor.total is not None:
             total = query.cursor.total
+        elif kept_total is not None:
+            total = int(kept_total)
         elif plan is not None:
             total = plan.hits
         else:

@@ -17,7 +17,9 @@ Rules, all here:
 - ListAccounts: keyset pages (domain/listing.py) over what the caller may read, filtered
   in SQL: admin and admin-reader all accounts, a consultant its own and its clients',
   anyone else its own. Closed accounts only with ``show_closed``, and only for admin
-  and admin-reader (nobody else can read a closed account).
+  and admin-reader (nobody else can read a closed account). ``total_size`` is exact on
+  the first page: an admin's unfiltered list reads it in ``account_counts`` (kept by
+  triggers, migration 0007) with the page; any other list counts its rows.
 - UpdateAccount (admin; account-admin on its own account): an AIP-134 update mask as
   domain/masks.py pins it. account-admins change name, email, colours and logo; only
   admins change ``roles`` and ``consultancy_account_id`` (PERMISSION_DENIED, not
@@ -77,7 +79,7 @@ from accounts_grpc.services.writes import (
 from accounts_grpc.store import accounts as store
 from accounts_grpc.store import audit
 from accounts_grpc.store.db import UnitOfWork, new_etag, new_id, now_us
-from accounts_grpc.store.tables import accounts, audit_events, users
+from accounts_grpc.store.tables import account_counts, accounts, audit_events, users
 
 #: Account fields a request may set, and those only the server sets.
 UPDATABLE = frozenset(
@@ -109,6 +111,12 @@ ACCOUNTS_LIST = ListSpec(
     # migrations 0002 and 0003: the index marks the closed accounts
     search=SearchIndex("accounts_search", ("name", "email_lower"), accounts,
                        marked=accounts.c.closed == sa.true()),
+    # migration 0007: triggers keep these exact, so a platform reader's unfiltered list
+    # reads its total_size with its page instead of counting every account
+    kept_counts={
+        "all": sa.select(account_counts.c.all_accounts).where(account_counts.c.id == 1),
+        "unmarked": sa.select(account_counts.c.open_accounts).where(account_counts.c.id == 1),
+    },
 )
 
 # ListAccounts' base statements, made once (``run_list`` then reuses what it builds on them)
@@ -426,8 +434,9 @@ class AccountsService:
                 "clients": clients,
             },
         )
-        # a platform reader's list is a whole of the search index: every account, or
-        # every open one, which lets the index alone count a filtered list
+        # a platform reader's list is a whole of the table and of the search index: every
+        # account, or every open one, which lets the index alone count a filtered list and
+        # an unfiltered one read its size in account_counts
         index_scope: IndexScope | None = None
         if see_all:
             index_scope = "all" if show_closed else "unmarked"
@@ -436,7 +445,8 @@ class AccountsService:
             base = _OWN_AND_CLIENTS if clients else _OWN_ACCOUNT
         # no transaction around the list's two statements (the count of a filter, then
         # the page): each is its own snapshot, and a total_size off by a row written in
-        # between is within AIP-158's estimate; the page itself is one statement
+        # between is within AIP-158's estimate; the page itself is one statement, and an
+        # unfiltered platform list is that statement alone (page and kept count agree)
         with self.deps.db.single_read() as conn:
             return run_list(conn, ACCOUNTS_LIST, query, base, params={"own": own},
                             index_scope=index_scope)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 
 from accounts_grpc.domain.errors import AlreadyExists
 from accounts_grpc.store.tables import (
+    account_counts,
     accounts,
     device_permissions,
     devices,
@@ -80,6 +81,19 @@ def email_holder(conn: sa.Connection, email: str) -> str | None:
 def open_clients(conn: sa.Connection, account_id: str) -> list[sa.Row[Any]]:
     """Open accounts whose consultancy is ``account_id`` (indexed)."""
     return list(conn.execute(_OPEN_CLIENTS, {"aid": account_id}))
+
+
+_KEPT_COUNTS = sa.select(account_counts.c.all_accounts, account_counts.c.open_accounts).where(
+    account_counts.c.id == 1
+)
+
+
+def kept_counts(conn: sa.Connection) -> tuple[int, int] | None:
+    """(every account, the open ones) as ``account_counts`` holds them: kept exact by
+    triggers in the transaction of every write (migration 0007), so this is one primary-key
+    read, never a count. None if the row is missing."""
+    row = conn.execute(_KEPT_COUNTS).first()
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
 def _email_taken(email: str) -> AlreadyExists:

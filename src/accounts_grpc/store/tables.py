@@ -65,6 +65,19 @@ accounts = sa.Table(
     sa.Index("ix_accounts_consultancy_account_id", "consultancy_account_id"),
 )
 
+# How many accounts there are, and how many of them are open: one row (id 1), kept exact
+# by triggers on ``accounts`` in the transaction of every write that changes them
+# (migration 0007), so that a platform reader's unfiltered ListAccounts reads its
+# total_size here instead of counting 100,000 rows. Nothing else writes it.
+account_counts = sa.Table(
+    "account_counts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("all_accounts", sa.BigInteger, nullable=False),
+    sa.Column("open_accounts", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("id = 1", name="one_row"),
+)
+
 users = sa.Table(
     "users",
     metadata,
@@ -229,10 +242,18 @@ signing_keys = sa.Table(
     # the private key as PKCS#8 PEM, encrypted with the key-encryption key (Fernet token)
     sa.Column("private_key_enc", sa.Text, nullable=False),
     sa.Column("create_time", TIME, nullable=False),
-    # when it stopped signing (a newer key took over); null while it is the current key
+    # when it starts signing (0008): pending (in the JWKS, not signing) until then
+    sa.Column("activate_time", TIME, nullable=False),
+    # when it stops signing: the next key's activate_time; null while no newer key exists
     sa.Column("retire_time", TIME, nullable=True),
-    # it stays in the JWKS until then: retire_time + the longest token lifetime
+    # it stays in the JWKS until then: retire_time + max_token_lifetime + max_cache_seconds
+    # + a margin (auth/keys.py)
     sa.Column("expire_time", TIME, nullable=True),
+    # the longest token lifetime (seconds) of any server that may sign with it, and the
+    # longest key cache + JWKS max-age of those servers: each raises them to its own
+    # before it first signs with the key (0008)
+    sa.Column("max_token_lifetime", sa.Integer, nullable=False),
+    sa.Column("max_cache_seconds", sa.Integer, nullable=False),
 )
 
 idempotency_keys = sa.Table(
