@@ -1,4 +1,9 @@
-"""The composition root: settings → store → keys → auth → services → servers."""
+"""The composition root: settings → store → keys → auth → services → servers.
+
+An ``App`` is one serving process. ``serve --processes N`` (N > 1) runs N of them, each
+a worker process under the supervisor (supervisor.py), sharing the ports through
+SO_REUSEPORT; the worker's number is ``App(worker=...)``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import FrameType
 
 import grpc
@@ -23,7 +28,7 @@ from accounts_grpc.auth.authenticate import Authenticator
 from accounts_grpc.auth.jwt_tokens import JwtService
 from accounts_grpc.auth.keys import KeyStore, load_kek
 from accounts_grpc.config import Settings
-from accounts_grpc.rpc import registry
+from accounts_grpc.rpc import metrics, registry
 from accounts_grpc.rpc.account_servicer import AccountServiceServicer
 from accounts_grpc.rpc.partition_servicer import PartitionServiceServicer
 from accounts_grpc.rpc.pipeline import Pipeline
@@ -67,8 +72,13 @@ class App:
         *,
         auto_migrate: bool = False,
         extra_handlers: Iterable[grpc.GenericRpcHandler] = (),
+        worker: int | None = None,
     ) -> None:
         self.settings = settings
+        #: this process's number under a supervisor (None: serving alone); a worker binds
+        #: its ports with SO_REUSEPORT, as its siblings do
+        self.worker = worker
+        self.reuse_port = worker is not None
         self.db = open_database(settings, auto_migrate=auto_migrate)
         self.keys = KeyStore(self.db, load_kek(settings), settings)
         self.keys.ensure_key()
@@ -104,6 +114,7 @@ class App:
             [(adders[name], servicer) for name, servicer in self.servicers.items()],
             registry.service_names(),
             extra_handlers,
+            reuse_port=self.reuse_port,
         )
         self.http = None
         if settings.http_port >= 0:
@@ -112,6 +123,7 @@ class App:
             self.http = HttpServer(self)
         self.draining = False
         self._stopped = threading.Event()
+        self._stop_requested = threading.Event()
 
     @property
     def grpc_port(self) -> int:
@@ -125,6 +137,10 @@ class App:
         self.grpc.start()
         if self.http:
             self.http.start()
+        metrics.process_started()
+        if self.worker is not None:  # the supervisor says where it serves, once
+            log.info("worker %d serving (pid %d)", self.worker, os.getpid())
+            return
         log.info(
             "serving gRPC on %s:%d%s (database %s)",
             self.settings.bind_host,
@@ -155,16 +171,26 @@ class App:
         self._stopped.set()
         log.info("stopped")
 
-    def serve_forever(self) -> None:
-        """Start, then block until SIGTERM/SIGINT, then drain and return.
+    def request_stop(self) -> None:
+        """Make ``serve_forever`` drain and return, as SIGTERM does (any thread)."""
+        self._stop_requested.set()
+
+    def serve_forever(self, ready: Callable[[], None] | None = None) -> None:
+        """Start, call ``ready``, then block until SIGTERM/SIGINT (or ``request_stop``),
+        then drain and return.
 
         A second signal while draining exits at once (status 1), for an impatient Ctrl-C.
+        A worker (under a supervisor) ignores SIGINT, which a terminal sends the whole
+        process group (the supervisor passes it on as SIGTERM), and a second SIGTERM: the
+        supervisor decides when a drain has taken too long, and kills.
         """
-        stop = threading.Event()
+        stop = self._stop_requested
 
         def _on_signal(signum: int, _frame: FrameType | None) -> None:
             name = signal.Signals(signum).name
             if stop.is_set():
+                if self.worker is not None:
+                    return
                 log.warning("received %s again while draining: exiting now", name)
                 logging.shutdown()
                 os._exit(1)
@@ -172,8 +198,10 @@ class App:
             stop.set()
 
         signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal if self.worker is None else signal.SIG_IGN)
         self.start()
+        if ready is not None:
+            ready()
         while not stop.wait(3600):
             pass
         self.stop()

@@ -3,6 +3,10 @@
 Every setting is a flag and an ``ACCOUNTS_*`` variable (config.py); ``--help`` of each
 command lists them with their variable and default. Output meant for scripts goes to
 stdout (``--json``: one JSON document); logs go to stderr.
+
+``serve --processes 1`` serves in this process; ``--processes N`` (N > 1; the default 0
+is one per core) runs N worker processes under a supervisor (supervisor.py), which
+starts each of them as ``serve`` again, told by its environment that it is a worker.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from accounts_grpc.config import Settings
 
 if TYPE_CHECKING:
     from accounts_grpc.app import App
+    from accounts_grpc.store.db import Database
 
 log = logging.getLogger("accounts_grpc")
 PRINT_BOOTSTRAP_ENV = "ACCOUNTS_PRINT_BOOTSTRAP"
@@ -53,11 +58,18 @@ def _parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="signing keys")
     ksub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     for name, help_ in (
-        ("rotate", "make a new signing key; old keys verify until their tokens expire"),
-        ("list", "list the signing keys still in the JWKS"),
+        ("rotate", "publish a new signing key: every server lists it in its JWKS within its "
+         "key cache, and signs with it from its activation time (printed): a key cache plus "
+         "a JWKS max-age plus 10 s from now; the current key then retires and stays in the "
+         "JWKS until the longest token lifetime any server issues with it has passed (the "
+         "servers record theirs)"),
+        ("list", "list the signing keys in the JWKS: phase (pending, active, retired) "
+         "and times"),
     ):
-        k = ksub.add_parser(name, help=help_)
-        Settings.add_arguments(k, DB_FLAGS)
+        k = ksub.add_parser(name, help=help_, description=help_)
+        # no --token-lifetime: the lifetimes that count are the servers', on the keys' rows
+        Settings.add_arguments(k, [*(f for f in DB_FLAGS if f != "token_lifetime"),
+                                   "key_cache_seconds", "jwks_max_age"])
         k.add_argument("--json", action="store_true", help="print JSON")
     return p
 
@@ -85,13 +97,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "keys":
         return _keys(settings, args.keys_command, as_json=args.json)
     # serve
-    app = app_mod.App(settings)
+    from accounts_grpc import supervisor
+
+    worker = supervisor.worker_identity()
+    if worker is not None:  # one of the processes of a supervisor
+        supervisor.serve_worker(settings, *worker)
+        return 0
     print_bootstrap = args.print_bootstrap
     if print_bootstrap is None:
         raw = os.environ.get(PRINT_BOOTSTRAP_ENV, "")
         print_bootstrap = raw.strip().lower() in ("1", "true", "yes", "on")
+    processes = settings.process_count()
+    if processes > 1:
+        code = supervisor.Supervisor(
+            settings, processes, first_steps=_print_first_steps if print_bootstrap else None
+        ).run()
+        # the workers are gone and everything is cleaned up: skip the interpreter's
+        # teardown, which takes a good part of a second (supervisor.serve_worker)
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    app = app_mod.App(settings)
     if print_bootstrap:
-        _print_first_steps(app)
+        _print_first_steps(app.db, app.grpc_port, app.http_port)
     app.serve_forever()
     _exit_if_calls_linger(app)
     return 0
@@ -134,28 +162,40 @@ def _keys(settings: Settings, action: str, *, as_json: bool) -> int:
     from accounts_grpc.app import open_database
     from accounts_grpc.auth.keys import KeyStore, load_kek
 
+    kek = load_kek(settings)  # before the database: PostgreSQL needs one named explicitly
     db = open_database(settings, auto_migrate=True)
     try:
-        ks = KeyStore(db, load_kek(settings), settings)
-        if action == "rotate":
-            k = ks.rotate()
-            if as_json:
-                print(json.dumps(_key_json(k)))
-            else:
-                print(f"new signing key {k.kid} ({k.alg}); earlier keys verify until "
-                      "their last token has expired")
-            return 0
-        ks.ensure_key()
-        rows = [_key_json(k) for k in ks.list_keys()]
+        ks = KeyStore(db, kek, settings)
+        ks.ensure_key(signer=False)  # exits if this key-encryption key is not the servers'
+        k = ks.rotate() if action == "rotate" else None
+        keys = ks.list_keys()
     finally:
         db.dispose()
+    now = time.time_ns() // 1000
+    if k is not None:
+        if as_json:
+            print(json.dumps(_key_json(k, now)))
+        else:
+            print(f"new signing key {k.kid} ({k.alg}), pending: published now (every "
+                  "server's JWKS lists it once it re-reads the keys); every server signs "
+                  f"with it from {_rfc3339(k.activate_time)}")
+            for old in keys:
+                if old.retire_time == k.activate_time:
+                    print(f"signing key {old.kid} retires then and stays in the JWKS until "
+                          f"{_rfc3339(old.expire_time)} (or later, if a server with longer "
+                          "tokens records its lifetime)")
+        return 0
+    rows = [_key_json(k, now) for k in keys]
     if as_json:
         print(json.dumps(rows))
     else:
         for r in rows:
-            state = ("current (signs new tokens)" if r["current"]
-                     else f"retired {r['retire_time']}, in the JWKS until {r['expire_time']}")
-            print(f"{r['kid']}  {r['alg']}  created {r['create_time']}  {state}")
+            times = [f"created {r['create_time']}", f"activates {r['activate_time']}"]
+            if r["retire_time"]:
+                times.append(f"retires {r['retire_time']}")
+            if r["expire_time"]:
+                times.append(f"in the JWKS until {r['expire_time']}")
+            print(f"{r['kid']}  {r['alg']}  {r['phase']:<7}  {'  '.join(times)}")
     return 0
 
 
@@ -165,34 +205,37 @@ def _rfc3339(us: int | None) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(us // 1_000_000))
 
 
-def _key_json(k: Any) -> dict[str, Any]:
+def _key_json(k: Any, now: int) -> dict[str, Any]:
+    phase = k.phase(now)
     return {
         "kid": k.kid,
         "alg": k.alg,
-        "current": k.retire_time is None,
+        "phase": phase,  # pending (published, not signing yet), active, retired
+        "current": phase == "active",  # signs new tokens
         "create_time": _rfc3339(k.create_time),
+        "activate_time": _rfc3339(k.activate_time),
         "retire_time": _rfc3339(k.retire_time),
         "expire_time": _rfc3339(k.expire_time),
+        "max_token_lifetime": k.max_token_lifetime,
     }
 
 
-def _print_first_steps(app: App) -> None:
+def _print_first_steps(db: Database, port: int, http_port: int | None) -> None:
     """On a database without users: bootstrap an admin and say how to use it (stderr)."""
     from accounts_grpc.services.bootstrap import bootstrap, has_users
 
-    if has_users(app.db):
+    if has_users(db):
         print("accounts-grpc: the database has users already; `accounts-grpc bootstrap` "
               "makes another admin machine user", file=sys.stderr, flush=True)
         return
-    r = bootstrap(app.db)
-    port = app.grpc_port
+    r = bootstrap(db)
     creds = json.dumps({"client_id": r.client_id, "client_secret": r.client_secret})
     grpcurl = ".venv/bin/grpcurl -plaintext"
     rest = ""
-    if app.http_port is not None:
+    if http_port is not None:
         rest = f"""
 or over REST (RFC 6749 client credentials):
-  curl -s localhost:{app.http_port}/v1/token -d grant_type=client_credentials \\
+  curl -s localhost:{http_port}/v1/token -d grant_type=client_credentials \\
        -d client_id={r.client_id} -d client_secret={r.client_secret}
 """
     print(

@@ -54,6 +54,12 @@ class Settings:
         8, "streams open at once from one client address; past that: RESOURCE_EXHAUSTED"
     )
     shutdown_grace: float = _opt(10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
+    processes: int = _opt(
+        0,
+        "serving processes: 1 serves in this process; more run that many worker processes "
+        "sharing the ports (SO_REUSEPORT) under a supervisor; 0: one per core this process "
+        "may use",
+    )
     issuer: str = _opt("accounts-grpc", "JWT iss claim, checked on every token")
     audience: str = _opt("accounts-grpc", "JWT aud claim, checked on every token")
     token_lifetime: int = _opt(86400, "lifetime of a CreateToken JWT, seconds")
@@ -74,13 +80,25 @@ class Settings:
     key_encryption_key: str = _opt(
         "",
         "key-encryption key for the signing keys (urlsafe base64, 32 bytes); "
-        "empty: read or create --key-encryption-key-file",
+        "empty: read --key-encryption-key-file (created when missing)",
     )
     key_encryption_key_file: str = _opt(
-        "", "file holding the key-encryption key (default: accounts.kek beside the SQLite file)"
+        "",
+        "file holding the key-encryption key (SQLite default: accounts.kek beside the database "
+        "file, generated when missing; PostgreSQL has no default: set this or "
+        "--key-encryption-key, the same on every server)",
     )
     jwt_cache_size: int = _opt(10000, "verified JWTs kept in memory (by raw token, up to exp)")
     jwt_cache_ttl: float = _opt(30.0, "seconds a verified JWT's signature check is reused")
+    key_cache_seconds: float = _opt(
+        60.0,
+        "seconds a server reuses the signing keys it read from the database before reading "
+        "them again (a rotation publishes the new key at least this long, plus "
+        "--jwks-max-age, before any server signs with it)",
+    )
+    jwks_max_age: int = _opt(
+        30, "Cache-Control max-age of the JWKS (/.well-known/jwks.json), seconds"
+    )
     auth_max_failures: int = _opt(
         10, "failed client-credential attempts per client id or address before 429"
     )
@@ -127,6 +145,15 @@ class Settings:
         """Never more than the workers: a call admitted beyond them would queue for a
         thread that an open stream may hold for ever (a hang, not RESOURCE_EXHAUSTED)."""
         return min(self.grpc_max_concurrent_rpcs or self.grpc_workers, self.grpc_workers)
+
+    def process_count(self) -> int:
+        """``processes`` resolved: 0 is the number of cores this process may run on."""
+        if self.processes:
+            return self.processes
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
 
     @property
     def is_sqlite(self) -> bool:
@@ -214,6 +241,7 @@ def _problems(s: Settings) -> Iterator[str]:
     yield from need(s.grpc_max_streams >= 1, "grpc_max_streams", "at least 1")
     yield from need(s.grpc_max_streams_per_peer >= 1, "grpc_max_streams_per_peer", "at least 1")
     yield from need(s.shutdown_grace >= 0, "shutdown_grace", ">= 0")
+    yield from need(s.processes >= 0, "processes", ">= 0 (0: one per core)")
     yield from need(bool(s.issuer), "issuer", "set")
     yield from need(bool(s.audience), "audience", "set")
     # expires_in is an int32 on the wire
@@ -224,6 +252,9 @@ def _problems(s: Settings) -> Iterator[str]:
     yield from need(s.signing_alg in ("RS256", "ES256"), "signing_alg", "RS256 or ES256")
     yield from need(s.jwt_cache_size >= 0, "jwt_cache_size", ">= 0")
     yield from need(s.jwt_cache_ttl >= 0, "jwt_cache_ttl", ">= 0")
+    yield from need(0 < s.key_cache_seconds <= 3600, "key_cache_seconds",
+                    "more than 0 and at most 3600 seconds")
+    yield from need(0 <= s.jwks_max_age <= 3600, "jwks_max_age", "between 0 and 3600 seconds")
     yield from need(s.auth_max_failures >= 0, "auth_max_failures", ">= 0 (0: no limit)")
     yield from need(s.auth_failure_window >= 1, "auth_failure_window", "at least 1 second")
     yield from need(s.auth_block_seconds >= 1, "auth_block_seconds", "at least 1 second")

@@ -5,6 +5,11 @@ code, the duration and the caller's user id; metadata and messages are not logge
 As a second line of defence every formatted line, tracebacks included, passes through
 ``redact``, which masks anything shaped like one of our credentials: client secrets
 (``cs_...``), session tokens (``st_...``), JWTs and ``Bearer`` values.
+
+Under a supervisor (``serve --processes N``) the workers write to the supervisor's
+stderr, so there is one stream; each line names its process: ``worker=2`` (JSON:
+``"worker": 2``) or ``supervisor`` (JSON: ``"supervisor": true``). A single process
+writes its lines as before, naming no process.
 """
 
 from __future__ import annotations
@@ -43,13 +48,18 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, process: dict[str, object] | None = None) -> None:
+        super().__init__()
+        self._process = process or {}
+
     def format(self, record: logging.LogRecord) -> str:
-        out = {
+        out: dict[str, object] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **self._process,
         }
         for k in _EXTRA:
             if hasattr(record, k):
@@ -59,12 +69,19 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(out))
 
 
-def setup(level: str = "INFO", json_lines: bool = False) -> None:
+def setup(level: str = "INFO", json_lines: bool = False, *, worker: int | None = None,
+          supervisor: bool = False) -> None:
+    """Log to stderr; ``worker`` (its number) or ``supervisor`` under a supervisor."""
     handler = logging.StreamHandler(sys.stderr)
+    tag, process = "", dict[str, object]()
+    if worker is not None:
+        tag, process = f"worker={worker} ", {"worker": worker}
+    elif supervisor:
+        tag, process = "supervisor ", {"supervisor": True}
     handler.setFormatter(
-        JsonFormatter()
+        JsonFormatter(process)
         if json_lines
-        else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        else TextFormatter(f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -86,21 +86,23 @@ def test_keys_rotate_and_list(tmp_path: Path) -> None:
     with app_on(tmp_path) as channel:
         old_token = token(channel, creds)
 
+    # the new key is published now and signs later (tests/e2e/test_key_rotation.py)
     rotated = json.loads(run("keys", "rotate", "--json", *flags).stdout)
-    assert rotated["kid"] != only["kid"] and rotated["current"]
+    assert rotated["kid"] != only["kid"] and rotated["phase"] == "pending"
     listed = json.loads(run("keys", "list", "--json", *flags).stdout)
     assert [k["kid"] for k in listed] == [rotated["kid"], only["kid"]], "newest first"
     old = listed[1]
-    assert not old["current"] and old["retire_time"] and old["expire_time"]
+    assert old["current"] and old["retire_time"] == rotated["activate_time"]
+    assert old["expire_time"]
     text = run("keys", "list", *flags).stdout
-    assert only["kid"] in text and "retired" in text and "current" in text
+    assert only["kid"] in text and "pending" in text and "active" in text
 
     with app_on(tmp_path) as channel:  # a server started after the rotation
         stub = session_service_pb2_grpc.SessionServiceStub(channel)
         kids = [k.kid for k in stub.GetJwks(spb.GetJwksRequest(), timeout=10).keys]
         assert kids == [rotated["kid"], only["kid"]]
         new_token = token(channel, creds)
-        assert jwt.get_unverified_header(new_token)["kid"] == rotated["kid"]
+        assert jwt.get_unverified_header(new_token)["kid"] == only["kid"], "until activation"
         users = user_service_pb2_grpc.UserServiceStub(channel)
         for t in (old_token, new_token):
             users.GetMe(user_service_pb2.GetMeRequest(), metadata=support.bearer(t), timeout=10)

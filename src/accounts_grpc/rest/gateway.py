@@ -70,6 +70,7 @@ METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 FORWARDED = frozenset({b"authorization", b"x-request-id", b"user-agent"})
 GRPC_METADATA = b"grpc-metadata-"
 READY_TIMEOUT = 2.0
+JWKS_RPC = "/accounts.v1.SessionService/GetJwks"
 
 
 class BodyTooLarge(Exception):
@@ -347,7 +348,11 @@ class Gateway:
         payload = json_format.MessageToDict(response, preserving_proto_field_name=False) \
             if hasattr(response, "DESCRIPTOR") else response
         out = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-        await _send(send, 200, [(b"content-type", JSON_TYPE)], out)
+        headers: Headers = [(b"content-type", JSON_TYPE)]
+        if route.rpc == JWKS_RPC:  # verifiers may cache it this long (see auth/keys.py)
+            max_age = self.app.settings.jwks_max_age
+            headers.append((b"cache-control", f"public, max-age={max_age}".encode()))
+        await _send(send, 200, headers, out)
 
     async def _too_large(self, route: Route | None, send: Send, start: float) -> None:
         status = shim_status(
@@ -459,7 +464,8 @@ class Gateway:
     async def _metrics(self, scope: Scope, receive: Receive, send: Send) -> int:
         if not await self._only_get(scope, send):
             return 405
-        await _send(send, 200, [(b"content-type", METRICS_TYPE)], generate_latest(metrics.REGISTRY))
+        body = generate_latest(metrics.scrape_registry())  # every worker's, under a supervisor
+        await _send(send, 200, [(b"content-type", METRICS_TYPE)], body)
         return 200
 
     async def _openapi_json(self, scope: Scope, receive: Receive, send: Send) -> int:

@@ -161,10 +161,14 @@ class _Refused(Exception):
     """Stops httptools' parse of a refused request (it becomes HttpParserError)."""
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; ``reuse_port``: shared with the other workers of
+    ``serve --processes N`` through SO_REUSEPORT (the kernel spreads connections)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET6 and host in ("::", "[::]"):
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual stack
     try:
@@ -182,7 +186,7 @@ class HttpServer:
         from accounts_grpc.rest.gateway import create_http_app
 
         settings = app.settings
-        self._sock = _bind(settings.bind_host, settings.http_port)
+        self._sock = _bind(settings.bind_host, settings.http_port, reuse_port=app.reuse_port)
         self.port: int = self._sock.getsockname()[1]
         self.gateway = create_http_app(app)
         protocol = type("HttpProtocol", (GuardedHttpToolsProtocol,), {

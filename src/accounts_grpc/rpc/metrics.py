@@ -1,10 +1,29 @@
-"""Prometheus metrics for every call, gRPC and REST alike (served at /metrics)."""
+"""Prometheus metrics for every call, gRPC and REST alike (served at /metrics).
+
+One process (``serve --processes 1``): the metrics live in ``REGISTRY``, in memory.
+
+Several (``serve --processes N``): prometheus_client's multiprocess mode. The supervisor
+sets ``PROMETHEUS_MULTIPROC_DIR`` to a fresh directory in every worker's environment, so
+the library, imported after, keeps each value in a file of that directory per process;
+whichever worker answers ``/metrics`` reads every worker's files
+(``MultiProcessCollector``) and sums them, dead workers' counts included, so a counter
+never goes back when a worker is restarted. What that mode cannot do (the library's
+docs): no custom collectors, no ``set_function`` gauges, no Info or Enum, and a gauge
+must say how the values of the processes combine (``multiprocess_mode``); the
+supervisor calls ``mark_process_dead`` for an exited worker, which drops its ``live*``
+gauges.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: set by the supervisor before the worker imported prometheus_client (which reads it then)
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -33,6 +52,41 @@ HTTP_REQUESTS = Counter(
     ["path", "status"],
     registry=REGISTRY,
 )
+# Counters and histograms are summed over the processes. Gauges say how:
+PROCESSES = Gauge(
+    "accounts_serving_processes",
+    "Processes serving calls (the live workers under a supervisor; 1 without one).",
+    multiprocess_mode="livesum",  # each live worker adds its 1; an exited one drops out
+    registry=REGISTRY,
+)
+# The one metric that cannot be summed: a start time. Each live worker keeps a series of
+# its own (a ``pid`` label added by the collector), so a restart shows as a new series.
+STARTED = Gauge(
+    "accounts_process_start_time_seconds",
+    "When the serving process started, seconds since the epoch (one series per live "
+    "worker process, labelled pid, under a supervisor).",
+    multiprocess_mode="liveall",
+    registry=REGISTRY,
+)
+
+
+def process_started() -> None:
+    """Count this process among the serving ones (once, as it starts serving)."""
+    PROCESSES.set(1)
+    STARTED.set(time.time())
+
+
+def scrape_registry() -> CollectorRegistry:
+    """What ``/metrics`` serves: this process's registry, or, under a supervisor, every
+    worker's values read from the multiprocess directory (a registry made per scrape, as
+    the library's docs say: the live metrics must not be registered to it)."""
+    if not MULTIPROCESS:
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
 
 
 # ``labels()`` costs tens of microseconds (it validates and locks on every call); the

@@ -222,7 +222,12 @@ class GrpcServer:
         servicers: Iterable[tuple[object, object]],
         service_names: Iterable[str],
         extra_handlers: Iterable[grpc.GenericRpcHandler] = (),
+        *,
+        reuse_port: bool = False,
     ) -> None:
+        """``reuse_port``: listen with SO_REUSEPORT, sharing the port with the other
+        workers of ``serve --processes N`` (the kernel spreads new connections over
+        them); off for a single process, so that a port in use is an error, not shared."""
         self._settings = settings
         workers = settings.max_concurrent_rpcs
         self.lanes = Lanes(
@@ -243,7 +248,7 @@ class GrpcServer:
             interceptors=[PipelineInterceptor(pipeline, self.lanes)],
             maximum_concurrent_rpcs=backstop,
             options=[
-                ("grpc.so_reuseport", 0),
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],

@@ -2,20 +2,27 @@
 
 SQLite: WAL journal, foreign keys on, a busy timeout, and write transactions opened
 with ``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of failing
-half-way with "database is locked". PostgreSQL: psycopg 3, READ COMMITTED; writes
-that must not lose an update use a conditional ``UPDATE ... WHERE etag = :old``.
+half-way with "database is locked". Writers queue before that, on ``WriteLock``: a
+thread lock within the process, then an exclusive ``flock`` on ``<db>.write-lock``
+across processes (``serve --processes N``), so they wait in the kernel, woken at once,
+rather than in SQLite's busy handler, which sleeps and polls. PostgreSQL: psycopg 3,
+READ COMMITTED; writes that must not lose an update use a conditional
+``UPDATE ... WHERE etag = :old``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import importlib.util
 import json
+import os
 import sys
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,6 +168,59 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if opts.get(_WRITE, False) else "BEGIN")
 
 
+class WriteLock:
+    """SQLite's one-writer-at-a-time, as a queue: writers of this process wait on a
+    thread lock, then (for a database file) on an exclusive ``flock`` of
+    ``<db>.write-lock`` beside it, which writers of every other process take too.
+
+    Both waits block in the kernel and wake as soon as the holder lets go; SQLite's own
+    busy handler, which writers of other processes met before, sleeps in steps of up to
+    100 ms. The thread lock comes first because ``flock`` locks belong to the open file,
+    which the threads of a process share: it would not keep them apart. Another program
+    writing the database without this lock still meets the busy timeout, as before.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._thread = threading.Lock()
+        self._fd: int | None = None
+        if path is not None:
+            lock_path = path.with_name(path.name + ".write-lock")
+            self._fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            # open for the lock's whole life (a Database may be used after dispose())
+            weakref.finalize(self, os.close, self._fd)
+
+    def acquire(self, blocking: bool = True) -> bool:
+        if not self._thread.acquire(blocking):
+            return False
+        if self._fd is None:
+            return True
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._thread.release()
+            return False
+        except BaseException:
+            self._thread.release()
+            raise
+        return True
+
+    def release(self) -> None:
+        try:
+            if self._fd is not None:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            self._thread.release()
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite URL (None for ``:memory:`` or another database)."""
+    url = normalize_url(url)
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split(":///", 1)[1].split("?", 1)[0] if ":///" in url else ""
+    return Path(path) if path and path != ":memory:" else None
+
+
 class UnitOfWork:
     """One database transaction. Use as ``with db.write() as uow: ...; uow.commit()``.
 
@@ -170,7 +230,7 @@ class UnitOfWork:
     """
 
     def __init__(
-        self, engine: Engine, *, write: bool, write_lock: threading.Lock | None = None
+        self, engine: Engine, *, write: bool, write_lock: WriteLock | None = None
     ) -> None:
         self._engine = engine
         self._write = write
@@ -237,10 +297,10 @@ class Database:
         self.url = normalize_url(url)
         self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=max_overflow)
         self._sticky = self.engine.dialect.name == "sqlite"
-        # SQLite has one writer at a time. Writers of this process queue on this lock
-        # (woken at once) rather than in SQLite's busy handler, which sleeps in steps of
-        # up to 100 ms; writers of other processes still meet the busy timeout.
-        self._write_lock = threading.Lock() if self._sticky else None
+        # SQLite has one writer at a time. Writers of every serving process queue on
+        # this lock (woken at once) rather than in SQLite's busy handler, which sleeps
+        # in steps of up to 100 ms.
+        self._write_lock = WriteLock(sqlite_file(self.url)) if self._sticky else None
         self._local = threading.local()
         self._sticky_conns: list[Connection] = []
 
@@ -296,9 +356,10 @@ class Database:
     def opportunistic_write(self, conn: Connection) -> Iterator[bool]:
         """A short best-effort write on a ``single_read`` connection (activity times).
 
-        Yields False, and writes nothing, when this process's SQLite writer lock is
-        taken: a caller that only records activity skips it rather than wait behind a
-        writer (a later call records it). Otherwise yields True inside a transaction.
+        Yields False, and writes nothing, when the SQLite writer lock is taken, by a
+        thread of this process or by another process: a caller that only records
+        activity skips it rather than wait behind a writer (a later call records it).
+        Otherwise yields True inside a transaction.
         """
         lock = self._write_lock
         if lock is not None and not lock.acquire(blocking=False):
