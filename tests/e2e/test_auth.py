@@ -345,7 +345,9 @@ def test_key_rotation(backend: str, tmp_path: Path) -> None:
         old_kid = jwt.get_unverified_header(old_token)["kid"]
         assert get_me(srv, old_token).user.id == u.id
 
-        new_key = srv.app.keys.rotate()  # what `accounts-grpc keys rotate` does
+        # what `accounts-grpc keys rotate` does, but switching at once (the phases:
+        # tests/e2e/test_key_rotation.py)
+        new_key = srv.app.keys.rotate(activate_in=0)
         assert new_key.kid != old_kid
 
         new_token = token_for(srv, u)

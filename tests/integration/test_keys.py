@@ -104,7 +104,7 @@ def test_rotation(db: Database, settings: Settings) -> None:
     assert b.ensure_key().kid == old.kid
     old_token = JwtService(a, settings).issue(user_id="u", account_id="acc", roles=[],
                                               kind="MACHINE").token
-    new = a.rotate()
+    new = a.rotate(activate_in=0)  # at once; the phases: tests/e2e/test_key_rotation.py
     assert new.kid != old.kid and new.private_key is not None
 
     retired = {r.kid: r for r in rows(db)}[old.kid]
@@ -139,7 +139,7 @@ def test_a_key_rotated_elsewhere_verifies_immediately(db: Database, settings: Se
     here, elsewhere = store(db, settings), store(db, settings)
     here.ensure_key()
     time.sleep(1.05)  # unknown-kid reloads are rate limited to one a second
-    rotated = elsewhere.rotate()
+    rotated = elsewhere.rotate(activate_in=0)
     token = JwtService(elsewhere, settings).issue(user_id="u", account_id="acc", roles=[],
                                                   kind="MACHINE").token
     assert jwt.get_unverified_header(token)["kid"] == rotated.kid

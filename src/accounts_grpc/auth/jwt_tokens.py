@@ -1,6 +1,7 @@
 """JWT access tokens: issue, and verify with the algorithm pinned to the key's own.
 
-Verification rejects, as UNAUTHENTICATED: a malformed token, an unknown ``kid``, an
+Verification rejects, as UNAUTHENTICATED: a malformed token, an unknown ``kid`` (one
+the KeyStore does not have even after re-reading the keys: keys.py), an
 ``alg`` other than the key's (so ``none`` and HS256-signed-with-the-public-key fail
 before any signature check), a bad signature, a wrong ``iss`` or ``aud``, an ``exp`` in
 the past, an ``iat`` in the future, and missing required claims. Verified tokens are
@@ -81,6 +82,8 @@ class JwtService:
         key = self._keys.signing_key()
         now = int(time.time())
         lifetime = lifetime or self._settings.token_lifetime
+        if lifetime > self._settings.token_lifetime:  # the key must outlive this token too
+            self._keys.record_lifetime(key, lifetime)
         claims: dict[str, Any] = {
             "iss": self._settings.issuer,
             "sub": user_id,

@@ -1,18 +1,42 @@
 """Signing keys: asymmetric, with a ``kid``, shared by every server on the same database.
 
 The private halves are stored encrypted (Fernet) with a key-encryption key (KEK) from
-the configuration; by default a generated file beside the SQLite database. Every
-server that shares a database must share its KEK.
+the configuration. SQLite: by default a file generated beside the database. PostgreSQL
+(servers on several hosts share the database) has no default: ``--key-encryption-key``
+or an explicitly named ``--key-encryption-key-file``, else the process exits saying so
+(a key generated on one disk would not be the other servers'). Every server that shares
+a database must share its KEK.
 
-Each process caches the keys it has read. The *signing* key is re-read at most every
-``refresh_seconds`` (so after ``keys rotate`` another server may sign with the previous
-key for that long, which is harmless: the previous key stays in the JWKS and verifies
-until its last token expires). A token with a kid this process has not seen makes it
-re-read the table at once (at most once a second), so a key rotated elsewhere verifies
-immediately.
+Phases. A key is *pending* from its creation until its ``activate_time``: it is in the
+JWKS and verifies, but nobody signs with it. Then it is *active* (it signs) until its
+``retire_time``, which is the next key's ``activate_time``; then *retired*: it verifies
+and stays in the JWKS until its ``expire_time``, and is gone after that.
 
-A retired key stays in the JWKS (and verifies) for one token lifetime plus a margin
-that covers that refresh lag, the verifier's clock leeway and some clock skew.
+``keys rotate`` (``KeyStore.rotate``) inserts the new key pending, with ``activate_time
+= now + publish lead``, and sets the current key's ``retire_time`` to that same instant,
+in one transaction. The lead is the longest ``key_cache_seconds + jwks_max_age`` of the
+servers (recorded on the keys, below; and the rotating process's own) plus
+``PUBLISH_MARGIN_SECONDS``: by then every server has re-read the table (so its JWKS
+lists the new key and it knows when to switch), and every JWKS cache that honours the
+``Cache-Control: max-age`` has fetched it again. Each server switches at
+``activate_time``, from the keys it has already read: no re-read at that instant, so
+the servers switch within their clock skew of each other, and no verifier meets a kid
+its JWKS lacks. With the defaults (60 s + 30 s + 10 s) a rotation completes within
+100 seconds.
+
+Lifetimes. Before a server first signs with a key it records its token lifetime and its
+key cache + JWKS max-age on the key's row (``max_token_lifetime``,
+``max_cache_seconds``: raised, never lowered; once per process and key, normally when
+it first reads the pending key). A retired key expires at ``retire_time +
+max_token_lifetime + max_cache_seconds + EXPIRY_MARGIN_SECONDS``, computed by whichever
+comes later, the rotation or a server's record; so the old key outlives the last token
+of the longest-lived server, whatever the rotating process's own settings.
+
+Reading. Each process caches the keys it read and re-reads them when they are older
+than ``key_cache_seconds`` (when it next signs or serves the JWKS). A token with a kid
+it has not read makes it re-read the table: callers arriving while a re-read runs wait
+for it and take its answer; a new re-read for an unknown kid starts at most once a
+second (``MISS_RELOAD_INTERVAL``), so random kids cannot hammer the database.
 """
 
 from __future__ import annotations
@@ -20,6 +44,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import threading
 import time
@@ -40,12 +65,28 @@ from accounts_grpc.store.tables import signing_keys
 log = logging.getLogger(__name__)
 
 SUPPORTED_ALGS = ("RS256", "ES256")
-#: seconds a retired key outlives the last token it may have signed (see module doc)
-EXPIRY_MARGIN_SECONDS = 90
+#: seconds the publish lead adds to the servers' key cache + JWKS max-age: the time a
+#: re-read takes, and clock skew between the servers (see module doc)
+PUBLISH_MARGIN_SECONDS = 10
+#: seconds a retired key outlives its last token beyond the servers' caches: the
+#: verifiers' clock leeway (ours is 30 s) and clock skew (see module doc)
+EXPIRY_MARGIN_SECONDS = 60
+#: an unknown kid starts a re-read of the table at most this often (seconds)
+MISS_RELOAD_INTERVAL = 1.0
+
+PENDING, ACTIVE, RETIRED = "pending", "active", "retired"
+
+NO_KEK = (
+    "accounts-grpc: PostgreSQL needs an explicit key-encryption key, the same on every "
+    "server: set --key-encryption-key (ACCOUNTS_KEY_ENCRYPTION_KEY) or "
+    "--key-encryption-key-file (ACCOUNTS_KEY_ENCRYPTION_KEY_FILE); nothing was created "
+    "(make one with: python -c 'from cryptography.fernet import Fernet; "
+    "print(Fernet.generate_key().decode())')"
+)
 
 
 class KeyDecryptionError(RuntimeError):
-    """The key-encryption key does not decrypt the current signing key."""
+    """The key-encryption key does not decrypt a key that signs, or will."""
 
 
 def _fernet(key: bytes, where: str) -> Fernet:
@@ -58,9 +99,18 @@ def _fernet(key: bytes, where: str) -> Fernet:
 
 
 def load_kek(settings: Settings, *, create: bool = True) -> Fernet:
-    """The key-encryption key: from the setting, else the file (created when missing)."""
+    """The key-encryption key: from the setting, else from the file.
+
+    SQLite: the file defaults to ``accounts.kek`` beside the database and is generated
+    when missing. PostgreSQL: there is no default file; without the setting or an
+    explicitly named file this exits with a one-line error and creates nothing. A file
+    that is named explicitly but does not exist yet is generated (``create``), on
+    PostgreSQL with a warning: every server on the database needs a copy of it.
+    """
     if settings.key_encryption_key:
         return _fernet(settings.key_encryption_key.encode(), "ACCOUNTS_KEY_ENCRYPTION_KEY")
+    if not settings.is_sqlite and not settings.key_encryption_key_file:
+        raise SystemExit(NO_KEK)
     path = settings.kek_path()
     if path.exists():
         return _fernet(path.read_bytes().strip(), str(path))
@@ -71,7 +121,11 @@ def load_kek(settings: Settings, *, create: bool = True) -> Fernet:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(key + b"\n")
-    log.info("created a new key-encryption key at %s", path)
+    if settings.is_sqlite:
+        log.info("created a new key-encryption key at %s", path)
+    else:
+        log.warning("created a new key-encryption key at %s: every server on this database "
+                    "needs this same key (copy the file, or pass --key-encryption-key)", path)
     return Fernet(key)
 
 
@@ -85,6 +139,18 @@ class SigningKey:
     create_time: int
     retire_time: int | None
     expire_time: int | None
+    activate_time: int = 0
+    max_token_lifetime: int = 0
+    max_cache_seconds: int = 0
+
+    def may_sign(self, now: int) -> bool:
+        """Pending or active at ``now`` (microseconds)."""
+        return self.retire_time is None or self.retire_time > now
+
+    def phase(self, now: int) -> str:
+        if self.activate_time > now:
+            return PENDING
+        return ACTIVE if self.may_sign(now) else RETIRED
 
 
 def _generate(alg: str) -> Any:
@@ -108,99 +174,214 @@ def _new_kid() -> str:
     return day + "-" + base64.urlsafe_b64encode(os.urandom(6)).decode()
 
 
+def _expiry(retire_time: Any, lifetime: Any, cache: Any) -> Any:
+    """SQL: when a key retired at ``retire_time`` leaves the JWKS (see module doc)."""
+    seconds = sa.cast(lifetime, sa.BigInteger) + cache + EXPIRY_MARGIN_SECONDS
+    return retire_time + seconds * 1_000_000
+
+
+def _record_stmt(kid: str, lifetime: int, cache: int) -> sa.Update:
+    """Raise the key's max_token_lifetime and max_cache_seconds to these (never lower
+    them), and a retired key's expire_time with them."""
+    c = signing_keys.c
+    new_lifetime = sa.case((c.max_token_lifetime < lifetime, lifetime),
+                           else_=c.max_token_lifetime)
+    new_cache = sa.case((c.max_cache_seconds < cache, cache), else_=c.max_cache_seconds)
+    computed = _expiry(c.retire_time, new_lifetime, new_cache)
+    new_expire = sa.case(
+        (c.retire_time.is_(None), c.expire_time),
+        (c.expire_time >= computed, c.expire_time),
+        else_=computed,
+    )
+    return (signing_keys.update().where(c.kid == kid)
+            .values(max_token_lifetime=new_lifetime, max_cache_seconds=new_cache,
+                    expire_time=new_expire))
+
+
+def _rfc3339(us: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(us // 1_000_000))
+
+
 class KeyStore:
-    """Reads, creates and rotates signing keys; caches them per process (see module doc)."""
+    """Reads, creates and rotates signing keys; caches them per process (see module doc).
+
+    ``refresh_seconds`` (default: the ``key_cache_seconds`` setting) is how long the keys
+    read are reused."""
 
     def __init__(
-        self, db: Database, kek: Fernet, settings: Settings, refresh_seconds: float = 60.0
+        self, db: Database, kek: Fernet, settings: Settings,
+        refresh_seconds: float | None = None,
     ) -> None:
         self._db = db
         self._kek = kek
         self._settings = settings
-        self._refresh = refresh_seconds
-        self._lock = threading.Lock()
+        self._refresh = settings.key_cache_seconds if refresh_seconds is None \
+            else refresh_seconds
+        #: what this process records as its key cache + JWKS max-age (whole seconds)
+        self._cache_seconds = math.ceil(self._refresh + settings.jwks_max_age)
+        self._lock = threading.Lock()  # held by every re-read and every write
         self._keys: dict[str, SigningKey] = {}
-        self._current: SigningKey | None = None
-        self._loaded_at = 0.0
-        self._last_miss_reload = 0.0
+        self._private: dict[str, Any | None] = {}  # kid -> decrypted (None: failed)
+        self._loaded_at = -math.inf  # monotonic, when the last re-read finished
+        self._load_started = -math.inf  # monotonic, when it started
+        self._miss_reload_at = -math.inf  # monotonic, the last re-read for an unknown kid
+        self._signer = False  # this process signs: it records its lifetime on the keys
+        self._recorded: dict[str, int] = {}  # kid -> the lifetime recorded on it
+        self._signing_kid: str | None = None
 
     # -- reading ---------------------------------------------------------------------------
     def _load(self) -> None:
+        """Re-read the table (the lock held)."""
+        started = time.monotonic()
         now = now_us()
+        c = signing_keys.c
         with self._db.connect() as conn:
             rows = conn.execute(
-                sa.select(signing_keys).where(
-                    sa.or_(signing_keys.c.expire_time.is_(None), signing_keys.c.expire_time > now)
-                ).order_by(signing_keys.c.create_time.desc(), signing_keys.c.kid)
+                sa.select(signing_keys)
+                .where(sa.or_(c.expire_time.is_(None), c.expire_time > now))
+                .order_by(c.activate_time.desc(), c.create_time.desc(), c.kid)
             ).all()
         keys: dict[str, SigningKey] = {}
-        current: SigningKey | None = None
+        private_keys: dict[str, Any | None] = {}
         for r in rows:
             old = self._keys.get(r.kid)
-            if old is not None and old.retire_time == r.retire_time:
-                key = old
-            else:
-                private = None
-                if r.retire_time is None:
-                    try:
-                        pem = self._kek.decrypt(r.private_key_enc.encode())
-                        private = serialization.load_pem_private_key(pem, password=None)
-                    except InvalidToken:
-                        log.error(
-                            "the key-encryption key does not decrypt signing key %s: every "
-                            "server on one database needs the same key-encryption key", r.kid
-                        )
-                public = jwt.get_algorithm_by_name(r.alg).from_jwk(json.dumps(r.public_jwk))
-                key = SigningKey(r.kid, r.alg, dict(r.public_jwk), public, private,
-                                 r.create_time, r.retire_time, r.expire_time)
+            public = old.public_key if old is not None else \
+                jwt.get_algorithm_by_name(r.alg).from_jwk(json.dumps(r.public_jwk))
+            private = None
+            if r.retire_time is None or r.retire_time > now:  # may sign: decrypt it (once)
+                if r.kid in self._private:
+                    private = self._private[r.kid]
+                else:
+                    private = self._decrypt(r.kid, r.private_key_enc)
+                private_keys[r.kid] = private
+            key = SigningKey(r.kid, r.alg, dict(r.public_jwk), public, private, r.create_time,
+                             r.retire_time, r.expire_time, r.activate_time,
+                             r.max_token_lifetime, r.max_cache_seconds)
+            if old is None and key.activate_time > now and self._signer:
+                log.info("signing key %s is published; it signs from %s",
+                         key.kid, _rfc3339(key.activate_time))
             keys[key.kid] = key
-            if current is None and key.retire_time is None:
-                current = key
         self._keys = keys
-        self._current = current
+        self._private = private_keys  # a retired key's private half is forgotten
+        self._load_started = started
         self._loaded_at = time.monotonic()
+        if self._signer:  # record this process's lifetime on what it may sign with
+            try:
+                self._record_locked([k for k in keys.values() if k.may_sign(now)])
+            except sa.exc.SQLAlchemyError:  # signing_key() records it before it signs
+                log.warning("could not record the token lifetime on the signing keys yet",
+                            exc_info=True)
+
+    def _decrypt(self, kid: str, private_key_enc: str) -> Any | None:
+        try:
+            pem = self._kek.decrypt(private_key_enc.encode())
+        except InvalidToken:
+            log.error("the key-encryption key does not decrypt signing key %s: every "
+                      "server on one database needs the same key-encryption key", kid)
+            return None
+        return serialization.load_pem_private_key(pem, password=None)
 
     def refresh(self) -> None:
         with self._lock:
             self._load()
 
     def _stale(self) -> bool:
-        return self._current is None or time.monotonic() - self._loaded_at > self._refresh
+        return not self._keys or time.monotonic() - self._loaded_at > self._refresh
+
+    def _pick(self, now: int) -> SigningKey | None:
+        """The key that signs at ``now``: the latest activated of those not retired; if
+        none has activated yet (clock skew against the first key's maker), the first to."""
+        best: SigningKey | None = None
+        first: SigningKey | None = None
+        for k in self._keys.values():
+            if not k.may_sign(now):
+                continue
+            if k.activate_time <= now:
+                if best is None or k.activate_time > best.activate_time:
+                    best = k
+            elif first is None or k.activate_time < first.activate_time:
+                first = k
+        return best or first
 
     def signing_key(self) -> SigningKey:
-        if self._stale():
+        """The key to sign with now (this process then counts as a signer, see module doc)."""
+        self._signer = True
+        key = None if self._stale() else self._pick(now_us())
+        if key is None:
             with self._lock:
-                if self._stale():  # another thread may have reloaded meanwhile
+                if self._stale() or self._pick(now_us()) is None:
                     self._load()
-                    if self._current is None:
+                    if self._pick(now_us()) is None:
                         self._create_locked(retire_others=False)
                         self._load()
-        current = self._current
-        assert current is not None
-        if current.private_key is None:
+            key = self._pick(now_us())
+        assert key is not None
+        if self._recorded.get(key.kid, -1) < self._settings.token_lifetime:
+            with self._lock:  # normally done when the key was read, before it activated
+                self._record_locked([key])
+        if key.private_key is None:
             raise KeyDecryptionError(
-                f"the key-encryption key does not decrypt the current signing key {current.kid}"
+                f"the key-encryption key does not decrypt the current signing key {key.kid}"
             )
-        return current
+        if key.kid != self._signing_kid:
+            if self._signing_kid is not None:
+                log.info("signing with key %s (was %s)", key.kid, self._signing_kid)
+            self._signing_kid = key.kid
+        return key
+
+    def record_lifetime(self, key: SigningKey, lifetime: int) -> None:
+        """Before signing a token that lives ``lifetime`` seconds (longer than the
+        configured one) with ``key``: record that on the key."""
+        if self._recorded.get(key.kid, -1) < lifetime:
+            with self._lock:
+                self._record_locked([key], lifetime)
+
+    def _record_locked(self, keys: list[SigningKey], lifetime: int = 0) -> None:
+        lifetime = max(lifetime, self._settings.token_lifetime)
+        todo = [k for k in keys if self._recorded.get(k.kid, -1) < lifetime]
+        if not todo:
+            return
+        writes = [k for k in todo if k.max_token_lifetime < lifetime
+                  or k.max_cache_seconds < self._cache_seconds]
+        if writes:
+            with self._db.write() as uow:
+                for k in writes:
+                    uow.conn.execute(_record_stmt(k.kid, lifetime, self._cache_seconds))
+                uow.commit()
+        for k in todo:
+            self._recorded[k.kid] = lifetime
 
     def verification_key(self, kid: str) -> SigningKey | None:
         key = self._keys.get(kid)
-        if key is not None:
-            if key.expire_time is not None and key.expire_time <= now_us():
+        if key is None:
+            key = self._reload_for(kid)
+            if key is None:
                 return None
-            return key
-        mono = time.monotonic()
-        if mono - self._last_miss_reload >= 1.0:  # an unknown kid: maybe rotated elsewhere
-            with self._lock:
-                self._last_miss_reload = mono
-                self._load()
+        if key.expire_time is not None and key.expire_time <= now_us():
+            return None
+        return key
+
+    def _reload_for(self, kid: str) -> SigningKey | None:
+        """An unknown kid: maybe a key made elsewhere since the last re-read."""
+        arrived = time.monotonic()
+        with self._lock:  # a re-read in progress: wait for it, then decide
+            key = self._keys.get(kid)
+            if key is not None or self._load_started >= arrived:
+                return key  # a re-read that began after this call arrived is the answer
+            mono = time.monotonic()
+            if mono - self._miss_reload_at < MISS_RELOAD_INTERVAL:
+                return None
+            self._miss_reload_at = mono
+            self._load()
             return self._keys.get(kid)
-        return None
 
     def jwks(self) -> list[dict[str, Any]]:
-        """The public keys still valid for verification, newest first (RFC 7517 members)."""
-        if time.monotonic() - self._loaded_at > self._refresh or not self._keys:
-            self.refresh()
+        """The public keys that verify (pending, active and retired ones until they
+        expire), newest first (RFC 7517 members)."""
+        if self._stale():
+            with self._lock:
+                if self._stale():
+                    self._load()
         now = now_us()
         return [
             {k: v for k, v in key.public_jwk.items() if k != "key_ops"}
@@ -209,29 +390,57 @@ class KeyStore:
         ]
 
     def list_keys(self) -> list[SigningKey]:
+        """Every key still in the JWKS, newest first, read now."""
         self.refresh()
         return list(self._keys.values())
 
     # -- writing ---------------------------------------------------------------------------
-    def ensure_key(self) -> SigningKey:
-        """At start-up: a usable signing key (made if there is none), or exit saying why."""
+    def ensure_key(self, *, signer: bool = True) -> SigningKey:
+        """At start-up: a usable signing key (made if there is none), or exit saying why.
+
+        ``signer``: this process signs tokens (a server), so it records its token lifetime
+        on the keys; ``keys list`` and ``keys rotate`` pass False. Every key that signs
+        or will must decrypt with this process's key-encryption key."""
         try:
-            return self.signing_key()
+            key: SigningKey | None
+            if signer:
+                key = self.signing_key()
+            else:
+                with self._lock:
+                    self._load()
+                    if self._pick(now_us()) is None:
+                        self._create_locked(retire_others=False)
+                        self._load()
+                key = self._pick(now_us())
+            assert key is not None
+            now = now_us()
+            for k in self._keys.values():
+                if k.may_sign(now) and k.private_key is None:
+                    raise KeyDecryptionError(
+                        f"the key-encryption key does not decrypt the {k.phase(now)} "
+                        f"signing key {k.kid}"
+                    )
+            return key
         except KeyDecryptionError as e:
             raise SystemExit(
                 f"accounts-grpc: {e} (every server on one database needs the same "
                 "key-encryption key: --key-encryption-key or --key-encryption-key-file)"
             ) from None
 
-    def rotate(self) -> SigningKey:
-        """A new current key; the previous ones stop signing and expire after one token lifetime."""
+    def rotate(self, *, activate_in: float | None = None) -> SigningKey:
+        """A new signing key, pending: every server signs with it from now + the publish
+        lead (see module doc), and the current key retires at that instant and leaves the
+        JWKS after the longest token lifetime recorded on it. ``activate_in`` (seconds)
+        replaces the lead: for tests, or a deliberate switch that may make offline
+        verifiers reject tokens for up to a JWKS max-age."""
         with self._lock:
-            self._create_locked(retire_others=True)
+            kid = self._create_locked(retire_others=True, activate_in=activate_in)
+            assert kid is not None
             self._load()
-        assert self._current is not None
-        return self._current
+        return self._keys[kid]
 
-    def _create_locked(self, *, retire_others: bool) -> None:
+    def _create_locked(self, *, retire_others: bool,
+                       activate_in: float | None = None) -> str | None:
         alg = self._settings.signing_alg
         private = _generate(alg)
         kid = _new_kid()
@@ -240,25 +449,47 @@ class KeyStore:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        now = now_us()
-        # the retired keys verify until their last token has expired (see module doc)
-        lifetime_us = int(
-            (self._settings.token_lifetime + self._refresh + EXPIRY_MARGIN_SECONDS) * 1_000_000
-        )
+        c = signing_keys.c
         with self._db.write() as uow:
+            now = now_us()
             if uow.conn.dialect.name == "postgresql":
                 # serialize key creation across servers on one database
                 uow.conn.exec_driver_sql("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
             live = uow.conn.execute(
-                sa.select(signing_keys.c.kid).where(signing_keys.c.retire_time.is_(None))
+                sa.select(c.kid, c.activate_time, c.retire_time, c.max_cache_seconds,
+                          c.private_key_enc)
+                .where(sa.or_(c.expire_time.is_(None), c.expire_time > now))
             ).all()
-            if live and not retire_others:
-                return  # another server created one meanwhile
-            if live:
+            current = [r for r in live if r.retire_time is None]
+            activate = now
+            if not retire_others:
+                if current:
+                    return None  # another server created one meanwhile
+            elif current:
+                for r in current:  # never schedule a key the servers could not decrypt
+                    try:
+                        self._kek.decrypt(r.private_key_enc.encode())
+                    except InvalidToken:
+                        raise KeyDecryptionError(
+                            f"the key-encryption key does not decrypt the current signing "
+                            f"key {r.kid}: a key made with it would not sign anywhere"
+                        ) from None
+                if activate_in is None:
+                    cache = max([self._cache_seconds] + [
+                        r.max_cache_seconds for r in live
+                        if r.retire_time is None or r.retire_time > now
+                    ])
+                    activate = now + (cache + PUBLISH_MARGIN_SECONDS) * 1_000_000
+                else:
+                    activate = now + int(activate_in * 1_000_000)
+                # after any key still pending from an earlier rotation
+                activate = max([activate] + [r.activate_time + 1 for r in live])
                 uow.conn.execute(
                     signing_keys.update()
-                    .where(signing_keys.c.retire_time.is_(None))
-                    .values(retire_time=now, expire_time=now + lifetime_us)
+                    .where(c.retire_time.is_(None))
+                    .values(retire_time=activate,
+                            expire_time=_expiry(sa.literal(activate, sa.BigInteger),
+                                                c.max_token_lifetime, c.max_cache_seconds))
                 )
             uow.conn.execute(
                 signing_keys.insert().values(
@@ -267,12 +498,20 @@ class KeyStore:
                     public_jwk=_public_jwk(kid, alg, private),
                     private_key_enc=self._kek.encrypt(pem).decode(),
                     create_time=now,
+                    activate_time=activate,
                     retire_time=None,
                     expire_time=None,
+                    max_token_lifetime=0,  # raised by each server before it signs with it
+                    max_cache_seconds=0,
                 )
             )
             uow.commit()
-        log.info("created signing key %s (%s)", kid, alg)
+        if activate > now:
+            log.info("created signing key %s (%s), pending: it signs from %s", kid, alg,
+                     _rfc3339(activate))
+        else:
+            log.info("created signing key %s (%s)", kid, alg)
+        return kid
 
 
 def kek_file_hint(path: Path) -> str:
