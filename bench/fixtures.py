@@ -5,8 +5,9 @@ a bench tenant (CreateAccount), a human user H and a machine user M in it (Creat
 partition (CreatePartition) with 16 devices (RegisterDevices), three groups reaching that
 partition with M as a member (CreateUserGroup, AddUserGroupMembers), M's JWT
 (CreateToken), and a session for H (CreateSession). It then walks ListAccounts to the
-page-1,000 token once. Each step that fails (an RPC still UNIMPLEMENTED, say) is recorded
-against what it would have produced, so only the rows that need it are "n/a".
+page-1,000 token once (only when the page-1,000 row is measured). Each step that fails
+(an RPC still UNIMPLEMENTED, say) is recorded against what it would have produced, so
+only the rows that need it are "n/a".
 """
 
 from __future__ import annotations
@@ -74,8 +75,10 @@ class Setup:
         self.log(f"  set-up {name}: ok ({time.perf_counter() - t0:.2f}s)")
 
 
-def run_setup(ctx: dict[str, Any], *, page: int, log: Callable[[str], None]) -> dict[str, str]:
-    """Fill ``ctx`` with tokens and ids; return {ctx key: why it is missing}."""
+def run_setup(ctx: dict[str, Any], *, page: int | None,
+              log: Callable[[str], None]) -> dict[str, str]:
+    """Fill ``ctx`` with tokens and ids; return {ctx key: why it is missing}. ``page``:
+    walk to that page's token (None: no walk)."""
     s = Setup(ctx, log)
     ch = grpc.insecure_channel(ctx["grpc_address"])
     try:
@@ -85,7 +88,7 @@ def run_setup(ctx: dict[str, Any], *, page: int, log: Callable[[str], None]) -> 
     return s.failed
 
 
-def _steps(s: Setup, ch: grpc.Channel, page: int) -> None:
+def _steps(s: Setup, ch: grpc.Channel, page: int | None) -> None:
     ctx = s.ctx
     accts = account_service_pb2_grpc.AccountServiceStub(ch)
     users = user_service_pb2_grpc.UserServiceStub(ch)
@@ -188,6 +191,7 @@ def _steps(s: Setup, ch: grpc.Channel, page: int) -> None:
         pages and keyset tokens only hold the last row's sort key, so stride with pages of
         1,000 first, then 20s; the first row of the page fetched is checked against the
         seeded order, and if the server refuses the stride we walk 20 at a time."""
+        assert page is not None
         target = (page - 1) * rows.PAGE_SIZE  # rows before the page we want
         t0 = time.perf_counter()
         calls = 0
@@ -219,7 +223,10 @@ def _steps(s: Setup, ch: grpc.Channel, page: int) -> None:
               f"{time.perf_counter() - t0:.1f}s; it starts at {first!r}")
         return {"page1000_token": tok, "page_reached": reached}
 
-    s.step(f"ListAccounts walk to page {page}", ("admin_token",), ("page1000_token",), walk)
+    if page is not None:
+        s.step(f"ListAccounts walk to page {page}", ("admin_token",), ("page1000_token",), walk)
+    else:
+        s.failed["page1000_token"] = "not set up"
 
     def filtered() -> dict[str, Any]:
         r = accts.ListAccounts(account_service_pb2.ListAccountsRequest(
@@ -228,3 +235,14 @@ def _steps(s: Setup, ch: grpc.Channel, page: int) -> None:
 
     ctx["filter"] = NEEDLE
     s.step("ListAccounts filter probe", ("admin_token",), ("filter_total",), filtered)
+
+
+def total_size(ctx: dict[str, Any], filtered: bool) -> int:
+    """The ``total_size`` ListAccounts answers for the first page (filtered or not)."""
+    with grpc.insecure_channel(ctx["grpc_address"]) as ch:
+        req = account_service_pb2.ListAccountsRequest(page_size=rows.PAGE_SIZE)
+        if filtered:
+            req.filter = ctx["filter"]
+        r = account_service_pb2_grpc.AccountServiceStub(ch).ListAccounts(
+            req, metadata=rows.bearer(ctx["admin_token"]), timeout=T)
+        return int(r.total_size)

@@ -1,7 +1,10 @@
 """Server processes for the bench: free loopback ports, start, wait until ready, CPU time, kill.
 
 Every child is started with PR_SET_PDEATHSIG (Linux), so even a SIGKILLed bench leaves no
-server behind; the normal path stops them in ``finally`` (SIGTERM, then SIGKILL).
+server behind; the normal path stops them in ``finally`` (SIGTERM, then SIGKILL), and
+a server's own children (``serve --processes N`` workers) that outlive it are killed too.
+CPU time and context switches are summed over a server's whole process tree, so a
+supervisor with N workers counts as one server.
 """
 
 from __future__ import annotations
@@ -36,11 +39,71 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name (field 3, the state, is item 0)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a whole process (all its threads) so far."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+
+
+def _all_pids() -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def descendants(pid: int) -> list[int]:
+    """The live processes below ``pid`` (children, their children, ...)."""
+    children: dict[int, list[int]] = {}
+    for p in _all_pids():
+        try:
+            children.setdefault(int(_stat(p)[1]), []).append(p)
+        except (OSError, IndexError, ValueError):
+            continue
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and its live descendants (OSError if ``pid`` is gone)."""
+    total = cpu_seconds(pid)
+    for c in descendants(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(c)
+    return total
+
+
+def tree_context_switches(pid: int) -> int:
+    return context_switches(pid) + sum(context_switches(c) for c in descendants(pid))
+
+
+def pg_backends_cpu(dbname: str) -> dict[int, float]:
+    """{pid: CPU seconds so far} of the PostgreSQL backends connected to ``dbname`` (found
+    by their process title); they serve the server's queries on any core."""
+    out: dict[int, float] = {}
+    for p in _all_pids():
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                title = f.read().replace(b"\0", b" ").decode(errors="replace").split()
+            # "postgres: [CLUSTER:] USER DBNAME HOST(PORT) STATE" (cluster_name, if set)
+            if title[:1] == ["postgres:"] and dbname in title[1:5]:
+                out[p] = cpu_seconds(p)
+        except OSError:
+            continue
+    return out
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two ``pg_backends_cpu`` samples (a backend that started
+    in between counts from 0; one that ended counts until the first sample)."""
+    return sum(max(0.0, t - before.get(p, 0.0)) for p, t in after.items())
 
 
 def context_switches(pid: int) -> int:
@@ -138,9 +201,18 @@ class Proc:
                                        f"{timeout:.0f}s:\n{self.log_tail()}") from None
                 time.sleep(0.05)
 
+    def kill_now(self) -> None:
+        """SIGKILL the process and its descendants (the watchdog's last resort)."""
+        if self.popen is not None and self.popen.poll() is None:
+            for pid in [*descendants(self.popen.pid), self.popen.pid]:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
     def stop(self, grace: float = 5.0) -> None:
         p = self.popen
+        below: list[tuple[int, str]] = []
         if p is not None and p.poll() is None:
+            below = [(c, _starttime(c)) for c in descendants(p.pid)]
             with contextlib.suppress(ProcessLookupError):
                 p.send_signal(signal.SIGTERM)
             try:
@@ -149,9 +221,39 @@ class Proc:
                 with contextlib.suppress(ProcessLookupError):
                     p.kill()
                 p.wait(5)
+        _reap(below, grace)
         if getattr(self, "_log", None) is not None:
             self._log.close()
             self._log = None  # type: ignore[assignment]
+
+
+def _starttime(pid: int) -> str:
+    """The process's start time (clock ticks since boot) while it runs; "" once it is gone
+    or a zombie."""
+    try:
+        fields = _stat(pid)
+    except (OSError, IndexError):
+        return ""
+    return "" if fields[0] in ("Z", "X") else fields[19]
+
+
+def _reap(procs: list[tuple[int, str]], grace: float) -> None:
+    """SIGTERM, then SIGKILL, whichever of ``procs`` (pid, start time) outlived their parent
+    (the same pid with the same start time: not a reused pid)."""
+    def alive() -> list[int]:
+        return [pid for pid, st in procs if st and _starttime(pid) == st]
+
+    left = alive()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while left and time.monotonic() < deadline:
+            time.sleep(0.05)
+            left = alive()
+        if not left:
+            return
 
 
 def python() -> str:
@@ -179,7 +281,8 @@ class AccountsServer:
 
 def accounts_server(tmp: Path, database_url: str, kek_file: Path, workers: int | None,
                     max_rpcs: int | None = None, extra: list[str] | None = None,
-                    tag: str = "", cpus: set[int] | None = None) -> AccountsServer:
+                    tag: str = "", cpus: set[int] | None = None,
+                    processes: int | None = None) -> AccountsServer:
     grpc_port, http_port = free_port(), free_port()
     argv = [python(), "-m", "accounts_grpc.cli", "serve",
             "--database-url", database_url,
@@ -190,10 +293,31 @@ def accounts_server(tmp: Path, database_url: str, kek_file: Path, workers: int |
         argv += ["--grpc-workers", str(workers)]
     if max_rpcs:
         argv += ["--grpc-max-concurrent-rpcs", str(max_rpcs)]
+    if processes is not None:
+        argv += ["--processes", str(processes)]
     argv += extra or []
     proc = Proc(f"accounts server{tag}", argv, tmp / f"server{tag}.log", cpus=cpus)
     proc.start()
     address = f"{HOST}:{grpc_port}"
-    proc.wait_grpc_ready(address, 60)
-    proc.wait_http_ready(http_port, 20)
+    try:
+        proc.wait_grpc_ready(address, 60)
+        proc.wait_http_ready(http_port, 20)
+    except BaseException:
+        proc.stop()
+        raise
     return AccountsServer(proc, address, http_port)
+
+
+def cli(args: list[str], timeout: float = 120) -> str:
+    """Run ``accounts-grpc ARGS`` (a subprocess); its stdout, or RuntimeError saying why not."""
+    out = subprocess.run([python(), "-m", "accounts_grpc.cli", *args], capture_output=True,
+                         text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    if out.returncode != 0:
+        raise RuntimeError(f"accounts-grpc {args[0]} failed (exit {out.returncode}):\n"
+                           f"{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def serve_flags() -> str:
+    """``accounts-grpc serve --help`` (to see which flags this tree's server has)."""
+    return cli(["serve", "--help"], timeout=60)
