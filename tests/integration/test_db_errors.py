@@ -5,24 +5,14 @@ uses) drops the server's message too (PostgreSQL's DETAIL names key values)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from accounts_grpc.store import migrate
 from accounts_grpc.store.db import Database, db_error, now_us
 from accounts_grpc.store.tables import rate_limits
 
 SECRET = "token-hash-0123456789abcdef"
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    d = Database(db_url)
-    migrate.upgrade(d.engine)
-    yield d
-    d.dispose()
 
 
 def _duplicate(d: Database) -> IntegrityError:

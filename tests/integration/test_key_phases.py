@@ -30,14 +30,6 @@ S = 1_000_000  # microseconds
 
 
 @pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    d = Database(db_url)
-    migrate.upgrade(d.engine)
-    yield d
-    d.dispose()
-
-
-@pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> Settings:
     return Settings(database_url=db_url, key_encryption_key_file=str(tmp_path / "kek"),
                     token_lifetime=600, key_cache_seconds=1, jwks_max_age=1)

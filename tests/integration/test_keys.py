@@ -6,7 +6,6 @@ from __future__ import annotations
 import stat
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -18,17 +17,8 @@ from accounts_grpc.auth.jwt_tokens import JwtService
 from accounts_grpc.auth.keys import KeyStore, load_kek
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.errors import Unauthenticated
-from accounts_grpc.store import migrate
 from accounts_grpc.store.db import Database
 from accounts_grpc.store.tables import signing_keys
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    d = Database(db_url)
-    migrate.upgrade(d.engine)
-    yield d
-    d.dispose()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ from accounts_grpc.domain.errors import AlreadyExists
 from accounts_grpc.store import migrate
 from accounts_grpc.store.db import Database, now_us
 from accounts_grpc.store.tables import include_name, metadata, rate_limits
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    d = Database(db_url)
-    migrate.upgrade(d.engine)
-    yield d
-    d.dispose()
 
 
 def row_count(d: Database, key: str) -> int:
