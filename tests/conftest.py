@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import Server, backends, database_url, running_server
+
+# Servers the tests start as processes drain at once, unless a test says otherwise (the
+# drain delay has its own test, tests/e2e/test_drain.py).
+os.environ.setdefault("ACCOUNTS_DRAIN_DELAY", "0")
 
 
 @pytest.fixture(params=backends(), scope="module")

@@ -67,6 +67,7 @@ def test_settings(db_url: str, tmp: Path, **overrides: Any) -> Settings:
         http_port=0,
         key_encryption_key_file=str(tmp / "test.kek"),
         shutdown_grace=3.0,
+        drain_delay=0.0,  # tests that drain say so
         grpc_workers=48,
         log_level="WARNING",
     )

@@ -50,8 +50,8 @@ class SchemaNotReady(SystemExit):
 
 def open_database(settings: Settings, *, auto_migrate: bool) -> Database:
     """The database, at the current schema: SQLite is migrated on start, PostgreSQL must be."""
-    db = Database(settings.database_url, pool_size=settings.db_pool_size,
-                  max_overflow=settings.grpc_workers)
+    db = Database(settings.database_url, pool_size=settings.pool_size(),
+                  max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout)
     if not migrate.is_current(db.engine):
         if auto_migrate or db.is_sqlite:
             migrate.upgrade(db.engine)
@@ -149,16 +149,24 @@ class App:
             self.db.engine.url.render_as_string(hide_password=True),
         )
 
-    def stop(self, grace: float | None = None) -> None:
-        """Drain: health NOT_SERVING, no new calls, in-flight calls finish within grace.
+    def stop(self, grace: float | None = None, delay: float | None = None) -> None:
+        """Drain without losing a call: first health NOT_SERVING and /readyz 503 while
+        every call is still served, for ``delay`` seconds (``--drain-delay``), so that
+        balancers and round-robin clients move away; then new calls are refused and
+        in-flight calls finish within ``grace``.
 
-        gRPC and HTTP drain at the same time, so the whole stop takes at most about
+        gRPC and HTTP drain at the same time, so the refusing part takes at most about
         ``grace`` seconds (not one grace after the other).
         """
         if self._stopped.is_set():
             return
         grace = self.settings.shutdown_grace if grace is None else grace
+        delay = self.settings.drain_delay if delay is None else delay
         self.draining = True
+        self.grpc.set_serving(False)  # watchers are told now; calls are still served
+        if delay > 0:
+            log.info("not serving: new calls are still taken for %.1fs", delay)
+            time.sleep(delay)
         log.info("draining (grace %.1fs)", grace)
         deadline = time.monotonic() + grace
         grpc_done = self.grpc.begin_stop(grace)

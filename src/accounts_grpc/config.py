@@ -54,6 +54,12 @@ class Settings:
         8, "streams open at once from one client address; past that: RESOURCE_EXHAUSTED"
     )
     shutdown_grace: float = _opt(10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
+    drain_delay: float = _opt(
+        5.0,
+        "seconds a draining server keeps serving after it turns NOT_SERVING (health, "
+        "/readyz), so load balancers and round-robin clients move away before new calls "
+        "are refused; set it to at least your balancer's health-check interval",
+    )
     processes: int = _opt(
         0,
         "serving processes: 1 serves in this process; more run that many worker processes "
@@ -76,7 +82,11 @@ class Settings:
         "seconds between writes of a session's or account's activity time "
         "(activity within this window is not written again)",
     )
-    signing_alg: str = _opt("RS256", "JWT signing algorithm of new keys: RS256 or ES256")
+    signing_alg: str = _opt(
+        "ES256",
+        "JWT signing algorithm of new keys: ES256 (P-256: about 10x faster to sign than "
+        "RS256 here, as fast to verify, shorter tokens) or RS256; a key keeps its own",
+    )
     key_encryption_key: str = _opt(
         "",
         "key-encryption key for the signing keys (urlsafe base64, 32 bytes); "
@@ -125,7 +135,24 @@ class Settings:
     http_idle_timeout: float = _opt(
         75.0, "seconds an idle keep-alive HTTP connection stays open"
     )
-    db_pool_size: int = _opt(8, "database connections kept open per process")
+    db_pool_size: int = _opt(
+        0,
+        "database connections kept open per process, reused by every call; 0: as many as "
+        "threads may use one at once (unary workers + REST workers + 2), at most 16. Size "
+        "PostgreSQL for it: each replica opens at most processes x (db_pool_size + "
+        "db_max_overflow) connections, so N replicas need N x that, plus a margin for "
+        "migrations and tools, within max_connections (PostgreSQL's default: 100)",
+    )
+    db_max_overflow: int = _opt(
+        0,
+        "connections a process may open beyond --db-pool-size under a burst (PostgreSQL); "
+        "they are closed again when returned, so keep this 0 and size the pool instead",
+    )
+    db_pool_timeout: float = _opt(
+        5.0,
+        "seconds a call waits for a free database connection when all are in use; then it "
+        "gets UNAVAILABLE (DATABASE_BUSY, retry in 1 s)",
+    )
     log_level: str = _opt("INFO", "log level: DEBUG, INFO, WARNING, ERROR")
     log_json: bool = _opt(False, "log one JSON object per line instead of text")
 
@@ -145,6 +172,21 @@ class Settings:
         """Never more than the workers: a call admitted beyond them would queue for a
         thread that an open stream may hold for ever (a hang, not RESOURCE_EXHAUSTED)."""
         return min(self.grpc_max_concurrent_rpcs or self.grpc_workers, self.grpc_workers)
+
+    def pool_size(self) -> int:
+        """``db_pool_size`` resolved. 0: the threads of one process that may hold a
+        connection at once (the unary workers, the REST shim's workers, a couple for
+        background work), at most 16: beyond that the calls are bound by the GIL rather
+        than the database, so more connections would only idle (and count against
+        PostgreSQL's max_connections on every process of every replica)."""
+        if self.db_pool_size:
+            return self.db_pool_size
+        rest = self.rest_workers() if self.http_port >= 0 else 0
+        return min(self.max_concurrent_rpcs + rest + 2, 16)
+
+    def rest_workers(self) -> int:
+        """Threads the REST shim runs its calls on."""
+        return max(4, min(32, self.grpc_workers))
 
     def process_count(self) -> int:
         """``processes`` resolved: 0 is the number of cores this process may run on."""
@@ -241,6 +283,7 @@ def _problems(s: Settings) -> Iterator[str]:
     yield from need(s.grpc_max_streams >= 1, "grpc_max_streams", "at least 1")
     yield from need(s.grpc_max_streams_per_peer >= 1, "grpc_max_streams_per_peer", "at least 1")
     yield from need(s.shutdown_grace >= 0, "shutdown_grace", ">= 0")
+    yield from need(s.drain_delay >= 0, "drain_delay", ">= 0")
     yield from need(s.processes >= 0, "processes", ">= 0 (0: one per core)")
     yield from need(bool(s.issuer), "issuer", "set")
     yield from need(bool(s.audience), "audience", "set")
@@ -263,7 +306,9 @@ def _problems(s: Settings) -> Iterator[str]:
     yield from need(s.http_max_headers >= 8, "http_max_headers", "at least 8")
     for name in ("http_header_timeout", "http_body_timeout", "http_idle_timeout"):
         yield from need(getattr(s, name) > 0, name, "more than 0 seconds")
-    yield from need(s.db_pool_size >= 1, "db_pool_size", "at least 1")
+    yield from need(s.db_pool_size >= 0, "db_pool_size", ">= 0 (0: sized from the workers)")
+    yield from need(s.db_max_overflow >= 0, "db_max_overflow", ">= 0")
+    yield from need(s.db_pool_timeout > 0, "db_pool_timeout", "more than 0 seconds")
     yield from need(s.request_id_ttl >= 3600, "request_id_ttl", "at least 3600 (AIP-155)")
     try:
         s.proxy_networks()

@@ -69,7 +69,7 @@ def test_create_token_then_get_me(server: Server, member: UserCreds) -> None:
     assert resp.token_type == "Bearer"
     assert resp.expires_in == 86400
     header = jwt.get_unverified_header(resp.access_token)
-    assert header["alg"] == "RS256"
+    assert header["alg"] == server.app.settings.signing_alg == "ES256"  # the default
     claims = jwt.decode(resp.access_token, options={"verify_signature": False})
     assert {"iss", "sub", "aud", "iat", "exp", "jti", "account_id", "roles", "kind"} <= set(claims)
     assert claims["sub"] == member.id
@@ -91,7 +91,8 @@ def test_jwks_verifies_tokens_offline(server: Server, member: UserCreds) -> None
     as_json = json_format.MessageToDict(jwks, preserving_proto_field_name=True)
     kid = jwt.get_unverified_header(token)["kid"]
     [jwk] = [k for k in as_json["keys"] if k["kid"] == kid]
-    assert jwk["use"] == "sig" and jwk["alg"] == "RS256" and jwk["kty"] == "RSA"
+    assert jwk["use"] == "sig" and jwk["alg"] == "ES256" and jwk["kty"] == "EC"
+    assert jwk["crv"] == "P-256"
     assert "d" not in jwk and "p" not in jwk, "never a private member"
     key = jwt.PyJWK.from_dict(jwk)
     claims = jwt.decode(
@@ -171,13 +172,13 @@ def _hs256_with_public_key(srv: Server, u: UserCreds) -> str:
 
 def _unknown_kid(srv: Server, u: UserCreds) -> str:
     key = srv.app.keys.signing_key()
-    return jwt.encode(claims_for(srv, u), key.private_key, algorithm="RS256",
+    return jwt.encode(claims_for(srv, u), key.private_key, algorithm=key.alg,
                       headers={"kid": "no-such-key"})
 
 
 def _no_kid(srv: Server, u: UserCreds) -> str:
     key = srv.app.keys.signing_key()
-    return jwt.encode(claims_for(srv, u), key.private_key, algorithm="RS256")
+    return jwt.encode(claims_for(srv, u), key.private_key, algorithm=key.alg)
 
 
 def _signed(**changes: Any) -> Callable[[Server, UserCreds], str]:

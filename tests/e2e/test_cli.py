@@ -81,7 +81,7 @@ def test_bootstrap_text(tmp_path: Path) -> None:
 def test_keys_rotate_and_list(tmp_path: Path) -> None:
     flags = db_flags(tmp_path)
     [only] = json.loads(run("keys", "list", "--json", *flags).stdout)
-    assert only["current"] and only["alg"] == "RS256" and only["expire_time"] is None
+    assert only["current"] and only["alg"] == "ES256" and only["expire_time"] is None
     creds = json.loads(run("bootstrap", "--json", *flags).stdout)
     with app_on(tmp_path) as channel:
         old_token = token(channel, creds)

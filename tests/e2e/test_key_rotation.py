@@ -132,7 +132,8 @@ class Load:
                 key = verifier.get_signing_key_from_jwt(token)
                 # with the clock leeway a verifier has (ours: 30 s), as the tokens live
                 # only seconds here and the machine may be busy
-                jwt.decode(token, key.key, algorithms=["RS256"], audience=settings.audience,
+                jwt.decode(token, key.key, algorithms=[settings.signing_alg],
+                           audience=settings.audience,
                            issuer=settings.issuer, leeway=LEEWAY_SECONDS)
             except jwt.PyJWTError as e:
                 self.offline_rejected.append((j, kid, repr(e)))

@@ -380,5 +380,6 @@ def test_introspect_needs_a_caller_and_a_token(server: Server) -> None:
 
 def test_get_jwks_is_public(server: Server) -> None:
     keys = server.stubs.sessions.GetJwks(spb.GetJwksRequest(), timeout=10).keys
-    assert keys and all(k.kid and k.use == "sig" and k.alg == "RS256" and k.n and k.e
-                        for k in keys)
+    assert keys and all(k.kid and k.use == "sig" and (
+        (k.alg == "ES256" and k.kty == "EC" and k.crv == "P-256" and k.x and k.y)
+        or (k.alg == "RS256" and k.kty == "RSA" and k.n and k.e)) for k in keys)

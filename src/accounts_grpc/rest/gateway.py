@@ -160,7 +160,7 @@ class Gateway:
             r.handler = _handler_for(servicer if servicer is not None else object(),
                                      r.method.name, r.rpc)
         self.router = Router(routes)
-        workers = max(4, min(32, app.settings.grpc_workers))
+        workers = app.settings.rest_workers()
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest-worker")
         # admission, as on the gRPC port: calls past the workers queue, up to a bound; past
         # it a request is refused at once on the event loop (503, Retry-After), never queued

@@ -22,8 +22,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
+from google.protobuf import duration_pb2
 from google.protobuf.message import Message
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from sqlalchemy import exc as sa_exc
 
 from accounts_grpc.auth.authenticate import Authenticator
@@ -199,6 +200,14 @@ class Pipeline:
             raise CallFailed(
                 status_for("INVALID_ARGUMENT", "a value of the request cannot be stored",
                            "INVALID_VALUE")
+            ) from None
+        except sa_exc.TimeoutError:  # no pooled connection within db_pool_timeout
+            code = "UNAVAILABLE"
+            errlog.warning("database pool exhausted in %s", method)
+            raise CallFailed(
+                status_for("UNAVAILABLE", "the database is busy; retry later", "DATABASE_BUSY",
+                           extra=[error_details_pb2.RetryInfo(
+                               retry_delay=duration_pb2.Duration(seconds=1))])
             ) from None
         except sa_exc.OperationalError as e:  # the database is down or busy: retryable
             code = "UNAVAILABLE"

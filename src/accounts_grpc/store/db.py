@@ -79,7 +79,8 @@ def normalize_url(url: str) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 8, max_overflow: int = 64, echo: bool = False
+    url: str, *, pool_size: int = 8, max_overflow: int = 0, pool_timeout: float = 5.0,
+    echo: bool = False,
 ) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
@@ -99,9 +100,12 @@ def create_engine(
         )
         _sqlite_setup(engine)
         return engine
+    # PostgreSQL: at most pool_size + max_overflow connections per process (overflow ones
+    # are closed on return, so a burst past the pool reconnects each time); a caller waits
+    # up to pool_timeout for one, then sqlalchemy.exc.TimeoutError (DATABASE_BUSY)
     return sa.create_engine(
         url, echo=echo, hide_parameters=True, pool_size=pool_size, max_overflow=max_overflow,
-        pool_pre_ping=True,
+        pool_timeout=pool_timeout, pool_pre_ping=True,
     )
 
 
@@ -293,9 +297,11 @@ class UnitOfWork:
 class Database:
     """The engine plus factories for units of work."""
 
-    def __init__(self, url: str, *, pool_size: int = 8, max_overflow: int = 64) -> None:
+    def __init__(self, url: str, *, pool_size: int = 8, max_overflow: int = 0,
+                 pool_timeout: float = 5.0) -> None:
         self.url = normalize_url(url)
-        self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=max_overflow)
+        self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=max_overflow,
+                                    pool_timeout=pool_timeout)
         self._sticky = self.engine.dialect.name == "sqlite"
         # SQLite has one writer at a time. Writers of every serving process queue on
         # this lock (woken at once) rather than in SQLite's busy handler, which sleeps
