@@ -29,8 +29,9 @@ What the supervisor does, in order:
    (0.5 s, doubling up to 30 s) while it keeps dying before it serves or within 10 s
    of serving.
 5. SIGTERM or SIGINT: every worker is sent SIGTERM and drains as a single process does
-   (health NOT_SERVING, new calls refused, in-flight calls get ``--shutdown-grace``).
-   The supervisor waits for them (a worker still there ``grace + 10`` s later is
+   (health NOT_SERVING and ``--drain-delay`` of serving, then new calls refused and
+   in-flight calls get ``--shutdown-grace``). The supervisor waits for them (a worker
+   still there ``delay + grace + 10`` s later is
    killed) and exits 0, or 1 if a worker did not exit cleanly. A second SIGTERM or
    SIGINT kills the workers at once (exit 1).
 
@@ -280,7 +281,8 @@ class Supervisor:
             now = time.monotonic()
             if self.stopping:
                 if deadline is None:
-                    deadline = now + self.settings.shutdown_grace + DRAIN_SLACK
+                    deadline = (now + self.settings.drain_delay + self.settings.shutdown_grace
+                                + DRAIN_SLACK)
                 if all(w.proc is None for w in self.workers):
                     log.info("stopped")
                     return 1 if self.failed or self.killing else 0
