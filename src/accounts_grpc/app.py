@@ -163,7 +163,9 @@ class App:
         grace = self.settings.shutdown_grace if grace is None else grace
         delay = self.settings.drain_delay if delay is None else delay
         self.draining = True
-        self.grpc.set_serving(False)  # watchers are told now; calls are still served
+        # every status NOT_SERVING for good (watchers are told once, now); calls are
+        # still served until the delay is over
+        self.grpc.health.enter_graceful_shutdown()
         if delay > 0:
             log.info("not serving: new calls are still taken for %.1fs", delay)
             time.sleep(delay)
