@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
+import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,3 +192,20 @@ def _tenant(http: httpx.Client, tag: str) -> dict[str, list[str]]:
         "order": [order_id],
         "email": [email, f"admin.{email}"],
     }
+
+
+@contextlib.contextmanager
+def seeded_run(http_url: str, admin_token: str, backend: str, seeded: Seeded,
+               tally: Tally) -> Iterator[None]:
+    """A fuzz module's run: two tenants seeded through the public API, the tally reset,
+    and its summary printed at the end."""
+    with httpx.Client(base_url=http_url, timeout=30,
+                      headers={"authorization": f"Bearer {admin_token}"}) as http:
+        seeded.fill(http)
+    tally.reset()
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        print(tally.summary(backend, time.monotonic() - started))
+        seeded.clear()

@@ -16,7 +16,6 @@ many more with a random seed. ``pytest -s`` prints the number of calls per backe
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -311,14 +310,8 @@ def judge(server: Server, m: MethodDescriptor, request: Message | bytes,
 @pytest.fixture(scope="module")
 def fuzz_server(server: Server, backend: str) -> Iterator[Server]:
     """The module's server with two tenants seeded; prints the number of calls at the end."""
-    with httpx.Client(base_url=server.http_url, timeout=30,
-                      headers={"authorization": f"Bearer {server.admin_token}"}) as http:
-        SEEDED.fill(http)
-    TALLY.reset()
-    started = time.monotonic()
-    yield server
-    print(TALLY.summary(backend, time.monotonic() - started))
-    SEEDED.clear()
+    with fuzz_support.seeded_run(server.http_url, server.admin_token, backend, SEEDED, TALLY):
+        yield server
 
 
 SEEDED = fuzz_support.Seeded()

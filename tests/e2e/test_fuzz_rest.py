@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,14 +86,8 @@ def fuzz_server(server: Server, backend: str) -> Iterator[Server]:
     data seeded through the public API; prints the number of cases run at the end."""
     served = httpx.get(f"{server.http_url}/openapi.json", timeout=30).json()
     assert served == DOCUMENT, "GET /openapi.json is not openapi.document()"
-    with httpx.Client(base_url=server.http_url, timeout=30,
-                      headers={"authorization": f"Bearer {server.admin_token}"}) as http:
-        SEEDED.fill(http)
-    TALLY.reset()
-    started = time.monotonic()
-    yield server
-    print(TALLY.summary(backend, time.monotonic() - started))
-    SEEDED.clear()
+    with fuzz_support.seeded_run(server.http_url, server.admin_token, backend, SEEDED, TALLY):
+        yield server
 
 
 # -- the schema -----------------------------------------------------------------------------

@@ -303,6 +303,13 @@ class KeyStore:
                 first = k
         return best or first
 
+    def _reload_or_create_locked(self) -> None:
+        """Re-read the keys; make one if none signs now (another server may have)."""
+        self._load()
+        if self._pick(now_us()) is None:
+            self._create_locked(retire_others=False)
+            self._load()
+
     def signing_key(self) -> SigningKey:
         """The key to sign with now (this process then counts as a signer, see module doc)."""
         self._signer = True
@@ -310,10 +317,7 @@ class KeyStore:
         if key is None:
             with self._lock:
                 if self._stale() or self._pick(now_us()) is None:
-                    self._load()
-                    if self._pick(now_us()) is None:
-                        self._create_locked(retire_others=False)
-                        self._load()
+                    self._reload_or_create_locked()
             key = self._pick(now_us())
         assert key is not None
         if self._recorded.get(key.kid, -1) < self._settings.token_lifetime:
@@ -407,10 +411,7 @@ class KeyStore:
                 key = self.signing_key()
             else:
                 with self._lock:
-                    self._load()
-                    if self._pick(now_us()) is None:
-                        self._create_locked(retire_others=False)
-                        self._load()
+                    self._reload_or_create_locked()
                 key = self._pick(now_us())
             assert key is not None
             now = now_us()

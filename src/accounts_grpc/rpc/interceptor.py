@@ -353,6 +353,14 @@ class PipelineInterceptor(grpc.ServerInterceptor):
             "MALFORMED_REQUEST", {"message_type": message},
         ))
 
+    def _parse(self, parse: Callable[[bytes], Any], raw: bytes, method: str, message: str,
+               context: grpc.ServicerContext) -> Any:
+        """The request parsed, or the call aborted as MALFORMED_REQUEST."""
+        try:
+            return parse(raw)
+        except MALFORMED as e:
+            self._malformed(method, message, e, context)
+
     def _pipeline_unary(self, method: str, handler: grpc.RpcMethodHandler) -> Any:
         inner = handler.unary_unary
         assert inner is not None
@@ -360,10 +368,7 @@ class PipelineInterceptor(grpc.ServerInterceptor):
         parse, message = self._parser(method, handler)
 
         def unary(raw: bytes, context: grpc.ServicerContext) -> Any:
-            try:
-                request = parse(raw)
-            except MALFORMED as e:
-                self._malformed(method, message, e, context)
+            request = self._parse(parse, raw, method, message, context)
             metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
             try:
                 return pipeline.call(
@@ -382,11 +387,7 @@ class PipelineInterceptor(grpc.ServerInterceptor):
         parse, message = self._parser(method, handler)
 
         def unary(raw: bytes, context: grpc.ServicerContext) -> Any:
-            try:
-                request = parse(raw)
-            except MALFORMED as e:
-                self._malformed(method, message, e, context)
-            return inner(request, context)
+            return inner(self._parse(parse, raw, method, message, context), context)
 
         return grpc.unary_unary_rpc_method_handler(
             _on(self._lanes.unary, unary), response_serializer=handler.response_serializer)
