@@ -114,3 +114,53 @@ def test_stopping_one_of_three_replicas_under_load_fails_no_call(
         failed = [r for r in results if r != "OK"]
         assert len(results) > 50, "the load made too few calls to mean anything"
         assert failed == [], f"{len(failed)} of {len(results)} calls failed: {failed[:5]}"
+
+
+@contextlib.contextmanager
+def _writes_blocked(srv: support.Server) -> Iterator[None]:
+    """Every write to the accounts table waits until the block ends: on SQLite the
+    writers' lock file is held, on PostgreSQL the table is locked by another session."""
+    if srv.backend == "sqlite":
+        import fcntl
+        import os
+
+        path = srv.db_url.removeprefix("sqlite:///") + ".write-lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # lets go of the lock
+        return
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(srv.db_url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.exec_driver_sql("LOCK TABLE accounts IN EXCLUSIVE MODE")
+            yield
+    finally:
+        engine.dispose()
+
+
+def test_a_rest_call_cut_at_the_end_of_the_grace_is_503_never_500(
+        backend: str, tmp_path: Path) -> None:
+    with running_server(backend, tmp_path) as srv, _writes_blocked(srv):
+        auth = {"authorization": f"Bearer {srv.admin_token}"}
+        answers: list[httpx.Response] = []
+        call = threading.Thread(target=lambda: answers.append(httpx.post(
+            f"{srv.http_url}/v1/accounts", headers=auth, timeout=20,
+            json={"account": {"name": "cut at shutdown", "email": "cut@example.com"},
+                  "firstUser": {"email": "first@example.com"}})))
+        call.start()
+        time.sleep(0.5)  # the call waits for the database
+        assert not answers, answers[0].text
+        srv.app.stop(grace=0.5, delay=0)
+        call.join(10)
+    assert answers, "the call was answered"
+    r = answers[0]
+    assert r.status_code == 503, r.text
+    body = r.json()
+    assert body["code"] == 14  # UNAVAILABLE
+    assert body["details"][0]["reason"] == "SHUTTING_DOWN"
+    assert "outcome is unknown" in body["message"]

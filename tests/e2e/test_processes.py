@@ -412,7 +412,8 @@ def test_sigterm_drains_every_worker_under_load_then_exits_0(
     unavailable = {"UNAVAILABLE", "CANCELLED", "HTTP 503", "ConnectError",
                    "RemoteProtocolError", "ReadError"}
     assert {o.error for o in before} <= {None, "CANCELLED"}, Counter(o.error for o in before)
-    assert {o.error for o in after} <= {None, *unavailable}, Counter(o.error for o in after)
+    assert {o.error for o in after} <= {None, *unavailable}, (Counter(o.error for o in after),
+                                                              c.log)
     assert any(o.error for o in after), "the load saw the server go away"
     log = c.log
     assert "received SIGTERM: draining 2 workers" in log

@@ -52,12 +52,16 @@ from accounts_grpc.rest.transcode import (
 )
 from accounts_grpc.rpc import metrics, registry
 from accounts_grpc.rpc.pipeline import Admission, CallFailed
-from accounts_grpc.rpc.status import internal_status
+from accounts_grpc.rpc.status import internal_status, status_for
 
 if TYPE_CHECKING:
     from accounts_grpc.app import App
 
 log = logging.getLogger("accounts_grpc.rest")
+
+SHUTTING_DOWN = status_for(
+    "UNAVAILABLE", "the server stopped before the call finished; its outcome is unknown "
+    "(a create with a request_id can be retried safely)", "SHUTTING_DOWN")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -213,6 +217,14 @@ class Gateway:
                 await self._token(match, scope, receive, tracked)
             else:
                 await self._rpc(match, scope, receive, tracked)
+        except asyncio.CancelledError:
+            # The server stopped and this call outlived the grace: the caller is told
+            # UNAVAILABLE (503, retry elsewhere) rather than uvicorn's bare 500. As with a
+            # gRPC call cut at shutdown, its outcome is unknown: a write may still commit.
+            log.warning("%s %s was cut: still running at the end of the shutdown grace",
+                        method, raw_path)
+            if not started:
+                await _send(send, *error_response(SHUTTING_DOWN))
         except Exception:
             # A bug in the shim itself (the pipeline already maps everything it runs):
             # log it, and answer like any INTERNAL error, with nothing of it on the wire.
