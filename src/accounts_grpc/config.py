@@ -110,10 +110,31 @@ class Settings:
         30, "Cache-Control max-age of the JWKS (/.well-known/jwks.json), seconds"
     )
     auth_max_failures: int = _opt(
-        10, "failed client-credential attempts per client id or address before 429"
+        10,
+        "failed client-credential attempts (CreateToken, POST /v1/token) of one client id "
+        "from one address within --auth-failure-window before that client is refused at "
+        "that address (RESOURCE_EXHAUSTED / 429) for --auth-block-seconds; other clients "
+        "there and the same client elsewhere go on. 0 turns the whole attempt limiter off, "
+        "the two bounds below included",
+    )
+    auth_max_failures_per_address: int = _opt(
+        100,
+        "failed attempts from one address, whatever the client ids, before every client at "
+        "that address is refused (stops a scanner trying client ids); many clients may share "
+        "one NAT or pod address, so keep it well above --auth-max-failures. 0: no "
+        "per-address bound",
+    )
+    auth_max_failures_per_client: int = _opt(
+        100,
+        "failed attempts for one client id, from any address, before that client is "
+        "refused at every address (bounds a guesser spread over many addresses; someone "
+        "who knows the client id can trigger this block on purpose, so keep it well above "
+        "--auth-max-failures). 0: no per-client bound",
     )
     auth_failure_window: int = _opt(300, "seconds over which failed attempts are counted")
-    auth_block_seconds: int = _opt(300, "seconds a client id or address is refused after that")
+    auth_block_seconds: int = _opt(
+        300, "seconds a client at an address, an address or a client is refused after that"
+    )
     trusted_proxies: str = _opt(
         "",
         "comma-separated addresses or networks (CIDR) of the proxies in front of the "
@@ -299,6 +320,10 @@ def _problems(s: Settings) -> Iterator[str]:
                     "more than 0 and at most 3600 seconds")
     yield from need(0 <= s.jwks_max_age <= 3600, "jwks_max_age", "between 0 and 3600 seconds")
     yield from need(s.auth_max_failures >= 0, "auth_max_failures", ">= 0 (0: no limit)")
+    yield from need(s.auth_max_failures_per_address >= 0, "auth_max_failures_per_address",
+                    ">= 0 (0: no per-address bound)")
+    yield from need(s.auth_max_failures_per_client >= 0, "auth_max_failures_per_client",
+                    ">= 0 (0: no per-client bound)")
     yield from need(s.auth_failure_window >= 1, "auth_failure_window", "at least 1 second")
     yield from need(s.auth_block_seconds >= 1, "auth_block_seconds", "at least 1 second")
     yield from need(s.http_max_body_bytes >= 1024, "http_max_body_bytes", "at least 1024")

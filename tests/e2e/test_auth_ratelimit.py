@@ -1,9 +1,10 @@
-"""The CreateToken attempt limiter.
+"""The CreateToken attempt limiter: three counters, each bounded on its own (the client
+id at an address, the address, the client id).
 
 End to end through a real channel, every call comes from 127.0.0.1 (the kernel picks
 that source address for any loopback destination, and grpcio cannot bind a client's
-source address), so the end-to-end tests see the two counters move together. Which
-counter blocks what (the client id, or the address) is shown by calling the very same
+source address), so the end-to-end tests see one address. Which counter blocks what (a
+client at an address, an address, a client everywhere) is shown by calling the very same
 use case in process with the call's facts set as the pipeline sets them.
 """
 
@@ -26,10 +27,14 @@ from tests import support
 from tests.e2e.test_auth_helpers import UserCreds, make_account, make_user
 from tests.support import Server, expect_error, running_server
 
-MAX_FAILURES = 3
+MAX_FAILURES = 3  # one client id at one address
+PER_ADDRESS = 6  # one address, any client ids
+PER_CLIENT = 5  # one client id, any addresses
 BLOCK_SECONDS = 2
 LIMITS = dict(
-    auth_max_failures=MAX_FAILURES, auth_failure_window=60, auth_block_seconds=BLOCK_SECONDS
+    auth_max_failures=MAX_FAILURES, auth_max_failures_per_address=PER_ADDRESS,
+    auth_max_failures_per_client=PER_CLIENT, auth_failure_window=60,
+    auth_block_seconds=BLOCK_SECONDS,
 )
 UNAUTH = grpc.StatusCode.UNAUTHENTICATED
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -64,7 +69,7 @@ def fails(srv: Server, client_id: str, secret: str, code: grpc.StatusCode, reaso
 
 def test_repeated_failures_block_even_correct_credentials(limited: Server) -> None:
     good = fresh_user(limited)
-    for _ in range(MAX_FAILURES):  # a guesser trying client ids
+    for _ in range(PER_ADDRESS):  # a guesser trying client ids, from one address
         fails(limited, f"cid_{uuid.uuid4().hex[:24]}", "cs_guess", UNAUTH, "INVALID_CLIENT")
     # refused before the secret is even looked at
     retry = fails(limited, good.client_id, good.client_secret, EXHAUSTED,
@@ -97,7 +102,7 @@ def test_block_ends_after_block_seconds(limited: Server) -> None:
 
 def test_missing_credentials_count_as_failures(limited: Server) -> None:
     u = fresh_user(limited)
-    for _ in range(MAX_FAILURES):
+    for _ in range(PER_ADDRESS):  # no client id: they count on the address
         fails(limited, "", "", UNAUTH, "INVALID_CLIENT")
     fails(limited, u.client_id, u.client_secret, EXHAUSTED, "TOO_MANY_FAILED_ATTEMPTS")
 
@@ -133,9 +138,47 @@ def attempt(srv: Server, address: str, client_id: str, secret: str) -> str:
         reset_call(token)
 
 
-def test_an_address_is_blocked_for_every_client(limited: Server) -> None:
-    good = fresh_user(limited)
+def test_the_pair_bound_blocks_a_client_at_its_address(limited: Server) -> None:
+    stale = fresh_user(limited)
+    for _ in range(MAX_FAILURES):  # a deployment still running with an old secret
+        with pytest.raises(Unauthenticated):
+            attempt(limited, "203.0.113.7", stale.client_id, "cs_stale")
+    with pytest.raises(ResourceExhausted) as e:  # refused before the secret is looked at
+        attempt(limited, "203.0.113.7", stale.client_id, stale.client_secret)
+    assert e.value.reason == "TOO_MANY_FAILED_ATTEMPTS"
+    assert 1 <= e.value.retry_after <= BLOCK_SECONDS
+    assert "this client or address" in str(e.value), "never which counter"
+
+
+def test_a_clients_failures_do_not_block_other_clients_at_its_address(limited: Server) -> None:
+    stale, neighbour = fresh_user(limited), fresh_user(limited)
     for _ in range(MAX_FAILURES):
+        with pytest.raises(Unauthenticated):
+            attempt(limited, "203.0.113.7", stale.client_id, "cs_stale")
+    for _ in range(PER_ADDRESS * 2):  # it keeps retrying: refused, and counted nowhere
+        with pytest.raises(ResourceExhausted):
+            attempt(limited, "203.0.113.7", stale.client_id, "cs_stale")
+    assert attempt(limited, "203.0.113.7", neighbour.client_id, neighbour.client_secret), (
+        "a client's failures block only that client at that address"
+    )
+
+
+def test_a_clients_failures_at_one_address_do_not_block_it_at_another(limited: Server) -> None:
+    u = fresh_user(limited)
+    for _ in range(MAX_FAILURES):
+        with pytest.raises(Unauthenticated):
+            attempt(limited, "203.0.113.7", u.client_id, "cs_stale")
+    with pytest.raises(ResourceExhausted):
+        attempt(limited, "203.0.113.7", u.client_id, u.client_secret)
+    assert MAX_FAILURES < PER_CLIENT
+    assert attempt(limited, "203.0.113.8", u.client_id, u.client_secret), (
+        "below the per-client bound the client is blocked only where it failed"
+    )
+
+
+def test_the_address_bound_blocks_every_client_at_that_address(limited: Server) -> None:
+    good = fresh_user(limited)
+    for _ in range(PER_ADDRESS):  # a scanner: one guess for each of many client ids
         with pytest.raises(Unauthenticated):
             attempt(limited, "203.0.113.7", f"cid_{uuid.uuid4().hex[:24]}", "cs_guess")
     with pytest.raises(ResourceExhausted) as e:
@@ -146,16 +189,35 @@ def test_an_address_is_blocked_for_every_client(limited: Server) -> None:
     )
 
 
-def test_a_client_is_blocked_from_every_address(limited: Server) -> None:
+def test_the_client_bound_blocks_that_client_at_every_address(limited: Server) -> None:
     victim, bystander = fresh_user(limited), fresh_user(limited)
-    for i in range(MAX_FAILURES):  # one failure from each of several addresses
+    for i in range(PER_CLIENT):  # one failure from each of several addresses
         with pytest.raises(Unauthenticated):
             attempt(limited, f"198.51.100.{i + 1}", victim.client_id, "cs_guess")
     with pytest.raises(ResourceExhausted):
         attempt(limited, "198.51.100.99", victim.client_id, victim.client_secret)
+    with pytest.raises(ResourceExhausted):
+        attempt(limited, "198.51.100.1", victim.client_id, victim.client_secret)
     assert attempt(limited, "198.51.100.99", bystander.client_id, bystander.client_secret), (
         "that address is not blocked, only that client"
     )
+
+
+def test_a_bound_of_zero_turns_its_counter_off(backend: str, tmp_path: Path) -> None:
+    with running_server(backend, tmp_path, **{**LIMITS, "auth_max_failures_per_address": 0,
+                                              "auth_max_failures_per_client": 0}) as srv:
+        u = fresh_user(srv)
+        for i in range(PER_CLIENT + PER_ADDRESS):  # many client ids at one address, and
+            with pytest.raises(Unauthenticated):  # one client id at many addresses
+                attempt(srv, "203.0.113.7", f"cid_{uuid.uuid4().hex[:24]}", "cs_guess")
+            with pytest.raises(Unauthenticated):
+                attempt(srv, f"198.51.100.{i + 1}", u.client_id, "cs_guess")
+        assert attempt(srv, "203.0.113.7", u.client_id, u.client_secret)
+        for _ in range(MAX_FAILURES):  # the pair bound alone is left
+            with pytest.raises(Unauthenticated):
+                attempt(srv, "203.0.113.7", u.client_id, "cs_guess")
+        with pytest.raises(ResourceExhausted):
+            attempt(srv, "203.0.113.7", u.client_id, u.client_secret)
 
 
 # -- behind a proxy ----------------------------------------------------------------------------
@@ -187,7 +249,7 @@ def rest_token_from(srv: Server, address: str, client_id: str, secret: str) -> i
 
 def test_behind_a_trusted_proxy_each_client_address_has_its_own_count(proxied: Server) -> None:
     good = fresh_user(proxied)
-    for _ in range(MAX_FAILURES):  # a guesser behind the proxy, at 203.0.113.7
+    for _ in range(PER_ADDRESS):  # a guesser behind the proxy, at 203.0.113.7
         expect_error(create_token_from, proxied, "203.0.113.7", f"cid_{uuid.uuid4().hex[:24]}",
                      "cs_guess", code=UNAUTH, reason="INVALID_CLIENT")
     expect_error(create_token_from, proxied, "203.0.113.7", good.client_id, good.client_secret,
@@ -201,7 +263,7 @@ def test_behind_a_trusted_proxy_each_client_address_has_its_own_count(proxied: S
 
 def test_without_trusted_proxies_the_header_is_ignored(limited: Server) -> None:
     good = fresh_user(limited)
-    for i in range(MAX_FAILURES):  # each claims another address: all are 127.0.0.1
+    for i in range(PER_ADDRESS):  # each claims another address: all are 127.0.0.1
         expect_error(create_token_from, limited, f"203.0.113.{i + 1}",
                      f"cid_{uuid.uuid4().hex[:24]}", "cs_guess", code=UNAUTH,
                      reason="INVALID_CLIENT")
@@ -212,17 +274,31 @@ def test_without_trusted_proxies_the_header_is_ignored(limited: Server) -> None:
 # -- atomic: concurrent guesses are checked against the committed count ---------------------------
 
 
-def test_150_concurrent_wrong_secrets_check_at_most_the_limit(backend: str,
-                                                               tmp_path: Path) -> None:
-    limit = 10
-    with running_server(backend, tmp_path, auth_max_failures=limit, auth_failure_window=60,
-                        auth_block_seconds=60) as srv:
+@pytest.mark.parametrize("tightest", ["pair", "client", "address"])
+def test_150_concurrent_wrong_secrets_check_at_most_the_limit(backend: str, tmp_path: Path,
+                                                               tightest: str) -> None:
+    """Whichever of the three bounds is the tightest, concurrent guesses that share its
+    counter are checked against the committed count: at most ``limit`` of them."""
+    limit, loose = 10, 1000
+    bounds = {
+        "pair": dict(auth_max_failures=limit, auth_max_failures_per_address=loose,
+                     auth_max_failures_per_client=loose),
+        "client": dict(auth_max_failures=loose, auth_max_failures_per_address=loose,
+                       auth_max_failures_per_client=limit),
+        "address": dict(auth_max_failures=loose, auth_max_failures_per_address=limit,
+                        auth_max_failures_per_client=loose),
+    }[tightest]
+    with running_server(backend, tmp_path, auth_failure_window=60, auth_block_seconds=60,
+                        **bounds) as srv:
         victim = fresh_user(srv)
+        # the address bound is shown by a scanner: another client id for every guess
+        ids = [f"cid_{uuid.uuid4().hex[:24]}" if tightest == "address" else victim.client_id
+               for _ in range(150)]
         channels = [grpc.insecure_channel(srv.address) for _ in range(6)]
         try:
             stubs = [session_service_pb2_grpc.SessionServiceStub(c) for c in channels]
             futures = [stubs[i % 6].CreateToken.future(
-                spb.CreateTokenRequest(client_id=victim.client_id, client_secret=f"cs_{i}"),
+                spb.CreateTokenRequest(client_id=ids[i], client_secret=f"cs_{i}"),
                 timeout=60) for i in range(150)]
             codes: dict[grpc.StatusCode, int] = {}
             for f in futures:

@@ -20,7 +20,8 @@ from tests.e2e.test_auth_helpers import make_account, make_user
 from tests.support import Server, running_server
 
 MAX_FAILURES = 3
-LIMITS = dict(auth_max_failures=MAX_FAILURES, auth_failure_window=60, auth_block_seconds=60)
+LIMITS = dict(auth_max_failures=MAX_FAILURES, auth_max_failures_per_address=MAX_FAILURES,
+              auth_failure_window=60, auth_block_seconds=60)
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
 

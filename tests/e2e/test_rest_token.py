@@ -172,7 +172,7 @@ def test_oversize_token_request_is_413(server: Server) -> None:
     oauth_error(r, 413, "invalid_request")
 
 
-# -- the attempt limiter: 429 with Retry-After, per client address -------------------------------
+# -- the attempt limiter: 429 with Retry-After, per client id at an address ---------------------
 
 
 def test_repeated_failures_get_429_with_retry_after(server: Server) -> None:
@@ -194,12 +194,16 @@ def test_repeated_failures_get_429_with_retry_after(server: Server) -> None:
         assert statuses[-1] == 429, statuses
         body = oauth_error(r, 429, "temporarily_unavailable")
         assert int(r.headers["retry-after"]) >= 1, body
-        # the real admin, from the blocked address, is refused too (address counter) ...
+        # the real admin, from the same address, is not refused: only that client id is
+        # blocked there (below --auth-max-failures-per-address) ...
         r = other.post(url, data={"grant_type": "client_credentials",
                                   "client_id": server.admin_client_id,
                                   "client_secret": server.admin_client_secret})
+        check_token_response(r)
+        r = other.post(url, data={"grant_type": "client_credentials",
+                                  "client_id": client_id, "client_secret": "guess"})
         assert r.status_code == 429
-    # ... but not from its own address
+    # ... and the admin from its own address, of course
     r = httpx.post(token_url(server), data={
         "grant_type": "client_credentials", "client_id": server.admin_client_id,
         "client_secret": server.admin_client_secret})

@@ -22,7 +22,6 @@ from accounts_grpc.auth.jwt_tokens import JwtService
 from accounts_grpc.auth.keys import SigningKey, _public_jwk
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.errors import Unauthenticated
-from accounts_grpc.services.ratelimit import FailureLimiter
 
 PRIVATE = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -193,13 +192,3 @@ def test_formatters_redact_messages_and_tracebacks() -> None:
     for formatter in (logs.TextFormatter("%(message)s"), logs.JsonFormatter()):
         out = formatter.format(record)
         assert secret not in out and "cs_[REDACTED]" in out
-
-
-def test_rate_limit_keys() -> None:
-    assert FailureLimiter.keys("cid_1", "10.0.0.1") == ["addr:10.0.0.1", "client:cid_1"]
-    assert FailureLimiter.keys("", "10.0.0.1") == ["addr:10.0.0.1"]
-    assert FailureLimiter.keys("cid_1", None) == ["client:cid_1"]
-    [long_key] = FailureLimiter.keys("x" * 5000, None)
-    assert long_key.startswith("client#") and len(long_key) <= 128
-    [odd] = FailureLimiter.keys("a\nb", None)
-    assert odd.startswith("client#")

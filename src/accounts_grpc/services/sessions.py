@@ -2,10 +2,11 @@
 RevokeSession, IntrospectToken.
 
 - CreateToken is the OAuth2 client-credentials grant; failed attempts are rate limited
-  per client id and per address (services/ratelimit.py), for gRPC and the REST token
-  endpoint alike, since both run this use case. The JWT carries the user's
-  ``credential_generation`` as ``gen``: RotateClientSecret bumps it, which revokes every
-  JWT issued with the old secret (auth/authenticate.py answers TOKEN_REVOKED).
+  per client id at an address, per address and per client id (services/ratelimit.py),
+  for gRPC and the REST token endpoint alike, since both run this use case. The JWT
+  carries the user's ``credential_generation`` as ``gen``: RotateClientSecret bumps it,
+  which revokes every JWT issued with the old secret (auth/authenticate.py answers
+  TOKEN_REVOKED).
 - A session token (``st_...``) is 256 random bits, shown once by CreateSession and
   stored only as its SHA-256. A session expires ``session_ttl`` seconds after its last
   use (the authenticator slides ``expire_time`` forward as the token is used).

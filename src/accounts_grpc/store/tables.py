@@ -271,7 +271,8 @@ idempotency_keys = sa.Table(
 rate_limits = sa.Table(
     "rate_limits",
     metadata,
-    sa.Column("key", sa.String(128), primary_key=True),  # "client:<id>" or "addr:<ip>"
+    # "pair:<id>@<ip>", "client:<id>" or "addr:<ip>" (hashed when long: services/ratelimit)
+    sa.Column("key", sa.String(128), primary_key=True),
     sa.Column("window_start", TIME, nullable=False),
     sa.Column("failures", sa.Integer, nullable=False),
     sa.Column("blocked_until", TIME, nullable=True),
