@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ class Settings:
         0,
         "serving processes: 1 serves in this process; more run that many worker processes "
         "sharing the ports (SO_REUSEPORT) under a supervisor; 0: one per core this process "
-        "may use",
+        "may use (its CPU affinity, lowered by a cgroup CPU limit)",
     )
     issuer: str = _opt("accounts-grpc", "JWT iss claim, checked on every token")
     audience: str = _opt("accounts-grpc", "JWT aud claim, checked on every token")
@@ -210,13 +211,11 @@ class Settings:
         return max(4, min(32, self.grpc_workers))
 
     def process_count(self) -> int:
-        """``processes`` resolved: 0 is the number of cores this process may run on."""
+        """``processes`` resolved: 0 is the number of cores this process may use, the
+        cores it may run on, fewer when a cgroup CPU limit (a container's) allows less."""
         if self.processes:
             return self.processes
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not on Linux
-            return max(1, os.cpu_count() or 1)
+        return usable_cores()
 
     @property
     def is_sqlite(self) -> bool:
@@ -356,3 +355,46 @@ def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:
     except ValueError as e:
         raise SystemExit(f"accounts-grpc: bad value {raw!r} for {f.name}: {e}") from None
     return raw
+
+
+def usable_cores(cgroup_root: Path = Path("/sys/fs/cgroup"),
+                 proc_cgroup: Path = Path("/proc/self/cgroup")) -> int:
+    """The cores this process may use: those it may run on (its affinity), or fewer when
+    its cgroup's CPU quota allows less (cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us``
+    over ``cpu.cfs_period_us``), rounded up. A container limited to 2 CPUs on a 64-core
+    node gets 2, not 64 (Python's own count, before 3.13, sees the node)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+    quota = _cgroup_quota(cgroup_root, proc_cgroup)
+    if quota is not None:
+        cores = min(cores, math.ceil(quota))
+    return max(1, cores)
+
+
+def _cgroup_quota(root: Path, proc_cgroup: Path) -> float | None:
+    """The CPU quota in cores, or None when there is none (or it cannot be read)."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _id, controllers, path = line.split(":", 2)
+        rel = path.lstrip("/")
+        if controllers == "":  # cgroup v2: "0::/path"
+            for d in (root / rel, root):  # inside a cgroup namespace the path is "/"
+                try:
+                    quota, period = (d / "cpu.max").read_text().split()
+                except (OSError, ValueError):
+                    continue
+                return None if quota == "max" else int(quota) / int(period)
+        elif "cpu" in controllers.split(","):  # cgroup v1
+            for d in (root / controllers / rel, root / "cpu" / rel, root / "cpu"):
+                try:
+                    quota_us = int((d / "cpu.cfs_quota_us").read_text())
+                    period_us = int((d / "cpu.cfs_period_us").read_text())
+                except (OSError, ValueError):
+                    continue
+                return None if quota_us <= 0 else quota_us / period_us
+    return None
