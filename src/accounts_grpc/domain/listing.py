@@ -772,6 +772,24 @@ def _statements(spec: ListSpec, query: ListQuery, base: sa.Select[Any], flt: _Fi
     return built
 
 
+#: PostgreSQL's cost of a random page read for the count of a filtered list. The default,
+#: 4, models spinning disks, and with it the planner counts a pg_trgm-filtered list by
+#: reading the whole table even where the trigram index finds the hits far sooner (100,000
+#: accounts, PostgreSQL 15, SSD: a 1% filter 84 ms by a scan, 11 ms by the index; 5%: 87
+#: and 17 ms). With 1.1, the usual value for SSDs, it picks the index for those and still
+#: scans a filter that matches every row (90 ms, against 154 ms by an index).
+_PG_COUNT_PAGE_COST = "1.1"
+
+
+def _count(conn: sa.Connection, count: sa.Select[Any], values: Mapping[str, Any], *,
+           filtered: bool) -> int:
+    if filtered and conn.dialect.name == "postgresql" and conn.in_transaction():
+        # for this read's transaction only (set_config(..., true) is SET LOCAL)
+        conn.execute(sa.select(sa.func.set_config("random_page_cost", _PG_COUNT_PAGE_COST,
+                                                  True)))
+    return int(conn.execute(count, values).scalar_one())
+
+
 def run_list(
     conn: sa.Connection,
     spec: ListSpec,
@@ -842,7 +860,7 @@ def run_list(
         elif plan is not None:
             total = plan.hits
         else:
-            total = int(conn.execute(built.count, values).scalar_one())
+            total = _count(conn, built.count, values, filtered=bool(query.terms))
 
     def token(back: bool, values: list[Any], inclusive: bool = False) -> str:
         return encode_token(query, back, values, inclusive=inclusive, total=total)
