@@ -37,14 +37,15 @@ fuzz: $(STAMP)
 		-p no:cacheprovider --timeout 3600 tests/e2e/test_fuzz_rest.py tests/e2e/test_fuzz_grpc.py \
 		$(PYTEST_ARGS)
 
+# gen/ from the protos, then what the REST side is documented from (scripts/openapigen.py)
 gen: $(STAMP)
 	$(PY) scripts/protogen.py gen
-	$(PY) -m accounts_grpc.rest.openapi --write-descriptors
-	$(PY) -m accounts_grpc.rest.openapi > openapi.json.tmp && mv openapi.json.tmp openapi.json
+	$(PY) scripts/openapigen.py descriptors
+	$(PY) scripts/openapigen.py openapi
 
 check-gen: $(STAMP)
 	$(PY) scripts/protogen.py check
-	$(PY) -m accounts_grpc.rest.openapi --check
+	$(PY) scripts/openapigen.py check
 
 lint: $(STAMP) $(BUF)
 	$(PY) scripts/protogen.py lint
@@ -52,7 +53,7 @@ lint: $(STAMP) $(BUF)
 	$(VENV)/bin/mypy
 
 openapi: $(STAMP)
-	$(PY) -m accounts_grpc.rest.openapi > openapi.json.tmp && mv openapi.json.tmp openapi.json
+	$(PY) scripts/openapigen.py openapi
 
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)

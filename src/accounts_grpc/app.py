@@ -3,10 +3,16 @@
 An ``App`` is one serving process. ``serve --processes N`` (N > 1) runs N of them, each
 a worker process under the supervisor (supervisor.py), sharing the ports through
 SO_REUSEPORT; the worker's number is ``App(worker=...)``.
+
+The services served are the one list ``SERVICERS``; the gRPC registration and the REST
+shim's handlers both derive from it. The servers get what they need, not the App: the
+gRPC server the pipeline and the servicers, the REST gateway the pipeline, the servicers
+by service and a readiness check (``rest.gateway.GatewayConfig``).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -14,20 +20,16 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import FrameType
+from typing import Any
 
 import grpc
-from accounts.v1 import (
-    account_service_pb2_grpc,
-    partition_service_pb2_grpc,
-    session_service_pb2_grpc,
-    user_group_service_pb2_grpc,
-    user_service_pb2_grpc,
-)
 
 from accounts_grpc.auth.authenticate import Authenticator
 from accounts_grpc.auth.jwt_tokens import JwtService
 from accounts_grpc.auth.keys import KeyStore, load_kek
 from accounts_grpc.config import Settings
+from accounts_grpc.rest.gateway import GatewayConfig, Readiness
+from accounts_grpc.rest.server import HttpServer
 from accounts_grpc.rpc import metrics, registry
 from accounts_grpc.rpc.account_servicer import AccountServiceServicer
 from accounts_grpc.rpc.partition_servicer import PartitionServiceServicer
@@ -42,6 +44,35 @@ from accounts_grpc.store import migrate
 from accounts_grpc.store.db import Database
 
 log = logging.getLogger("accounts_grpc")
+
+
+#: Every service this server runs, one entry each: its servicer class, built from the
+#: use cases (``Services``). Its generated base class names the service and the function
+#: that registers it on a grpc.Server (``grpc_binding``); the gRPC registration and the
+#: REST shim's servicer map both derive from this list.
+SERVICERS: tuple[type, ...] = (
+    AccountServiceServicer,
+    UserServiceServicer,
+    UserGroupServiceServicer,
+    PartitionServiceServicer,
+    SessionServiceServicer,
+)
+
+AddToServer = Callable[[Any, grpc.Server], None]
+
+
+def grpc_binding(servicer_class: type) -> tuple[str, AddToServer]:
+    """(the service's full name, its ``add_<Service>Servicer_to_server``), from the
+    ``<Service>Servicer`` base class protoc's gRPC plugin wrote into ``*_pb2_grpc``."""
+    base = next((c for c in servicer_class.__mro__ if c.__module__.endswith("_pb2_grpc")),
+                None)
+    if base is None or not base.__name__.endswith("Servicer"):
+        raise TypeError(f"{servicer_class.__qualname__} does not subclass a generated "
+                        "<Service>Servicer")
+    pb2 = importlib.import_module(base.__module__.removesuffix("_grpc"))
+    service = pb2.DESCRIPTOR.services_by_name[base.__name__.removesuffix("Servicer")]
+    add = getattr(importlib.import_module(base.__module__), f"add_{base.__name__}_to_server")
+    return service.full_name, add
 
 
 class SchemaNotReady(SystemExit):
@@ -89,39 +120,33 @@ class App:
         self.services = Services.build(self.deps)
         self.pipeline = Pipeline(self.authn, registry.access_rules(),
                                  settings.proxy_networks())
-        s = self.services
-        self.servicers = {
-            "accounts.v1.AccountService": AccountServiceServicer(s),
-            "accounts.v1.UserService": UserServiceServicer(s),
-            "accounts.v1.UserGroupService": UserGroupServiceServicer(s),
-            "accounts.v1.PartitionService": PartitionServiceServicer(s),
-            "accounts.v1.SessionService": SessionServiceServicer(s),
-        }
-        adders = {
-            "accounts.v1.AccountService":
-                account_service_pb2_grpc.add_AccountServiceServicer_to_server,
-            "accounts.v1.UserService": user_service_pb2_grpc.add_UserServiceServicer_to_server,
-            "accounts.v1.UserGroupService":
-                user_group_service_pb2_grpc.add_UserGroupServiceServicer_to_server,
-            "accounts.v1.PartitionService":
-                partition_service_pb2_grpc.add_PartitionServiceServicer_to_server,
-            "accounts.v1.SessionService":
-                session_service_pb2_grpc.add_SessionServiceServicer_to_server,
-        }
+        #: service full name → its servicer
+        self.servicers: dict[str, object] = {}
+        registrations: list[tuple[AddToServer, object]] = []
+        for servicer_class in SERVICERS:
+            name, add = grpc_binding(servicer_class)
+            self.servicers[name] = servicer = servicer_class(self.services)
+            registrations.append((add, servicer))
+        unknown = sorted(self.servicers.keys() - set(registry.service_names()))
+        if unknown:  # no access rules (every call denied), no REST routes, no health status
+            raise RuntimeError(f"served but not in rpc/registry.py's SERVICE_MODULES: {unknown}")
+        self.draining = False
         self.grpc = GrpcServer(
             settings,
             self.pipeline,
-            [(adders[name], servicer) for name, servicer in self.servicers.items()],
+            registrations,
             registry.service_names(),
             extra_handlers,
             reuse_port=self.reuse_port,
         )
-        self.http = None
+        self.http: HttpServer | None = None
         if settings.http_port >= 0:
-            from accounts_grpc.rest.server import HttpServer
-
-            self.http = HttpServer(self)
-        self.draining = False
+            # /readyz reads the flag and pings the database each time it is asked
+            gateway = GatewayConfig.from_settings(
+                settings, pipeline=self.pipeline, servicers=self.servicers,
+                readiness=Readiness(draining=lambda: self.draining,
+                                    database_answers=lambda: self.db.ping()))
+            self.http = HttpServer(settings, gateway, reuse_port=self.reuse_port)
         self._stopped = threading.Event()
         self._stop_requested = threading.Event()
 

@@ -193,6 +193,26 @@ def test_every_rpc_has_an_access_rule():
     assert not bad, bad
 
 
+def test_every_service_is_served_once_with_its_generated_registration():
+    """app.SERVICERS, the composition root's one list, serves each service exactly once,
+    and each entry finds its name and `add_<Service>Servicer_to_server` by itself."""
+    from accounts_grpc import app
+
+    bindings = [app.grpc_binding(servicer) for servicer in app.SERVICERS]
+    names = [name for name, _add in bindings]
+    assert sorted(names) == sorted(s.full_name for s in _services())
+    for name, add in bindings:
+        assert add.__name__ == f"add_{name.rsplit('.', 1)[1]}Servicer_to_server"
+        assert add.__module__ == f"accounts.v1.{_module_of(name)}_pb2_grpc"
+    with pytest.raises(TypeError, match="generated"):
+        app.grpc_binding(object)
+
+
+def _module_of(service_full_name: str) -> str:
+    service = next(s for s in _services() if s.full_name == service_full_name)
+    return service.file.name.rsplit("/", 1)[1].removesuffix(".proto")
+
+
 def test_every_rpc_has_an_http_route():
     missing = [
         f"{s.name}.{m.name}"

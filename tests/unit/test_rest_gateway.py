@@ -1,4 +1,4 @@
-"""The REST gateway as an ASGI app over a fake App (no sockets, no database).
+"""The REST gateway as an ASGI app over a fake pipeline (no sockets, no database).
 
 The servicers here are stand-ins that record what the transcoder built, so these tests
 pin the transcoding and error mapping independently of the real use cases.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -24,7 +24,7 @@ from google.rpc import error_details_pb2
 
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.errors import InvalidArgument
-from accounts_grpc.rest.gateway import Gateway
+from accounts_grpc.rest.gateway import Gateway, GatewayConfig, Readiness
 from accounts_grpc.rpc.pipeline import Admission, CallFailed
 from accounts_grpc.rpc.status import status_for, status_from_error
 
@@ -68,14 +68,24 @@ class Accounts(account_service_pb2_grpc.AccountServiceServicer):
 
 
 @dataclass
-class FakeApp:
-    settings: Settings = field(default_factory=lambda: Settings(http_max_body_bytes=4096))
-    pipeline: FakePipeline = field(default_factory=FakePipeline)
-    servicers: dict[str, Any] = field(default_factory=lambda: {
-        "accounts.v1.AccountService": Accounts(),
-        "accounts.v1.SessionService": session_service_pb2_grpc.SessionServiceServicer(),
-    })
+class State:
+    """What the readiness check reads."""
+
     draining: bool = False
+    database_up: bool = True
+
+
+def config(state: State) -> GatewayConfig:
+    return GatewayConfig.from_settings(
+        Settings(http_max_body_bytes=4096),
+        pipeline=FakePipeline(),
+        servicers={
+            "accounts.v1.AccountService": Accounts(),
+            "accounts.v1.SessionService": session_service_pb2_grpc.SessionServiceServicer(),
+        },
+        readiness=Readiness(draining=lambda: state.draining,
+                            database_answers=lambda: state.database_up),
+    )
 
 
 def request(gw: Gateway, method: str, path: str, body: bytes = b"", query: bytes = b"",
@@ -101,8 +111,13 @@ def request(gw: Gateway, method: str, path: str, body: bytes = b"", query: bytes
 
 
 @pytest.fixture
-def gw() -> Iterator[Gateway]:
-    gateway = Gateway(FakeApp())  # type: ignore[arg-type]
+def state() -> State:
+    return State()
+
+
+@pytest.fixture
+def gw(state: State) -> Iterator[Gateway]:
+    gateway = Gateway(config(state))
     yield gateway
     gateway.close()
 
@@ -171,7 +186,15 @@ def test_query_binding_through_the_gateway(gw: Gateway) -> None:
     assert (req.page_size, req.order_by) == (3, "name desc")
 
 
-def test_draining_makes_readyz_503(gw: Gateway) -> None:
-    gw.app.draining = True
+def test_readyz_asks_the_readiness_check_each_time(gw: Gateway, state: State) -> None:
+    status, _, body = request(gw, "GET", "/readyz")
+    assert status == 200 and body == {"ready": True}
+    state.database_up = False
+    status, _, body = request(gw, "GET", "/readyz")
+    assert status == 503 and body == {"ready": False, "reason": "database unreachable"}
+
+
+def test_draining_makes_readyz_503(gw: Gateway, state: State) -> None:
+    state.draining = True
     status, _, body = request(gw, "GET", "/readyz")
     assert status == 503 and body == {"ready": False, "reason": "draining"}

@@ -19,6 +19,10 @@ limit; one that does not arrive within ``--http-body-timeout`` gets 408.
 
 Raw ASGI rather than Starlette routing: the hot path is a dict lookup, a message parse
 and a thread hop, with nothing per request that could be done once at startup.
+
+The gateway depends on narrow things only, named in ``GatewayConfig``: the call pipeline,
+the servicers by service, a readiness check and its limits. The composition root
+(``app.py``) fills it in; nothing here knows the App.
 """
 
 from __future__ import annotations
@@ -29,17 +33,20 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from google.protobuf import duration_pb2, json_format
 from google.rpc import error_details_pb2
 from prometheus_client import generate_latest
 
+from accounts_grpc.config import Settings
 from accounts_grpc.domain.validate import FORBIDDEN_CHARS
 from accounts_grpc.rest import oauth
 from accounts_grpc.rest.errors import Headers, error_response, shim_status
+from accounts_grpc.rest.openapi import render
 from accounts_grpc.rest.routes import Match, Route, Router, routes_for
 from accounts_grpc.rest.templates import unescape
 from accounts_grpc.rest.transcode import (
@@ -53,9 +60,6 @@ from accounts_grpc.rest.transcode import (
 from accounts_grpc.rpc import metrics, registry
 from accounts_grpc.rpc.pipeline import Admission, CallFailed
 from accounts_grpc.rpc.status import internal_status, status_for
-
-if TYPE_CHECKING:
-    from accounts_grpc.app import App
 
 log = logging.getLogger("accounts_grpc.rest")
 
@@ -75,6 +79,59 @@ FORWARDED = frozenset({b"authorization", b"x-request-id", b"user-agent"})
 GRPC_METADATA = b"grpc-metadata-"
 READY_TIMEOUT = 2.0
 JWKS_RPC = "/accounts.v1.SessionService/GetJwks"
+
+
+class CallPipeline(Protocol):
+    """What the gateway asks of ``rpc.pipeline.Pipeline`` (the one the gRPC side uses)."""
+
+    def admit(self, method: str, metadata: Mapping[str, str], peer: str,
+              transport: str) -> Admission: ...
+
+    def call(self, method: str, request: Any, metadata: Mapping[str, str], peer: str,
+             transport: str, handler: Callable[[Any], Any], *,
+             admitted: Admission | None = None,
+             build: Callable[[], Any] | None = None) -> Any: ...
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """What ``/readyz`` asks, each time it is asked: both are read at call time."""
+
+    #: the server is draining (cheap: asked on the event loop)
+    draining: Callable[[], bool]
+    #: the database answers (blocking: run on a worker thread, given READY_TIMEOUT)
+    database_answers: Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway depends on; ``from_settings`` reads the limits."""
+
+    pipeline: CallPipeline
+    #: service full name (``accounts.v1.AccountService``) → its servicer; the RPCs of a
+    #: service without one, and methods a servicer leaves unimplemented, answer 501
+    servicers: Mapping[str, object]
+    readiness: Readiness
+    max_body_bytes: int
+    body_timeout: float
+    #: the threads calls run on, and how many more calls may wait for one
+    workers: int
+    max_queued: int
+    jwks_max_age: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, pipeline: CallPipeline,
+                      servicers: Mapping[str, object], readiness: Readiness) -> GatewayConfig:
+        return cls(
+            pipeline=pipeline,
+            servicers=servicers,
+            readiness=readiness,
+            max_body_bytes=settings.http_max_body_bytes,
+            body_timeout=settings.http_body_timeout,
+            workers=settings.rest_workers(),
+            max_queued=settings.grpc_max_queued_calls,
+            jwks_max_age=settings.jwks_max_age,
+        )
 
 
 class BodyTooLarge(Exception):
@@ -153,23 +210,24 @@ async def _read_body(receive: Receive, limit: int, declared: int | None) -> byte
 class Gateway:
     """The ASGI application ``create_http_app`` returns."""
 
-    def __init__(self, app: App) -> None:
-        self.app = app
-        self.pipeline = app.pipeline
-        self.max_body = app.settings.http_max_body_bytes
-        self.body_timeout = app.settings.http_body_timeout
+    def __init__(self, config: GatewayConfig) -> None:
+        self.pipeline = config.pipeline
+        self.readiness = config.readiness
+        self.max_body = config.max_body_bytes
+        self.body_timeout = config.body_timeout
+        self.jwks_max_age = config.jwks_max_age
         routes = routes_for(registry.service_descriptors())
         for r in routes:
-            servicer = app.servicers.get(r.service.full_name)
+            servicer = config.servicers.get(r.service.full_name)
             r.handler = _handler_for(servicer if servicer is not None else object(),
                                      r.method.name, r.rpc)
         self.router = Router(routes)
-        workers = app.settings.rest_workers()
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest-worker")
+        self.executor = ThreadPoolExecutor(max_workers=config.workers,
+                                           thread_name_prefix="rest-worker")
         # admission, as on the gRPC port: calls past the workers queue, up to a bound; past
         # it a request is refused at once on the event loop (503, Retry-After), never queued
         # without limit (counted on the loop's thread only, so no lock is needed)
-        self.max_in_flight = workers + app.settings.grpc_max_queued_calls
+        self.max_in_flight = config.workers + config.max_queued
         self.in_flight = 0
         self._openapi: bytes | None = None
         self._openapi_lock = threading.Lock()
@@ -362,8 +420,7 @@ class Gateway:
         out = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         headers: Headers = [(b"content-type", JSON_TYPE)]
         if route.rpc == JWKS_RPC:  # verifiers may cache it this long (see auth/keys.py)
-            max_age = self.app.settings.jwks_max_age
-            headers.append((b"cache-control", f"public, max-age={max_age}".encode()))
+            headers.append((b"cache-control", f"public, max-age={self.jwks_max_age}".encode()))
         await _send(send, 200, headers, out)
 
     async def _too_large(self, route: Route | None, send: Send, start: float) -> None:
@@ -457,13 +514,14 @@ class Gateway:
         if not await self._only_get(scope, send):
             return 405
         reason = ""
-        if self.app.draining:
+        if self.readiness.draining():
             reason = "draining"
         else:
             loop = asyncio.get_running_loop()
             try:
                 ok = await asyncio.wait_for(
-                    loop.run_in_executor(self.executor, self.app.db.ping), READY_TIMEOUT)
+                    loop.run_in_executor(self.executor, self.readiness.database_answers),
+                    READY_TIMEOUT)
             except (TimeoutError, RuntimeError):
                 ok = False
             if not ok:
@@ -493,13 +551,11 @@ class Gateway:
     def _render_openapi(self) -> bytes:
         with self._openapi_lock:
             if self._openapi is None:
-                from accounts_grpc.rest.openapi import render
-
                 self._openapi = render(self.router.routes).encode()
             return self._openapi
 
 
-def create_http_app(app: App) -> Gateway:
-    """The ASGI application serving the REST shim for ``app`` (uvicorn runs it)."""
-    return Gateway(app)
+def create_http_app(config: GatewayConfig) -> Gateway:
+    """The ASGI application serving the REST shim (uvicorn runs it)."""
+    return Gateway(config)
 

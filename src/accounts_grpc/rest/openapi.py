@@ -7,12 +7,10 @@ descriptors, descriptions from the proto comments.
 The generated ``*_pb2`` modules carry no comments (protoc drops source info from
 them), so the comments ship separately in ``descriptors.binpb`` next to this module: a
 ``FileDescriptorSet`` of the accounts.v1 files built by protoc with
-``--include_source_info``, reduced to the locations that carry comments. Regenerate it
-whenever the protos change (``make gen`` does)::
-
-    python -m accounts_grpc.rest.openapi --write-descriptors   # needs grpcio-tools
-    python -m accounts_grpc.rest.openapi > openapi.json        # make openapi
-    python -m accounts_grpc.rest.openapi --check               # both fresh? (exit 1 if not)
+``--include_source_info``, reduced to the locations that carry comments. This module only
+reads it, at run time; the dev-time tool ``scripts/openapigen.py`` writes it and the
+repository's ``openapi.json`` (``make gen``, ``make openapi``) and checks both are fresh
+(``make check-gen``).
 
 At runtime each file in it is checked against the descriptor the server actually uses
 (source info aside); a stale file is ignored with a warning, so a stale comment can
@@ -21,14 +19,9 @@ never describe the wrong field.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import re
-import subprocess
-import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -131,15 +124,32 @@ def _normalize_messages(messages: Iterable[descriptor_pb2.DescriptorProto]) -> N
         _normalize_messages(m.nested_type)
 
 
+def strip_default_json_names(fdp: descriptor_pb2.FileDescriptorProto) -> None:
+    """Clear every json_name that is the default one, in place, as protoc's Python
+    generator does for the descriptors it embeds."""
+    _normalize_messages(fdp.message_type)
+    _strip_default_json_names(fdp.extension)
+
+
 def normalized(fdp: descriptor_pb2.FileDescriptorProto) -> descriptor_pb2.FileDescriptorProto:
     """The file as the generated *_pb2 module embeds it: no source info, and no json_name
     where it is the default (protoc's Python generator leaves those out)."""
     copy = descriptor_pb2.FileDescriptorProto()
     copy.CopyFrom(fdp)
     copy.ClearField("source_code_info")
-    _normalize_messages(copy.message_type)
-    _strip_default_json_names(copy.extension)
+    strip_default_json_names(copy)
     return copy
+
+
+def _is_live(fdp: descriptor_pb2.FileDescriptorProto, pool: descriptor_pool.DescriptorPool
+             ) -> bool:
+    """Whether ``fdp`` is, comments aside, the file the server actually uses."""
+    try:
+        live = descriptor_pb2.FileDescriptorProto.FromString(
+            pool.FindFileByName(fdp.name).serialized_pb)
+    except KeyError:
+        return False
+    return normalized(live) == normalized(fdp)
 
 
 @lru_cache(maxsize=1)
@@ -153,12 +163,7 @@ def comments() -> dict[str, str]:
         return out
     pool = descriptor_pool.Default()
     for fdp in fds.file:
-        try:
-            live = descriptor_pb2.FileDescriptorProto.FromString(
-                pool.FindFileByName(fdp.name).serialized_pb)
-        except KeyError:
-            live = None
-        if live is None or normalized(live) != normalized(fdp):
+        if not _is_live(fdp, pool):
             log.warning("OpenAPI: %s in %s is stale; its comments are left out. Run `make gen`",
                         fdp.name, DESCRIPTORS.name)
             continue
@@ -175,66 +180,7 @@ def stale_files() -> list[str]:
     """Files of descriptors.binpb that do not match the live descriptors (for tests)."""
     fds = descriptor_pb2.FileDescriptorSet.FromString(DESCRIPTORS.read_bytes())
     pool = descriptor_pool.Default()
-    stale = []
-    for fdp in fds.file:
-        try:
-            live = descriptor_pb2.FileDescriptorProto.FromString(
-                pool.FindFileByName(fdp.name).serialized_pb)
-        except KeyError:
-            stale.append(fdp.name)
-            continue
-        if normalized(live) != normalized(fdp):
-            stale.append(fdp.name)
-    return stale
-
-
-# -- writing descriptors.binpb (dev time, needs grpcio-tools) -------------------------------
-
-
-def _repo_protos() -> Path:
-    return Path(__file__).resolve().parents[3] / "protos"
-
-
-def build_descriptors(proto_root: Path) -> bytes:
-    """protoc → a FileDescriptorSet of proto_root's accounts/ files with comments only."""
-    import google.api
-
-    googleapis = Path(next(iter(google.api.__path__))).resolve().parent.parent
-    proto_root = proto_root.resolve()
-    files = sorted(p.relative_to(proto_root).as_posix() for p in proto_root.rglob("*.proto"))
-    if not files:
-        raise SystemExit(f"openapi: no .proto files under {proto_root}")
-    with tempfile.TemporaryDirectory(prefix="openapi-desc-") as tmp:
-        out = Path(tmp, "set.binpb")
-        cmd = [sys.executable, "-m", "grpc_tools.protoc", f"-I{proto_root}", f"-I{googleapis}",
-               "--include_source_info", f"--descriptor_set_out={out}", *files]
-        result = subprocess.run(cmd, cwd=proto_root, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise SystemExit(f"openapi: protoc failed:\n{result.stdout}{result.stderr}")
-        fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-    for fdp in fds.file:
-        _normalize_messages(fdp.message_type)
-        _strip_default_json_names(fdp.extension)
-        keep = [loc for loc in fdp.source_code_info.location
-                if loc.leading_comments or loc.trailing_comments]
-        fdp.source_code_info.ClearField("location")
-        for loc in keep:
-            new = fdp.source_code_info.location.add()
-            new.path.extend(loc.path)
-            if loc.leading_comments:
-                new.leading_comments = loc.leading_comments
-            if loc.trailing_comments:
-                new.trailing_comments = loc.trailing_comments
-    return fds.SerializeToString(deterministic=True)
-
-
-def write_descriptors(proto_root: Path, target: Path = DESCRIPTORS) -> None:
-    data = build_descriptors(proto_root)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=target.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
+    return [fdp.name for fdp in fds.file if not _is_live(fdp, pool)]
 
 
 # -- schemas ------------------------------------------------------------------------------
@@ -788,42 +734,3 @@ def document(routes: Sequence[Route] | None = None) -> dict[str, Any]:
 def render(routes: Sequence[Route] | None = None) -> str:
     """The OpenAPI document as the text ``make openapi`` writes (stable, diff-friendly)."""
     return json.dumps(document(routes), indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m accounts_grpc.rest.openapi",
-        description="Print the REST shim's OpenAPI 3.1 document, or refresh the proto "
-                    "comments it is built from.")
-    parser.add_argument("--write-descriptors", action="store_true",
-                        help=f"rebuild {DESCRIPTORS.name} from the protos (needs grpcio-tools)")
-    parser.add_argument("--check", action="store_true",
-                        help=f"exit 1 if {DESCRIPTORS.name} or the repository's openapi.json "
-                             "is stale (needs grpcio-tools)")
-    parser.add_argument("--protos", type=Path, default=None,
-                        help="proto root (default: protos/ of the repository)")
-    ns = parser.parse_args(argv)
-    if ns.check:
-        root = ns.protos or _repo_protos()
-        problems = []
-        if build_descriptors(root) != DESCRIPTORS.read_bytes():
-            problems.append(f"{DESCRIPTORS} is stale: run `make gen`")
-        committed = root.parent / "openapi.json"
-        if not committed.is_file() or committed.read_text() != render():
-            problems.append(f"{committed} is stale: run `make openapi`")
-        for p in problems:
-            print(f"openapi: {p}", file=sys.stderr)
-        if not problems:
-            print("openapi: descriptors and openapi.json are up to date", file=sys.stderr)
-        return 1 if problems else 0
-    if ns.write_descriptors:
-        root = ns.protos or _repo_protos()
-        write_descriptors(root)
-        print(f"openapi: wrote {DESCRIPTORS}", file=sys.stderr)
-        return 0
-    sys.stdout.write(render())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,15 +23,13 @@ import contextlib
 import socket
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from accounts_grpc.config import Settings
 from accounts_grpc.rest.errors import error_response, shim_status
-
-if TYPE_CHECKING:
-    from accounts_grpc.app import App
+from accounts_grpc.rest.gateway import GatewayConfig, create_http_app
 
 
 @dataclass(frozen=True)
@@ -182,13 +180,15 @@ def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
 
 
 class HttpServer:
-    def __init__(self, app: App) -> None:
-        from accounts_grpc.rest.gateway import create_http_app
+    """The REST gateway ``gateway_config`` describes, served on ``settings``' HTTP address
+    with its head, idle and shutdown limits. ``reuse_port``: listen with SO_REUSEPORT, as
+    each worker of ``serve --processes N`` does."""
 
-        settings = app.settings
-        self._sock = _bind(settings.bind_host, settings.http_port, reuse_port=app.reuse_port)
+    def __init__(self, settings: Settings, gateway_config: GatewayConfig, *,
+                 reuse_port: bool = False) -> None:
+        self._sock = _bind(settings.bind_host, settings.http_port, reuse_port=reuse_port)
         self.port: int = self._sock.getsockname()[1]
-        self.gateway = create_http_app(app)
+        self.gateway = create_http_app(gateway_config)
         protocol = type("HttpProtocol", (GuardedHttpToolsProtocol,), {
             "limits": HeadLimits(settings.http_max_header_bytes, settings.http_max_headers,
                                  settings.http_header_timeout)})
