@@ -293,14 +293,18 @@ def test_sigterm_lets_in_flight_calls_finish_then_exits_0(tmp_path: Path) -> Non
         proc.terminate()  # SIGTERM
         assert next(watch).status == NOT_SERVING  # told first, then new calls are refused
         refused = None
-        for _ in range(50):  # every worker (one per core) refuses within moments
+        for _ in range(50):  # the server refuses within moments
             with grpc.insecure_channel(addr) as fresh:
                 try:
                     health_pb2_grpc.HealthStub(fresh).Check(health_pb2.HealthCheckRequest(),
                                                             timeout=3)
                 except grpc.RpcError as err:
-                    refused = err
-                    break
+                    # a call whose connection was taken just as the server stopped
+                    # taking calls ends CANCELLED (grpc core; with --drain-delay 0 only):
+                    # the next one finds the port closed
+                    if err.code() != grpc.StatusCode.CANCELLED:
+                        refused = err
+                        break
             time.sleep(0.05)
         assert refused is not None and refused.code() == grpc.StatusCode.UNAVAILABLE, \
             "new calls are refused"
