@@ -143,7 +143,8 @@ def _bootstrap(settings: Settings, *, as_json: bool) -> int:
     from accounts_grpc.services.bootstrap import bootstrap
 
     db = open_database(settings, auto_migrate=True)
-    KeyStore(db, load_kek(settings), settings).ensure_key()
+    # bootstrap signs nothing: it records no token lifetime or key cache on the keys
+    KeyStore(db, load_kek(settings), settings).ensure_key(signer=False)
     r = bootstrap(db)
     db.dispose()
     out = {"account_id": r.account_id, "user_id": r.user_id, "client_id": r.client_id,
