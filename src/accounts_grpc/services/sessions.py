@@ -26,14 +26,14 @@ RevokeSession, IntrospectToken.
 - IntrospectToken (RFC 7662) answers ``active: false`` and nothing else for any token
   that would not authenticate a call right now, and for tokens of another account
   unless the caller is ``admin``/``admin-reader``; it never changes the token's state.
+
+The statements are in store/sessions.py; here are the rules.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-
-import sqlalchemy as sa
 
 from accounts_grpc.auth.jwt_tokens import IssuedToken
 from accounts_grpc.auth.secrets import hash_secret, new_session_token, verify_secret
@@ -44,7 +44,7 @@ from accounts_grpc.domain.errors import (
     Unauthenticated,
     not_found,
 )
-from accounts_grpc.domain.listing import ListSpec, Page, parse_list_request, run_list
+from accounts_grpc.domain.listing import Page, parse_list_request
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator
 from accounts_grpc.services.common import authorize_user, effective_roles, resolve_user_ref
@@ -52,56 +52,11 @@ from accounts_grpc.services.deps import Deps
 from accounts_grpc.services.ratelimit import FailureLimiter
 from accounts_grpc.services.writes import create_once, fingerprint
 from accounts_grpc.store import audit
-from accounts_grpc.store.db import UnitOfWork, new_etag, new_id, now_us
-from accounts_grpc.store.tables import accounts, sessions, users
+from accounts_grpc.store import sessions as repo
+from accounts_grpc.store.db import UnitOfWork, new_id, now_us
 
 MAX_USER_AGENT = 500
 _US = 1_000_000
-
-_CLIENT = (
-    sa.select(
-        users.c.id,
-        users.c.account_id,
-        users.c.kind,
-        users.c.roles,
-        users.c.secret_hash,
-        users.c.credential_generation,
-        accounts.c.closed,
-    )
-    .select_from(users.join(accounts, accounts.c.id == users.c.account_id))
-    .where(users.c.client_id == sa.bindparam("cid"))
-)
-_SESSION = sa.select(sessions).where(sessions.c.id == sa.bindparam("sid"))
-_SESSION_SCOPE = (
-    sa.select(
-        sessions.c.id,
-        sessions.c.account_id,
-        sessions.c.user_id,
-        sessions.c.revoke_time,
-        users.c.kind,
-        users.c.roles,
-        accounts.c.consultancy_account_id,
-        accounts.c.closed,
-    )
-    .select_from(
-        sessions.join(users, users.c.id == sessions.c.user_id).join(
-            accounts, accounts.c.id == sessions.c.account_id
-        )
-    )
-    .where(sessions.c.id == sa.bindparam("sid"))
-)
-
-SESSIONS_LIST = ListSpec(
-    resource="sessions",
-    id_column=sessions.c.id,
-    orderable={
-        "create_time": sessions.c.create_time,
-        "last_activity_time": sessions.c.last_activity_time,
-        "expire_time": sessions.c.expire_time,
-    },
-    searchable=(),
-    default_order=(("create_time", True),),
-)
 
 
 @dataclass(frozen=True)
@@ -159,7 +114,7 @@ class SessionsService:
         # concurrent guesses are checked one after another against the committed count
         with self.limiter.attempt(keys) as attempt:
             conn = attempt.conn
-            row = conn.execute(_CLIENT, {"cid": client_id}).first() if client_id else None
+            row = repo.client_by_client_id(conn, client_id) if client_id else None
             ok = verify_secret(client_secret, row.secret_hash if row else None)
             if row is not None and ok and not row.closed:
                 attempt.succeeded()
@@ -213,20 +168,15 @@ class SessionsService:
             )
             now = now_us()
             sid = new_id()
-            uow.conn.execute(
-                sessions.insert().values(
-                    id=sid,
-                    user_id=target.row.id,
-                    account_id=target.row.account_id,
-                    token_hash=hash_secret(token),
-                    user_agent=user_agent,
-                    create_time=now,
-                    update_time=now,
-                    last_activity_time=now,
-                    expire_time=now + self.deps.settings.session_ttl * _US,
-                    revoke_time=None,
-                    etag=new_etag(),
-                )
+            repo.insert_session(
+                uow.conn,
+                session_id=sid,
+                user_id=target.row.id,
+                account_id=target.row.account_id,
+                token_hash=hash_secret(token),
+                user_agent=user_agent,
+                now=now,
+                expire_time=now + self.deps.settings.session_ttl * _US,
             )
             audit.record(
                 uow,
@@ -241,7 +191,7 @@ class SessionsService:
             return {"session_id": sid}
 
         def load(uow: UnitOfWork, ids: Any) -> Any:
-            row = uow.conn.execute(_SESSION, {"sid": ids["session_id"]}).first()
+            row = repo.session_by_id(uow.conn, ids["session_id"])
             if row is None:  # a retry after the session's user was deleted
                 raise not_found("session", "id", ids["session_id"])
             return row
@@ -266,18 +216,13 @@ class SessionsService:
                 conn, p, policy.Action.USER_SELF, target.target, target.row.roles, key=user.key
             )
             query = parse_list_request(
-                SESSIONS_LIST,
+                repo.SESSIONS_LIST,
                 secret=self.deps.page_secret,
                 page_size=page_size,
                 page_token=page_token,
                 scope={"user_id": target.row.id},
             )
-            base = sa.select(sessions).where(
-                sessions.c.user_id == target.row.id,
-                sessions.c.revoke_time.is_(None),
-                sessions.c.expire_time > now_us(),
-            )
-            return run_list(conn, SESSIONS_LIST, query, base)
+            return repo.list_for_user(conn, target.row.id, query, now=now_us())
 
     # -- RevokeSession ---------------------------------------------------------------------
     def revoke_session(self, p: Principal, session_id: str) -> Any:
@@ -286,7 +231,7 @@ class SessionsService:
         v.id("id", session_id)
         v.raise_if_any(reason="INVALID_ID" if session_id else "INVALID_ARGUMENT")
         with self.deps.db.write() as uow:
-            scope = uow.conn.execute(_SESSION_SCOPE, {"sid": session_id}).first()
+            scope = repo.session_scope(uow.conn, session_id)
             if scope is None:
                 raise not_found("session", "id", session_id)
             target = policy.Target(
@@ -301,12 +246,7 @@ class SessionsService:
                 what="session", key=session_id,
             )
             if scope.revoke_time is None:
-                now = now_us()
-                uow.conn.execute(
-                    sessions.update()
-                    .where(sessions.c.id == session_id, sessions.c.revoke_time.is_(None))
-                    .values(revoke_time=now, update_time=now, etag=new_etag())
-                )
+                repo.revoke(uow.conn, session_id, now=now_us())
                 audit.record(
                     uow,
                     account_id=scope.account_id,
@@ -316,7 +256,7 @@ class SessionsService:
                     resource_id=session_id,
                     changed_fields=["revoke_time"],
                 )
-            row = uow.conn.execute(_SESSION, {"sid": session_id}).first()
+            row = repo.session_by_id(uow.conn, session_id)
             uow.commit()
         return row
 
@@ -342,7 +282,7 @@ class SessionsService:
         )
         if q.token_type == "session":
             with self.deps.db.connect() as conn:
-                row = conn.execute(_SESSION, {"sid": q.session_id}).first()
+                row = repo.session_by_id(conn, q.session_id) if q.session_id else None
             if row is None:  # revoked and deleted between the two reads
                 return INACTIVE
             return TokenInfo(
