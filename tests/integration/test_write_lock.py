@@ -57,7 +57,7 @@ def test_a_write_waits_for_a_writer_of_another_process(tmp_path: Path) -> None:
     def write() -> None:
         start = time.monotonic()
         with db.write() as uow:
-            uow.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+            uow.conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
             uow.commit()
         waited.append(time.monotonic() - start)
         done.set()
@@ -73,7 +73,7 @@ def test_a_write_waits_for_a_writer_of_another_process(tmp_path: Path) -> None:
         assert waited[0] >= 1.0
         t.join()
         with db.write() as uow:  # and the lock is free again once the write is over
-            uow.execute(sa.text("INSERT INTO t VALUES (1)"))
+            uow.conn.execute(sa.text("INSERT INTO t VALUES (1)"))
             uow.commit()
     finally:
         db.dispose()
@@ -85,7 +85,7 @@ def test_an_opportunistic_write_is_skipped_while_another_process_writes(
     db = Database(f"sqlite:///{tmp_path / 'accounts.db'}")
     try:
         with db.write() as uow:
-            uow.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+            uow.conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
             uow.commit()
         with (held_by_another_process(tmp_path / "accounts.db.write-lock"),
               db.single_read() as conn, db.opportunistic_write(conn) as ok):

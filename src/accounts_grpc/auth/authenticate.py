@@ -14,86 +14,16 @@ sliding expiry, account ``activity_time``) are written at most once per
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
-
-import sqlalchemy as sa
 
 from accounts_grpc.auth.jwt_tokens import JwtService
 from accounts_grpc.auth.secrets import SESSION_TOKEN_PREFIX, hash_secret
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.errors import Unauthenticated
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.store.db import Database, FastSelect, Record, new_etag, now_us
-from accounts_grpc.store.tables import (
-    accounts,
-    group_members,
-    group_partitions,
-    sessions,
-    user_groups,
-    users,
-)
-
-log = logging.getLogger(__name__)
-
-# One statement per call: the user, its account, and (outer-joined, one row each) its
-# groups with the partitions they reach. A user without groups gives one row.
-_ACCOUNT_COLS = [c.label(f"a_{c.name}") for c in accounts.c]
-_GROUP_COLS = [
-    user_groups.c.id.label("g_id"),
-    user_groups.c.roles.label("g_roles"),
-    group_partitions.c.partition_id.label("g_partition_id"),
-]
-_WITH_GROUPS = (
-    users.join(accounts, accounts.c.id == users.c.account_id)
-    .outerjoin(group_members, group_members.c.user_id == users.c.id)
-    .outerjoin(user_groups, user_groups.c.id == group_members.c.group_id)
-    .outerjoin(group_partitions, group_partitions.c.group_id == user_groups.c.id)
-)
-_USER = (
-    sa.select(users, *_ACCOUNT_COLS, *_GROUP_COLS)
-    .select_from(_WITH_GROUPS)
-    .where(users.c.id == sa.bindparam("uid"))
-)
-_SESSION = (
-    sa.select(
-        users,
-        *_ACCOUNT_COLS,
-        *_GROUP_COLS,
-        sessions.c.id.label("s_id"),
-        sessions.c.expire_time.label("s_expire_time"),
-        sessions.c.revoke_time.label("s_revoke_time"),
-        sessions.c.last_activity_time.label("s_last_activity_time"),
-    )
-    .select_from(sessions.join(_WITH_GROUPS, users.c.id == sessions.c.user_id))
-    .where(sessions.c.token_hash == sa.bindparam("h"))
-)
-_USER_KEYS = tuple(c.name for c in users.c)
-_ACCOUNT_KEYS = tuple(c.name for c in accounts.c)
-_FAST_USER = FastSelect(_USER)
-_FAST_SESSION = FastSelect(_SESSION)
-
-
-_TOUCH_ACCOUNT = (
-    accounts.update()
-    .where(accounts.c.id == sa.bindparam("aid"))
-    .where(
-        sa.or_(accounts.c.activity_time.is_(None), accounts.c.activity_time < sa.bindparam("old"))
-    )
-    .values(activity_time=sa.bindparam("now"))
-)
-_TOUCH_SESSION = (
-    sessions.update()
-    .where(sessions.c.id == sa.bindparam("sid"))
-    .where(sessions.c.revoke_time.is_(None))
-    .values(
-        last_activity_time=sa.bindparam("now"),
-        expire_time=sa.bindparam("exp"),
-        update_time=sa.bindparam("now"),
-        etag=sa.bindparam("etag"),
-    )
-)
+from accounts_grpc.store import principals
+from accounts_grpc.store.db import Database, Record, new_etag, now_us
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -134,7 +64,7 @@ class Authenticator:
     def _jwt(self, token: str, *, touch: bool = True) -> Principal:
         claims = self._jwts.verify(token)
         with self._db.single_read() as conn:
-            rows = _FAST_USER.rows(conn, {"uid": claims["sub"]})
+            rows = principals.by_user_id(conn, claims["sub"])
             if not rows:
                 raise Unauthenticated("the token's user no longer exists", reason="USER_DELETED")
             if rows[0].account_id != claims.get("account_id"):
@@ -149,27 +79,17 @@ class Authenticator:
                 rows, token_type="jwt", token_id=claims["jti"], expires_at=int(claims["exp"])
             )
             if touch and p.extra.get("touch_account"):
-                self._touch_account(conn, p.account_id)
+                now = now_us()
+                principals.touch_account(
+                    self._db, conn, p.account_id, now=now,
+                    older_than=now - self._settings.activity_interval * 1_000_000,
+                )
         return p
-
-    def _touch_account(self, conn: sa.Connection, account_id: str) -> None:
-        now = now_us()
-        old = now - self._settings.activity_interval * 1_000_000
-        self._touch(conn, _TOUCH_ACCOUNT, {"aid": account_id, "old": old, "now": now})
-
-    def _touch(self, conn: sa.Connection, stmt: sa.Update, params: dict[str, object]) -> None:
-        """Best effort: an activity time that misses one write is written on a later call."""
-        try:
-            with self._db.opportunistic_write(conn) as writing:
-                if writing:
-                    conn.execute(stmt, params)
-        except sa.exc.DBAPIError:
-            log.warning("could not record activity (%s); will retry on a later call", stmt.table)
 
     def _session(self, token: str, *, touch: bool = True) -> Principal:
         now = now_us()
         with self._db.single_read() as conn:
-            rows = _FAST_SESSION.rows(conn, {"h": hash_secret(token)})
+            rows = principals.by_session_token(conn, hash_secret(token))
             if not rows:
                 raise Unauthenticated("the session token is not known", reason="TOKEN_INVALID")
             row = rows[0]
@@ -186,18 +106,16 @@ class Authenticator:
             if not touch:
                 return p
             if now - row.s_last_activity_time > self._settings.activity_interval * 1_000_000:
-                self._touch(
-                    conn,
-                    _TOUCH_SESSION,
-                    {
-                        "sid": row.s_id,
-                        "now": now,
-                        "exp": now + self._settings.session_ttl * 1_000_000,
-                        "etag": new_etag(),
-                    },
+                principals.touch_session(
+                    self._db, conn, row.s_id, now=now,
+                    expire_time=now + self._settings.session_ttl * 1_000_000, etag=new_etag(),
                 )
             if p.extra.get("touch_account"):
-                self._touch_account(conn, row.account_id)
+                now = now_us()
+                principals.touch_account(
+                    self._db, conn, row.account_id, now=now,
+                    older_than=now - self._settings.activity_interval * 1_000_000,
+                )
         return p
 
     def _principal(self, rows: Sequence[Record], **extra: Any) -> Principal:
@@ -216,7 +134,7 @@ class Authenticator:
                 partition_ids.add(g.g_partition_id)
         interval = self._settings.activity_interval * 1_000_000
         stale = row.a_activity_time is None or now_us() - row.a_activity_time > interval
-        m = row.__dict__
+        user_row, account_row = principals.user_and_account(row)
         return Principal(
             user_id=row.id,
             account_id=row.account_id,
@@ -227,7 +145,7 @@ class Authenticator:
             group_ids=frozenset(group_ids),
             client_id=row.client_id,
             extra={"touch_account": "1"} if stale else {},
-            user_row=Record({k: m[k] for k in _USER_KEYS}),
-            account_row=Record({k: m["a_" + k] for k in _ACCOUNT_KEYS}),
+            user_row=user_row,
+            account_row=account_row,
             **extra,
         )

@@ -49,18 +49,16 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jwt
-import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from accounts_grpc.config import Settings
+from accounts_grpc.store import signing_keys
 from accounts_grpc.store.db import Database, now_us
-from accounts_grpc.store.tables import signing_keys
 
 log = logging.getLogger(__name__)
 
@@ -174,30 +172,6 @@ def _new_kid() -> str:
     return day + "-" + base64.urlsafe_b64encode(os.urandom(6)).decode()
 
 
-def _expiry(retire_time: Any, lifetime: Any, cache: Any) -> Any:
-    """SQL: when a key retired at ``retire_time`` leaves the JWKS (see module doc)."""
-    seconds = sa.cast(lifetime, sa.BigInteger) + cache + EXPIRY_MARGIN_SECONDS
-    return retire_time + seconds * 1_000_000
-
-
-def _record_stmt(kid: str, lifetime: int, cache: int) -> sa.Update:
-    """Raise the key's max_token_lifetime and max_cache_seconds to these (never lower
-    them), and a retired key's expire_time with them."""
-    c = signing_keys.c
-    new_lifetime = sa.case((c.max_token_lifetime < lifetime, lifetime),
-                           else_=c.max_token_lifetime)
-    new_cache = sa.case((c.max_cache_seconds < cache, cache), else_=c.max_cache_seconds)
-    computed = _expiry(c.retire_time, new_lifetime, new_cache)
-    new_expire = sa.case(
-        (c.retire_time.is_(None), c.expire_time),
-        (c.expire_time >= computed, c.expire_time),
-        else_=computed,
-    )
-    return (signing_keys.update().where(c.kid == kid)
-            .values(max_token_lifetime=new_lifetime, max_cache_seconds=new_cache,
-                    expire_time=new_expire))
-
-
 def _rfc3339(us: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(us // 1_000_000))
 
@@ -234,13 +208,8 @@ class KeyStore:
         """Re-read the table (the lock held)."""
         started = time.monotonic()
         now = now_us()
-        c = signing_keys.c
         with self._db.connect() as conn:
-            rows = conn.execute(
-                sa.select(signing_keys)
-                .where(sa.or_(c.expire_time.is_(None), c.expire_time > now))
-                .order_by(c.activate_time.desc(), c.create_time.desc(), c.kid)
-            ).all()
+            rows = signing_keys.live(conn, now=now)
         keys: dict[str, SigningKey] = {}
         private_keys: dict[str, Any | None] = {}
         for r in rows:
@@ -266,11 +235,9 @@ class KeyStore:
         self._load_started = started
         self._loaded_at = time.monotonic()
         if self._signer:  # record this process's lifetime on what it may sign with
-            try:
-                self._record_locked([k for k in keys.values() if k.may_sign(now)])
-            except sa.exc.SQLAlchemyError:  # signing_key() records it before it signs
-                log.warning("could not record the token lifetime on the signing keys yet",
-                            exc_info=True)
+            # best effort: signing_key() records it before it signs
+            self._record_locked([k for k in keys.values() if k.may_sign(now)],
+                                best_effort=True)
 
     def _decrypt(self, kid: str, private_key_enc: str) -> Any | None:
         try:
@@ -340,18 +307,23 @@ class KeyStore:
             with self._lock:
                 self._record_locked([key], lifetime)
 
-    def _record_locked(self, keys: list[SigningKey], lifetime: int = 0) -> None:
+    def _record_locked(self, keys: list[SigningKey], lifetime: int = 0, *,
+                       best_effort: bool = False) -> None:
+        """Record ``lifetime`` (at least the configured one) and this process's key cache
+        + JWKS max-age on ``keys``: raised, never lowered, and a retired key's expiry
+        with them. ``best_effort``: a database error is logged, and nothing counts as
+        recorded."""
         lifetime = max(lifetime, self._settings.token_lifetime)
         todo = [k for k in keys if self._recorded.get(k.kid, -1) < lifetime]
         if not todo:
             return
-        writes = [k for k in todo if k.max_token_lifetime < lifetime
+        writes = [k.kid for k in todo if k.max_token_lifetime < lifetime
                   or k.max_cache_seconds < self._cache_seconds]
-        if writes:
-            with self._db.write() as uow:
-                for k in writes:
-                    uow.conn.execute(_record_stmt(k.kid, lifetime, self._cache_seconds))
-                uow.commit()
+        if writes and not signing_keys.record_uses(
+            self._db, writes, lifetime=lifetime, cache_seconds=self._cache_seconds,
+            margin_seconds=EXPIRY_MARGIN_SECONDS, best_effort=best_effort,
+        ):
+            return
         for k in todo:
             self._recorded[k.kid] = lifetime
 
@@ -450,17 +422,10 @@ class KeyStore:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        c = signing_keys.c
         with self._db.write() as uow:
             now = now_us()
-            if uow.conn.dialect.name == "postgresql":
-                # serialize key creation across servers on one database
-                uow.conn.exec_driver_sql("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
-            live = uow.conn.execute(
-                sa.select(c.kid, c.activate_time, c.retire_time, c.max_cache_seconds,
-                          c.private_key_enc)
-                .where(sa.or_(c.expire_time.is_(None), c.expire_time > now))
-            ).all()
+            # serializes key creation across servers on one database
+            live = signing_keys.lock_live(uow.conn, now=now)
             current = [r for r in live if r.retire_time is None]
             activate = now
             if not retire_others:
@@ -485,27 +450,20 @@ class KeyStore:
                     activate = now + int(activate_in * 1_000_000)
                 # after any key still pending from an earlier rotation
                 activate = max([activate] + [r.activate_time + 1 for r in live])
-                uow.conn.execute(
-                    signing_keys.update()
-                    .where(c.retire_time.is_(None))
-                    .values(retire_time=activate,
-                            expire_time=_expiry(sa.literal(activate, sa.BigInteger),
-                                                c.max_token_lifetime, c.max_cache_seconds))
-                )
-            uow.conn.execute(
-                signing_keys.insert().values(
-                    kid=kid,
-                    alg=alg,
-                    public_jwk=_public_jwk(kid, alg, private),
-                    private_key_enc=self._kek.encrypt(pem).decode(),
-                    create_time=now,
-                    activate_time=activate,
-                    retire_time=None,
-                    expire_time=None,
-                    max_token_lifetime=0,  # raised by each server before it signs with it
-                    max_cache_seconds=0,
-                )
-            )
+                signing_keys.retire_current(uow.conn, at=activate,
+                                            margin_seconds=EXPIRY_MARGIN_SECONDS)
+            signing_keys.insert(uow.conn, dict(
+                kid=kid,
+                alg=alg,
+                public_jwk=_public_jwk(kid, alg, private),
+                private_key_enc=self._kek.encrypt(pem).decode(),
+                create_time=now,
+                activate_time=activate,
+                retire_time=None,
+                expire_time=None,
+                max_token_lifetime=0,  # raised by each server before it signs with it
+                max_cache_seconds=0,
+            ))
             uow.commit()
         if activate > now:
             log.info("created signing key %s (%s), pending: it signs from %s", kid, alg,
@@ -513,7 +471,3 @@ class KeyStore:
         else:
             log.info("created signing key %s (%s)", kid, alg)
         return kid
-
-
-def kek_file_hint(path: Path) -> str:
-    return f"key-encryption key file: {path}"

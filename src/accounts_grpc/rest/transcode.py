@@ -1,4 +1,4 @@
-"""HTTP request parts → a request message, and a response message → JSON.
+"""HTTP request parts → a request message (the gateway writes the response's JSON).
 
 grpc-gateway's rules, driven by the message descriptors:
 
@@ -466,14 +466,3 @@ def _json_type(value: Any) -> str:
         return "an array"
     return "an object"
 
-
-# -- responses ----------------------------------------------------------------------------
-
-
-def message_to_json(msg: Message, dumps: Callable[[Any], bytes] | None = None) -> bytes:
-    """proto3 JSON: lowerCamelCase (or json_name), unset/default fields omitted, int64 as
-    strings, enums by name."""
-    d = json_format.MessageToDict(msg, preserving_proto_field_name=False)
-    if dumps is not None:
-        return dumps(d)
-    return json.dumps(d, ensure_ascii=False, separators=(",", ":")).encode()

@@ -286,13 +286,6 @@ class UnitOfWork:
             if self._lock is not None:
                 self._lock.release()
 
-    # small helpers every repository uses
-    def execute(self, stmt: Any, params: Any = None) -> sa.CursorResult[Any]:
-        return self.conn.execute(stmt, params) if params is not None else self.conn.execute(stmt)
-
-    def one_or_none(self, stmt: Any) -> sa.Row[Any] | None:
-        return self.conn.execute(stmt).first()
-
 
 class Database:
     """The engine plus factories for units of work."""

@@ -31,10 +31,6 @@ USER_WITH_ACCOUNT = sa.select(
 # -- users ------------------------------------------------------------------------------------
 
 
-def user_by_id(conn: sa.Connection, user_id: str) -> sa.Row[Any] | None:
-    return conn.execute(USER_WITH_ACCOUNT.where(users.c.id == user_id)).first()
-
-
 def user_by_email(conn: sa.Connection, account_id: str, email: str) -> sa.Row[Any] | None:
     return conn.execute(
         USER_WITH_ACCOUNT.where(
