@@ -10,47 +10,36 @@ revoking its sessions, granting it devices, writing its orders) goes through
 the user holds *effectively* (its direct roles, the roles of all its groups, and the
 implicit ``member``). Otherwise an account-admin could act through, or as, a user a
 platform admin put in a group granting ``admin-reader``.
+
+The rules are here; the reads they make are in store/authority.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from accounts_grpc.domain import policy
 from accounts_grpc.domain import roles as R
 from accounts_grpc.domain.errors import InvalidArgument, PermissionDenied, not_found
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, is_uuid
-from accounts_grpc.store.tables import accounts, group_members, user_groups, users
+from accounts_grpc.store import authority
 
-_ACCOUNT_SCOPE = sa.select(
-    accounts.c.id, accounts.c.consultancy_account_id, accounts.c.closed
-).where(accounts.c.id == sa.bindparam("aid"))
-
-_USER_WITH_ACCOUNT = sa.select(
-    users, accounts.c.consultancy_account_id, accounts.c.closed.label("account_closed")
-).select_from(users.join(accounts, accounts.c.id == users.c.account_id))
-
-_GROUP_ROLES = (
-    sa.select(user_groups.c.roles)
-    .select_from(group_members.join(user_groups, user_groups.c.id == group_members.c.group_id))
-    .where(group_members.c.user_id == sa.bindparam("uid"))
-)
+if TYPE_CHECKING:
+    from accounts_grpc.store.db import Connection
 
 
 def account_target(
-    conn: sa.Connection, account_id: str, *, field: str = "account_id"
+    conn: Connection, account_id: str, *, field: str = "account_id"
 ) -> policy.Target:
     """The policy target of an account; NOT_FOUND (ACCOUNT_NOT_FOUND) if there is none."""
     if not is_uuid(account_id):
         v = Validator()
         v.id(field, account_id)
         v.raise_if_any(reason="INVALID_ID" if account_id else "INVALID_ARGUMENT")
-    row = conn.execute(_ACCOUNT_SCOPE, {"aid": account_id}).first()
+    row = authority.account_scope(conn, account_id)
     if row is None:
         raise not_found("account", "id", account_id)
     return policy.Target(
@@ -61,7 +50,7 @@ def account_target(
 
 
 def require_account(
-    conn: sa.Connection,
+    conn: Connection,
     p: Principal,
     action: policy.Action,
     account_id: str,
@@ -90,20 +79,20 @@ def user_target(row: Any) -> policy.Target:
     )
 
 
-def load_user(conn: sa.Connection, user_id: str, *, field: str = "id") -> ResolvedUser:
+def load_user(conn: Connection, user_id: str, *, field: str = "id") -> ResolvedUser:
     """A user by id, NOT_FOUND if there is none (no policy check)."""
     if not is_uuid(user_id):
         v = Validator()
         v.id(field, user_id)
         v.raise_if_any(reason="INVALID_ID" if user_id else "INVALID_ARGUMENT")
-    row = conn.execute(_USER_WITH_ACCOUNT.where(users.c.id == user_id)).first()
+    row = authority.user_by_id(conn, user_id)
     if row is None:
         raise not_found("user", "id", user_id)
     return ResolvedUser(row, user_target(row))
 
 
 def resolve_user_ref(
-    conn: sa.Connection,
+    conn: Connection,
     p: Principal,
     *,
     user_id: str = "",
@@ -127,9 +116,7 @@ def resolve_user_ref(
         v = Validator()
         v.id(f"{field}.account_id", account_id)
         v.raise_if_any(reason="INVALID_ID")
-    row = conn.execute(
-        _USER_WITH_ACCOUNT.where(users.c.account_id == acct, users.c.external_id == external_id)
-    ).first()
+    row = authority.user_by_external_id(conn, acct, external_id)
     if row is None:
         raise not_found("user", "external_id", external_id)
     return ResolvedUser(row, user_target(row))
@@ -138,10 +125,10 @@ def resolve_user_ref(
 # -- acting on a user --------------------------------------------------------------------------
 
 
-def effective_roles(conn: sa.Connection, user_id: str, direct: Iterable[str] | None) -> set[str]:
+def effective_roles(conn: Connection, user_id: str, direct: Iterable[str] | None) -> set[str]:
     """A user's direct roles, its groups' roles and the implicit ``member``."""
     out = set(direct or ()) | {R.MEMBER}
-    for (group_roles,) in conn.execute(_GROUP_ROLES, {"uid": user_id}):
+    for group_roles in authority.group_roles(conn, user_id):
         out.update(group_roles or ())
     return out
 
@@ -168,7 +155,7 @@ def check_not_outranked(p: Principal, user_id: str | None, roles: Iterable[str])
 
 
 def require_not_outranked(
-    conn: sa.Connection, p: Principal, user_id: str, direct_roles: Iterable[str] | None
+    conn: Connection, p: Principal, user_id: str, direct_roles: Iterable[str] | None
 ) -> None:
     """``check_not_outranked`` against the user's effective roles, read from ``conn``
     (no read for an ``admin``, who may grant every role, or for the user itself)."""
@@ -178,7 +165,7 @@ def require_not_outranked(
 
 
 def authorize_user(
-    conn: sa.Connection,
+    conn: Connection,
     p: Principal,
     action: policy.Action,
     target: policy.Target,

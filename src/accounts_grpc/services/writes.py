@@ -13,6 +13,9 @@ default; AIP-155 asks for at least one): a retry after that creates anew, and th
 expired key rows are deleted, a bounded batch at a time, by the creates themselves (at
 most once a minute per process and database; any server may, since a DELETE of expired
 rows is the same on every one).
+
+The rules are here; the statements are in store/idempotency.py (the keys) and
+store/conflicts.py (the etag-conditional UPDATE, savepoints, lost unique keys).
 """
 
 from __future__ import annotations
@@ -25,23 +28,15 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
-
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from accounts_grpc.domain.errors import Aborted, AlreadyExists, DomainError, InvalidArgument
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.store.db import (
-    Database,
-    UnitOfWork,
-    db_error,
-    is_unique_violation,
-    new_etag,
-    new_id,
-    now_us,
-)
-from accounts_grpc.store.tables import idempotency_keys
+from accounts_grpc.store import conflicts, idempotency
+from accounts_grpc.store.db import Database, UnitOfWork, new_etag, new_id, now_us
+
+if TYPE_CHECKING:
+    from accounts_grpc.store.conflicts import Table
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -88,15 +83,9 @@ def create_once(
     for attempt in range(2):
         with db.write() as uow:
             if key is not None:
-                prior = uow.conn.execute(
-                    sa.select(idempotency_keys.c.fingerprint, idempotency_keys.c.result,
-                              idempotency_keys.c.create_time)
-                    .where(idempotency_keys.c.key == key)
-                ).first()
+                prior = idempotency.find(uow.conn, key)
                 if prior is not None and prior.create_time < now_us() - keep * _US:
-                    # forgotten: this is a new request
-                    uow.conn.execute(idempotency_keys.delete()
-                                     .where(idempotency_keys.c.key == key))
+                    idempotency.forget(uow.conn, key)  # forgotten: this is a new request
                     prior = None
                 if prior is not None:
                     if prior.fingerprint != request_fingerprint:
@@ -106,47 +95,30 @@ def create_once(
                             reason="REQUEST_ID_REUSED",
                         )
                     return load(uow, prior.result), False
-                try:
-                    with uow.conn.begin_nested():
-                        uow.conn.execute(
-                            idempotency_keys.insert().values(
-                                key=key,
-                                method=method,
-                                fingerprint=request_fingerprint,
-                                result={},
-                                create_time=now_us(),
-                            )
-                        )
-                except IntegrityError:
-                    if attempt == 0:
-                        continue  # a concurrent call with the same id won: read its result
-                    raise
-            try:
+                if not idempotency.claim(
+                    uow.conn, key, method=method, fingerprint=request_fingerprint,
+                    now=now_us(), raise_if_taken=attempt > 0,
+                ):
+                    continue  # a concurrent call with the same id won: read its result
+            # a unique key lost to a concurrent writer: the client's mistake to retry or
+            # rename, never INTERNAL (repositories should map these themselves)
+            with conflicts.unique_violations_as(_already_exists):
                 ids = create(uow)
-            except IntegrityError as e:
-                # a unique key lost to a concurrent writer: the client's mistake to retry
-                # or rename, never INTERNAL (repositories should map these themselves)
-                if is_unique_violation(e):
-                    raise AlreadyExists(
-                        "the resource already exists", reason="ALREADY_EXISTS"
-                    ) from None
-                raise
             if key is not None:
-                uow.conn.execute(
-                    idempotency_keys.update()
-                    .where(idempotency_keys.c.key == key)
-                    .values(result=dict(ids))
-                )
+                idempotency.record_result(uow.conn, key, ids)
             result = load(uow, ids)
             uow.commit()
         if key is not None:
             try:  # after the write lock is given back; best effort: the create is done
                 prune_request_ids(db, keep)
-            except sa.exc.SQLAlchemyError as e:
-                log.warning("could not delete expired request ids: %s",
-                            db_error(e) if isinstance(e, sa.exc.DBAPIError) else type(e).__name__)
+            except conflicts.DatabaseError as e:
+                log.warning("could not delete expired request ids: %s", conflicts.describe(e))
         return result, True
     raise AssertionError("unreachable")
+
+
+def _already_exists() -> AlreadyExists:
+    return AlreadyExists("the resource already exists", reason="ALREADY_EXISTS")
 
 
 def prune_request_ids(db: Database, keep: int, *, force: bool = False) -> int:
@@ -157,18 +129,10 @@ def prune_request_ids(db: Database, keep: int, *, force: bool = False) -> int:
         if not force and now - _last_prune.get(db, -_PRUNE_EVERY) < _PRUNE_EVERY:
             return 0
         _last_prune[db] = now
-    expired = (
-        sa.select(idempotency_keys.c.key)
-        .where(idempotency_keys.c.create_time < now_us() - keep * _US)
-        .order_by(idempotency_keys.c.create_time)
-        .limit(_PRUNE_BATCH)
-    )
     with db.write() as uow:
-        gone = uow.conn.execute(
-            idempotency_keys.delete().where(idempotency_keys.c.key.in_(expired))
-        ).rowcount
+        gone = idempotency.prune(uow.conn, older_than=now_us() - keep * _US, limit=_PRUNE_BATCH)
         uow.commit()
-    return int(gone or 0)
+    return gone
 
 
 def check_etag(given: str, current: str, what: str = "resource") -> None:
@@ -183,7 +147,7 @@ def check_etag(given: str, current: str, what: str = "resource") -> None:
 
 def conditional_update(
     uow: UnitOfWork,
-    table: sa.Table,
+    table: Table,
     row_id: str,
     old_etag: str,
     values: Mapping[str, Any],
@@ -196,10 +160,7 @@ def conditional_update(
     values = dict(values)
     values["update_time"] = now_us()
     values["etag"] = new_etag()
-    res = uow.conn.execute(
-        table.update().where(table.c.id == row_id, table.c.etag == old_etag).values(**values)
-    )
-    if res.rowcount != 1:
+    if not conflicts.update_if_etag(uow.conn, table, row_id, old_etag, values):
         raise Aborted(
             f"the {what} was changed concurrently; read it again and retry", reason="ETAG_MISMATCH"
         )
@@ -223,14 +184,12 @@ def constraint_guard(
     COMMITTED, so a pre-check can pass in two transactions at once): on a constraint
     violation the savepoint is rolled back and the loser gets ``taken()`` (e.g.
     ALREADY_EXISTS) or, if that finds nothing, ABORTED to retry -- never INTERNAL."""
-    try:
-        with uow.conn.begin_nested():
-            yield
-    except IntegrityError:
-        raise (
-            taken()
-            or Aborted(
-                "a concurrent change conflicted with this one; read again and retry",
-                reason="CONCURRENT_CHANGE",
-            )
-        ) from None
+
+    def lost() -> DomainError:
+        return taken() or Aborted(
+            "a concurrent change conflicted with this one; read again and retry",
+            reason="CONCURRENT_CHANGE",
+        )
+
+    with conflicts.savepoint(uow.conn, lost):
+        yield

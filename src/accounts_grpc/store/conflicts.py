@@ -1,0 +1,79 @@
+"""Writes that may meet a concurrent writer, for every repository and use case.
+
+The rules (which domain error a lost race becomes) live in services/writes.py; here is
+what reaches into the database and its driver:
+
+- ``update_if_etag``: ``UPDATE ... WHERE id = :id AND etag = :old`` on any resource
+  table; False when a concurrent writer changed the row first.
+- ``savepoint``: statements that may lose a unique key to a concurrent writer, in a
+  savepoint: on a constraint violation it is rolled back (the transaction goes on) and
+  the caller's error is raised instead.
+- ``unique_violations_as``: a unique-key violation anywhere in a block (the transaction
+  is lost) becomes the caller's error; any other integrity error stays what it is.
+- ``DatabaseError``: what any statement may raise, for a caller that must survive a
+  best-effort write, with ``describe`` for its log line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Table
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from accounts_grpc.store.db import db_error, is_unique_violation
+
+__all__ = [
+    "DatabaseError",
+    "Table",
+    "describe",
+    "savepoint",
+    "unique_violations_as",
+    "update_if_etag",
+]
+
+#: the base of every error the database, its driver or SQLAlchemy raises
+DatabaseError = SQLAlchemyError
+
+
+def describe(e: DatabaseError) -> str:
+    """``e`` for a log line: class, SQLSTATE and statement (``db_error``) for a database
+    error, else only its class; never its message or parameters."""
+    return db_error(e) if isinstance(e, sa.exc.DBAPIError) else type(e).__name__
+
+
+def update_if_etag(
+    conn: sa.Connection, table: Table, row_id: str, old_etag: str, values: Mapping[str, Any]
+) -> bool:
+    """Write ``values`` to the row ``row_id`` of ``table`` if its etag is still
+    ``old_etag``; False (nothing written) if it is not, or the row is gone."""
+    res = conn.execute(
+        table.update().where(table.c.id == row_id, table.c.etag == old_etag).values(**values)
+    )
+    return res.rowcount == 1
+
+
+@contextmanager
+def savepoint(conn: sa.Connection, on_conflict: Callable[[], BaseException]) -> Iterator[None]:
+    """Run the block in a savepoint; on a constraint violation roll the savepoint back
+    and raise ``on_conflict()`` (called after the rollback, so it may read)."""
+    try:
+        with conn.begin_nested():
+            yield
+    except IntegrityError:
+        raise on_conflict() from None
+
+
+@contextmanager
+def unique_violations_as(error: Callable[[], BaseException]) -> Iterator[None]:
+    """A unique-key violation raised in the block becomes ``error()``; other integrity
+    errors (foreign key, NOT NULL, CHECK) propagate as they are."""
+    try:
+        yield
+    except IntegrityError as e:
+        if is_unique_violation(e):
+            raise error() from None
+        raise
