@@ -17,7 +17,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -43,8 +42,8 @@ from accounts.v1 import user_group_service_pb2 as ugspb
 
 from tests import support
 from tests.e2e.test_rest_ops import sample
+from tests.serving import CLI, LoggedProcess, clean_env, cli
 
-CLI = [sys.executable, "-m", "accounts_grpc.cli"]
 ME = "/accounts.v1.UserService/GetMe"
 CREATE_GROUP = "/accounts.v1.UserGroupService/CreateUserGroup"
 GRACE = 3.0
@@ -52,30 +51,15 @@ GRACE = 3.0
 pytestmark = pytest.mark.timeout(180)
 
 
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("ACCOUNTS_") and k != "PROMETHEUS_MULTIPROC_DIR"}
-
-
-def cli(*args: str) -> str:
-    p = subprocess.run([*CLI, *args], capture_output=True, text=True, env=clean_env(),
-                       timeout=120, check=False)
-    assert p.returncode == 0, p.stderr
-    return p.stdout
-
-
 @dataclass
-class Cluster:
+class Cluster(LoggedProcess):
     """A running `serve --processes 2` and what it has written to stderr so far."""
 
-    proc: subprocess.Popen[str]
     backend: str
     db_url: str
-    lines: list[str] = field(default_factory=list)
     grpc_port: int = 0
     http_port: int = 0
     creds: dict[str, str] = field(default_factory=dict)
-    _changed: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def address(self) -> str:
@@ -84,31 +68,6 @@ class Cluster:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float = 30, start: int = 0) -> re.Match[str]:
-        """The first log line from index ``start`` on that matches ``pattern``."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for line in self.lines[start:]:
-                    m = re.search(pattern, line)
-                    if m:
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"no {pattern!r} in the log:\n{self.log}")
-                self._changed.wait(min(left, 0.2))
 
     def wait_until(self, predicate: Callable[[], bool], timeout: float = 15) -> None:
         deadline = time.monotonic() + timeout

@@ -50,7 +50,7 @@ from accounts.v1 import user_service_pb2 as upb
 from google.protobuf import field_mask_pb2
 
 from tests import support
-from tests.e2e.test_processes import CLI, clean_env
+from tests.serving import CLI, LoggedProcess, clean_env, cli
 from tests.support import Stubs, bearer
 
 pytestmark = pytest.mark.timeout(180)
@@ -70,63 +70,24 @@ Md = tuple[tuple[str, str], ...]
 # -- the replicas ----------------------------------------------------------------------------
 
 
-def cli(*args: str) -> str:
-    """An ``accounts-grpc`` command; its stdout."""
-    p = subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120,
-                       check=False, env=clean_env())
-    assert p.returncode == 0, p.stderr
-    return p.stdout
-
-
 @dataclass
-class Replica:
+class Replica(LoggedProcess):
     """One ``serve --processes 1`` process, its log as it comes, and stubs on a channel to
     its own address."""
 
     name: str
-    proc: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
     grpc_port: int = 0
     http_port: int = 0
     channel: grpc.Channel | None = None
     stubs: Stubs = field(init=False)
-    eof: bool = False  #: the process has closed its stderr (and so has exited)
-    _changed: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self.eof = True
-            self._changed.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float = 60) -> re.Match[str]:
-        """The first log line that matches ``pattern``."""
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                for line in self.lines:
-                    if m := re.search(pattern, line):
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0 or self.eof:
-                    raise AssertionError(f"replica {self.name}: no {pattern!r} in its log "
-                                         f"(exit code {self.proc.poll()}):\n{self.log}")
-                self._changed.wait(min(left, 0.2))
-
     def connect(self) -> None:
-        m = self.wait_for(r"serving gRPC on 127\.0\.0\.1:(\d+), HTTP on 127\.0\.0\.1:(\d+) ")
+        m = self.wait_for(r"serving gRPC on 127\.0\.0\.1:(\d+), HTTP on 127\.0\.0\.1:(\d+) ",
+                          timeout=60)
         self.grpc_port, self.http_port = int(m.group(1)), int(m.group(2))
         self.channel = grpc.insecure_channel(self.address)
         self.stubs = Stubs.on(self.channel)
@@ -186,7 +147,7 @@ def replica_set(backend: str, tmp: Path, flags: Sequence[str] = (),
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                     env={**clean_env(), "TMPDIR": str(tmp)},
                 )
-                replica = Replica(name, proc)
+                replica = Replica(proc, name)
                 reader = threading.Thread(target=replica.read_stderr, daemon=True)
                 reader.start()
                 started.append((replica, reader))
