@@ -42,10 +42,8 @@ import contextlib
 import json
 import os
 import secrets
-import signal
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -433,23 +431,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     b = PoolBench(args)
 
-    def watchdog() -> None:
-        log(f"bench.pool: --timeout {args.timeout:.0f}s reached; killing everything")
+    def cleanup() -> None:
         if b.server is not None:
             b.server.kill_now()
         if b.created:
-            with contextlib.suppress(Exception):
-                _pg_drop(args.pg_admin_url, b.dbname)
-        os._exit(3)
+            _pg_drop(args.pg_admin_url, b.dbname)
 
-    timer = threading.Timer(args.timeout, watchdog)
-    timer.daemon = True
-    timer.start()
-
-    def on_term(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    timer = procs.guard_run("bench.pool", args.timeout, cleanup)
     t0 = time.monotonic()
     try:
         b.load = LoadPool(args.procs)

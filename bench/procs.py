@@ -16,9 +16,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -321,3 +324,26 @@ def cli(args: list[str], timeout: float = 120) -> str:
 def serve_flags() -> str:
     """``accounts-grpc serve --help`` (to see which flags this tree's server has)."""
     return cli(["serve", "--help"], timeout=60)
+
+
+def guard_run(name: str, timeout: float, cleanup: Callable[[], None]) -> threading.Timer:
+    """A bench run that cannot hang or leak: past ``timeout`` seconds ``cleanup`` runs (its
+    errors ignored) and the process exits 3; SIGTERM raises KeyboardInterrupt in the main
+    thread, so the run's own ``finally`` cleans up as on Ctrl-C. Cancel the timer returned
+    when the run ends."""
+    def watchdog() -> None:
+        print(f"{name}: --timeout {timeout:.0f}s reached; killing everything",
+              file=sys.stderr, flush=True)
+        with contextlib.suppress(Exception):
+            cleanup()
+        os._exit(3)
+
+    timer = threading.Timer(timeout, watchdog)
+    timer.daemon = True
+    timer.start()
+
+    def on_term(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    return timer

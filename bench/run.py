@@ -57,12 +57,10 @@ import os
 import platform
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -997,22 +995,12 @@ def main(argv: list[str] | None = None) -> int:
     wanted = _wanted(args)
     b = Bench(args)
 
-    def watchdog() -> None:
-        log(f"bench: --timeout {args.timeout:.0f}s reached; killing everything")
+    def cleanup() -> None:
         b.kill_all()
         if b.pg_dbname:
-            with contextlib.suppress(Exception):
-                _pg_drop(b.pg_admin, b.pg_dbname)
-        os._exit(3)
+            _pg_drop(b.pg_admin, b.pg_dbname)
 
-    timer = threading.Timer(args.timeout, watchdog)
-    timer.daemon = True
-    timer.start()
-
-    def on_term(_signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    timer = procs.guard_run("bench", args.timeout, cleanup)
     t0 = time.monotonic()
     started = datetime.datetime.now()
     try:
