@@ -25,7 +25,6 @@ from urllib.parse import unquote
 from google.protobuf import duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from sqlalchemy import exc as sa_exc
 
 from accounts_grpc.auth.authenticate import Authenticator
 from accounts_grpc.domain.call import CallInfo, current_call, reset_call, set_call
@@ -40,7 +39,7 @@ from accounts_grpc.rpc import metrics
 from accounts_grpc.rpc.inputs import check_strings
 from accounts_grpc.rpc.registry import AccessRule
 from accounts_grpc.rpc.status import internal_status, status_for, status_from_error
-from accounts_grpc.store.db import db_error
+from accounts_grpc.store import errors as db
 
 log = logging.getLogger("accounts_grpc.calls")
 errlog = logging.getLogger("accounts_grpc.errors")
@@ -192,16 +191,16 @@ class Pipeline:
             raise CallFailed(
                 status_for("UNIMPLEMENTED", f"{method} is not implemented", "UNIMPLEMENTED")
             ) from None
-        except sa_exc.DataError as e:
+        except db.ValueRefused as e:
             # a value the driver or the database refused (out of range, bad encoding):
             # the caller's mistake, so say so; the log line names no value
             code = "INVALID_ARGUMENT"
-            errlog.warning("the database refused a value in %s: %s", method, db_error(e))
+            errlog.warning("the database refused a value in %s: %s", method, db.describe(e))
             raise CallFailed(
                 status_for("INVALID_ARGUMENT", "a value of the request cannot be stored",
                            "INVALID_VALUE")
             ) from None
-        except sa_exc.TimeoutError:  # no pooled connection within db_pool_timeout
+        except db.PoolExhausted:  # no pooled connection within db_pool_timeout
             code = "UNAVAILABLE"
             errlog.warning("database pool exhausted in %s", method)
             raise CallFailed(
@@ -209,16 +208,16 @@ class Pipeline:
                            extra=[error_details_pb2.RetryInfo(
                                retry_delay=duration_pb2.Duration(seconds=1))])
             ) from None
-        except sa_exc.OperationalError as e:  # the database is down or busy: retryable
+        except db.DatabaseUnavailable as e:  # the database is down or busy: retryable
             code = "UNAVAILABLE"
-            errlog.warning("database unavailable in %s: %s", method, db_error(e))
+            errlog.warning("database unavailable in %s: %s", method, db.describe(e))
             raise CallFailed(
                 status_for("UNAVAILABLE", "the database is unavailable; retry later",
                            "DATABASE_UNAVAILABLE")
             ) from None
-        except sa_exc.DBAPIError as e:
+        except db.DatabaseError as e:
             code = "INTERNAL"
-            errlog.error("unexpected database error in %s: %s\n%s", method, db_error(e),
+            errlog.error("unexpected database error in %s: %s\n%s", method, db.describe(e),
                          "".join(traceback.format_tb(e.__traceback__)))
             raise CallFailed(internal_status()) from None
         except Exception:

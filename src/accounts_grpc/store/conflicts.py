@@ -22,9 +22,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Table
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
-from accounts_grpc.store.db import db_error, is_unique_violation
+from accounts_grpc.store.db import is_unique_violation
+from accounts_grpc.store.errors import DatabaseError, describe
 
 __all__ = [
     "DatabaseError",
@@ -36,15 +37,6 @@ __all__ = [
 ]
 
 #: the base of every error the database, its driver or SQLAlchemy raises
-DatabaseError = SQLAlchemyError
-
-
-def describe(e: DatabaseError) -> str:
-    """``e`` for a log line: class, SQLSTATE and statement (``db_error``) for a database
-    error, else only its class; never its message or parameters."""
-    return db_error(e) if isinstance(e, sa.exc.DBAPIError) else type(e).__name__
-
-
 def update_if_etag(
     conn: sa.Connection, table: Table, row_id: str, old_etag: str, values: Mapping[str, Any]
 ) -> bool:

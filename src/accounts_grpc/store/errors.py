@@ -1,0 +1,32 @@
+"""The database's failures, named for what the layers above the store do about them, so
+that they catch them without importing SQLAlchemy (the store is the only package that
+does). Most specific first, as an ``except`` chain must test them:
+
+- ``ValueRefused``: the driver or the database refused a value (out of range, a NUL
+  character on PostgreSQL): the caller's mistake.
+- ``PoolExhausted``: no pooled connection came free within ``db_pool_timeout``.
+- ``DatabaseUnavailable``: the database is down, restarting or refusing connections.
+- ``DatabaseError``: any other error a statement raised (``SQLAlchemyError``).
+
+``describe(e)`` is the one way to put any of them in a log line: class, SQLSTATE and
+statement, never the message or the parameters (a server's DETAIL names key values:
+emails, token hashes).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import exc as _exc
+
+from accounts_grpc.store.db import db_error
+
+__all__ = ["DatabaseError", "DatabaseUnavailable", "PoolExhausted", "ValueRefused", "describe"]
+
+ValueRefused = _exc.DataError
+PoolExhausted = _exc.TimeoutError
+DatabaseUnavailable = _exc.OperationalError
+DatabaseError = _exc.SQLAlchemyError
+
+
+def describe(e: BaseException) -> str:
+    """``e`` for a log line (see the module docstring)."""
+    return db_error(e) if isinstance(e, _exc.DBAPIError) else type(e).__name__
