@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -206,3 +207,14 @@ def expect_error(fn: Any, *args: Any, code: grpc.StatusCode, reason: str | None 
                        for x in fields), f"expected a violation of {field}, got {fields}"
         return f
     raise AssertionError(f"expected {code}, but the call succeeded")
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the Prometheus text exposition (0 if absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name):line.rindex("}") + 1]))
+        if all(got.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

@@ -22,7 +22,7 @@ from accounts_grpc.store.tables import (
     user_groups,
     users,
 )
-from tests.e2e.test_accounts_support import (
+from tests.e2e.accounts_helpers import (
     HUMAN,
     MACHINE,
     account_row,

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from accounts_grpc.store.accounts import kept_counts
 from accounts_grpc.store.tables import accounts
-from tests.e2e.test_accounts_support import new_account, pb, uniq
+from tests.e2e.accounts_helpers import new_account, pb, uniq
 from tests.support import Server
 
 

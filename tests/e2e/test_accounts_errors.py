@@ -1,7 +1,7 @@
 """Bad input to AccountService: a clear error, and nothing changes.
 
 Every case asserts the status code, the ErrorInfo reason, the field violation, and
-that no account row, user or audit event changed (tests/e2e/test_accounts_support.snapshot).
+that no account row, user or audit event changed (tests/e2e/accounts_helpers.snapshot).
 
 Sizes: the server accepts messages up to 4 MiB (rpc/server.py). A 3 MB name reaches the
 service and is a clean INVALID_ARGUMENT with a violation on the field; a 10 MB name
@@ -21,7 +21,7 @@ import pytest
 from accounts.v1 import account_pb2, user_pb2
 from google.protobuf import field_mask_pb2
 
-from tests.e2e.test_accounts_support import new_account, pb, snapshot, uniq
+from tests.e2e.accounts_helpers import new_account, pb, snapshot, uniq
 from tests.support import Server, expect_error, failure
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -28,7 +28,7 @@ import pytest
 from accounts.v1 import account_pb2, account_service_pb2, user_service_pb2
 from google.protobuf import field_mask_pb2
 
-from tests.e2e.test_accounts_support import (
+from tests.e2e.accounts_helpers import (
     MACHINE,
     Md,
     add_user,

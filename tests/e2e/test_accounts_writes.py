@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from accounts.v1 import account_pb2, user_pb2
 
-from tests.e2e.test_accounts_support import (
+from tests.e2e.accounts_helpers import (
     account_count,
     audit_count,
     pb,

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from google.protobuf import json_format
 
 from accounts_grpc.store.tables import accounts, users
-from tests.e2e.test_auth_helpers import (
+from tests.e2e.auth_helpers import (
     UserCreds,
     claims_for,
     make_account,

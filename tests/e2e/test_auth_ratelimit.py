@@ -24,7 +24,7 @@ from accounts_grpc.app import App
 from accounts_grpc.domain.call import CallInfo, reset_call, set_call
 from accounts_grpc.domain.errors import ResourceExhausted, Unauthenticated
 from tests import support
-from tests.e2e.test_auth_helpers import UserCreds, make_account, make_user
+from tests.e2e.auth_helpers import UserCreds, make_account, make_user
 from tests.support import Server, expect_error, running_server
 
 MAX_FAILURES = 3  # one client id at one address

@@ -18,7 +18,7 @@ from accounts.v1 import partition_pb2, user_pb2
 from accounts.v1 import partition_service_pb2 as ps
 from accounts.v1 import user_service_pb2 as us
 
-from tests.e2e.test_users_support import (
+from tests.e2e.users_helpers import (
     EXTERNAL,
     HUMAN,
     Md,

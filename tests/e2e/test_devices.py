@@ -15,7 +15,7 @@ from accounts.v1 import partition_service_pb2 as pb
 
 from accounts_grpc.store.db import new_etag, new_id, now_us
 from accounts_grpc.store.tables import device_permissions, devices
-from tests.e2e.test_groups_support import (
+from tests.e2e.groups_helpers import (
     Persona,
     create_account,
     device_id,

@@ -1,6 +1,6 @@
 """Who may do what in UserGroupService: every RPC, every kind of caller, exact outcome.
 
-The callers (see test_groups_support.policy_world) and the account they act on, A:
+The callers (see groups_helpers.policy_world) and the account they act on, A:
 member (of A, in group "fixture mine"), account-admin (of A), intermediary machine
 (a MACHINE user of A, which is an ``intermediary`` account), consultant (of A's
 consultancy), admin-reader and admin (of other accounts), stranger (an account-admin
@@ -18,7 +18,7 @@ import pytest
 from accounts.v1 import user_group_pb2
 from accounts.v1 import user_group_service_pb2 as pb
 
-from tests.e2e.test_groups_support import (
+from tests.e2e.groups_helpers import (
     NO_ACCOUNT,
     OK,
     PERSONAS,

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_auth_helpers import make_account, make_user
+from tests.e2e.auth_helpers import make_account, make_user
 from tests.support import Server, running_server
 
 MAX_FAILURES = 3

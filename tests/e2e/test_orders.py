@@ -9,7 +9,7 @@ import pytest
 from accounts.v1 import user_pb2
 from accounts.v1 import user_service_pb2 as us
 
-from tests.e2e.test_users_support import (
+from tests.e2e.users_helpers import (
     EXTERNAL,
     World,
     build_world,

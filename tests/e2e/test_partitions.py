@@ -9,7 +9,7 @@ from accounts.v1 import partition_service_pb2 as pb
 from accounts.v1 import user_group_service_pb2 as gpb
 from google.protobuf import field_mask_pb2
 
-from tests.e2e.test_groups_support import (
+from tests.e2e.groups_helpers import (
     Persona,
     create_account,
     events,

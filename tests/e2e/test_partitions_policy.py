@@ -1,6 +1,6 @@
 """Who may do what in PartitionService: every RPC, every kind of caller, exact outcome.
 
-The callers and account A are those of test_groups_support.policy_world: the member's
+The callers and account A are those of groups_helpers.policy_world: the member's
 group reaches partition "fixture reach" (device "fixture d-reach") and not "fixture
 other" (device "fixture d-other"). A cell is "ok", the set of names a list returns,
 or (code, ErrorInfo reason).
@@ -15,7 +15,7 @@ import pytest
 from accounts.v1 import partition_pb2
 from accounts.v1 import partition_service_pb2 as pb
 
-from tests.e2e.test_groups_support import (
+from tests.e2e.groups_helpers import (
     NO_ACCOUNT,
     OK,
     PERSONAS,

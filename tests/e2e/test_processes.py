@@ -41,8 +41,8 @@ from accounts.v1 import user_group_pb2 as ugpb
 from accounts.v1 import user_group_service_pb2 as ugspb
 
 from tests import support
-from tests.e2e.test_rest_ops import sample
 from tests.serving import CLI, LoggedProcess, clean_env, cli
+from tests.support import sample
 
 ME = "/accounts.v1.UserService/GetMe"
 CREATE_GROUP = "/accounts.v1.UserGroupService/CreateUserGroup"

@@ -13,7 +13,7 @@ from accounts.v1 import user_service_pb2
 from openapi_spec_validator import validate
 
 from accounts_grpc.rest import openapi
-from tests.support import Server
+from tests.support import Server, sample
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,17 +54,6 @@ def test_readyz_is_503_when_the_database_is_down(server: Server,
 
 
 # -- metrics ------------------------------------------------------------------------------------
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of the Prometheus text exposition (0 if absent)."""
-    for line in text.splitlines():
-        if not line.startswith(name + "{"):
-            continue
-        got = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name):line.rindex("}") + 1]))
-        if all(got.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 def test_metrics_cover_grpc_and_rest_calls_latencies_and_errors(server: Server) -> None:

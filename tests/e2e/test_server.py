@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from accounts_grpc.rpc.registry import service_names
-from tests.e2e.test_auth_helpers import hold_write_lock
+from tests.e2e.auth_helpers import hold_write_lock
 from tests.support import Server, running_server
 
 SERVICES = [

@@ -15,7 +15,7 @@ from accounts.v1 import user_pb2
 from accounts.v1 import user_service_pb2 as upb
 
 from accounts_grpc.store.tables import audit_events, sessions
-from tests.e2e.test_auth_helpers import (
+from tests.e2e.auth_helpers import (
     UserCreds,
     claims_for,
     make_account,

@@ -20,7 +20,7 @@ from accounts.v1 import user_pb2
 from accounts.v1 import user_service_pb2 as us
 from google.protobuf import field_mask_pb2
 
-from tests.e2e.test_users_support import (
+from tests.e2e.users_helpers import (
     ACTORS,
     EXTERNAL,
     HUMAN,
