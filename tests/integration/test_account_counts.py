@@ -28,15 +28,14 @@ from hypothesis import strategies as st
 from accounts_grpc.domain import roles as R
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.services.accounts import (
-    _EVERY_ACCOUNT,
-    _OPEN_ACCOUNTS,
-    ACCOUNTS_LIST,
     AccountInput,
     AccountsService,
     FirstUserInput,
 )
 from accounts_grpc.store import migrate
-from accounts_grpc.store.accounts import kept_counts
+from accounts_grpc.store.accounts import ACCOUNTS_LIST, kept_counts
+from accounts_grpc.store.accounts import EVERY_ACCOUNT as _EVERY_ACCOUNT
+from accounts_grpc.store.accounts import OPEN_ACCOUNTS as _OPEN_ACCOUNTS
 from accounts_grpc.store.db import Database, create_engine, new_etag, new_id, now_us
 from accounts_grpc.store.tables import account_counts, accounts, include_name, metadata
 
@@ -486,8 +485,8 @@ def test_the_first_page_is_read_through_an_index(db: Database, order: str,
                                                  show_closed: bool) -> None:
     """Page 1 walks the order's index and stops after 21 rows: nothing sorts or counts
     the table (the kept count is one row of another)."""
-    from accounts_grpc.domain import listing
     from accounts_grpc.domain.listing import parse_list_request
+    from accounts_grpc.store.listing import filters, run
 
     with db.write() as uow:
         uow.conn.execute(accounts.insert().values([row(closed=i % 7 == 0)
@@ -499,9 +498,9 @@ def test_the_first_page_is_read_through_an_index(db: Database, order: str,
     index = "ix_accounts_name_id" if order.startswith("name") else "ix_accounts_create_time_id"
     with db.connect() as conn:
         dialect = conn.dialect.name
-        built = listing._statements(ACCOUNTS_LIST, q, base,
-                                    listing._filter(ACCOUNTS_LIST, (), dialect), dialect,
-                                    reuse=False, kept=ACCOUNTS_LIST.kept_counts[scope])
+        built = run._statements(ACCOUNTS_LIST, q, base,
+                                filters._filter(ACCOUNTS_LIST, (), dialect), dialect,
+                                reuse=False, kept=ACCOUNTS_LIST.kept_counts[scope])
         sql = str(built.page.compile(dialect=conn.dialect,
                                      compile_kwargs={"literal_binds": True}))
         if dialect == "sqlite":

@@ -22,17 +22,11 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accounts_grpc.domain import listing
-from accounts_grpc.domain.listing import (
-    IndexScope,
-    Page,
-    parse_filter,
-    parse_list_request,
-    run_list,
-)
-from accounts_grpc.services.accounts import ACCOUNTS_LIST
+from accounts_grpc.domain.listing import Page, parse_filter, parse_list_request
 from accounts_grpc.store import migrate
+from accounts_grpc.store.accounts import ACCOUNTS_LIST
 from accounts_grpc.store.db import create_engine
+from accounts_grpc.store.listing import IndexScope, plans, run_list
 from accounts_grpc.store.tables import accounts
 from tests.support import backends, database_url
 
@@ -131,14 +125,14 @@ PLANS = ["hits", "walk", "scan"]
 @contextlib.contextmanager
 def plan(page: str) -> Iterator[None]:
     """Make every page whose filter the index answers alone take one plan where it can
-    (``listing.PagePlan``; walks need a one-field order)."""
-    saved = listing._WALK_FACTOR, listing._SCAN_FACTOR
-    listing._WALK_FACTOR = 0 if page == "hits" else 10**12
-    listing._SCAN_FACTOR = 10**12 if page == "scan" else 0
+    (``PagePlan``; walks need a one-field order)."""
+    saved = plans._WALK_FACTOR, plans._SCAN_FACTOR
+    plans._WALK_FACTOR = 0 if page == "hits" else 10**12
+    plans._SCAN_FACTOR = 10**12 if page == "scan" else 0
     try:
         yield
     finally:
-        listing._WALK_FACTOR, listing._SCAN_FACTOR = saved
+        plans._WALK_FACTOR, plans._SCAN_FACTOR = saved
 
 
 def reset(conn: sa.Connection) -> None:
@@ -367,7 +361,8 @@ def kept_fetch(conn: sa.Connection, token: str, *, order: str, flt: str, size: i
     """As ListAccounts lists for an admin: on its base statements made once (``params``),
     so that what is built on them is kept (SQLite: run straight on the DBAPI cursor), and
     an unfiltered list reads its total in the kept count (migration 0007)."""
-    from accounts_grpc.services.accounts import _EVERY_ACCOUNT, _OPEN_ACCOUNTS
+    from accounts_grpc.store.accounts import EVERY_ACCOUNT as _EVERY_ACCOUNT
+    from accounts_grpc.store.accounts import OPEN_ACCOUNTS as _OPEN_ACCOUNTS
 
     q = parse_list_request(ACCOUNTS_LIST, secret=SECRET, page_size=size, page_token=token,
                            filter=flt, order_by=order)

@@ -19,13 +19,13 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from accounts_grpc.domain import listing
-from accounts_grpc.domain.listing import filter_clause, parse_list_request, run_list
-from accounts_grpc.services.accounts import ACCOUNTS_LIST
-from accounts_grpc.services.users import USER_LIST
+from accounts_grpc.domain.listing import parse_list_request
 from accounts_grpc.store import migrate
+from accounts_grpc.store.accounts import ACCOUNTS_LIST
 from accounts_grpc.store.db import create_engine
+from accounts_grpc.store.listing import filter_clause, filters, plans, run_list
 from accounts_grpc.store.tables import accounts, users
+from accounts_grpc.store.users import USER_LIST
 
 HYPOTHESIS = settings(
     max_examples=60,
@@ -54,7 +54,7 @@ def alphabet(engine: sa.Engine) -> str:
 
 def fold(engine: sa.Engine, text: str) -> str:
     if engine.dialect.name == "sqlite":
-        return "".join(listing._fts_fold_char(c) for c in text)
+        return "".join(filters._fts_fold_char(c) for c in text)
     return text.lower()
 
 
@@ -249,12 +249,12 @@ def test_the_index_serves_the_filter(engine: sa.Engine) -> None:
 
 
 def test_fts_folding_is_a_fold() -> None:
-    fold, unfold = listing._fts_folds()
+    fold, unfold = filters._fts_folds()
     assert fold["\u212a"] == "k" and fold["\u017f"] == "s" and fold["É"] == "é"
     for c, f in fold.items():
-        assert listing._fts_fold_char(f) == f, (c, f)  # idempotent
+        assert filters._fts_fold_char(f) == f, (c, f)  # idempotent
         assert c in unfold[f]
-    assert sorted(listing._fts_fold_variants("sk")) == sorted(
+    assert sorted(filters._fts_fold_variants("sk")) == sorted(
         ["sk", "s\u212a", "\u017fk", "\u017f\u212a"])
 
 
@@ -300,23 +300,23 @@ def test_the_page_plan_follows_the_number_of_hits(engine: sa.Engine) -> None:
             name = "needle" if i % 200 == 7 else "kas" if i % 6 == 1 else "ssss"
             insert_account(conn, f"{name} {i}", f"e{i}@example.org", closed=i % 10 == 3)
 
-    def plan(flt: str, order: str = "") -> listing._IndexedPlan | None:
+    def plan(flt: str, order: str = "") -> plans._IndexedPlan | None:
         q = parse_list_request(ACCOUNTS_LIST, secret=b"s", page_size=20, filter=flt,
                                order_by=order)
         with engine.connect() as conn:
-            return listing._plan_indexed(conn, ACCOUNTS_LIST, q, "unmarked", need_count=True)
+            return plans._plan_indexed(conn, ACCOUNTS_LIST, q, "unmarked", need_count=True)
 
     if engine.dialect.name != "sqlite":
         assert plan("needle") is None  # PostgreSQL: its planner has the statistics
         return
-    assert plan("needle") == listing._IndexedPlan(hits=2, page="hits")
+    assert plan("needle") == plans._IndexedPlan(hits=2, page="hits")
     kas = sum(1 for i in range(400) if i % 6 == 1 and i % 200 != 7 and i % 10 != 3)
-    assert plan("kas") == listing._IndexedPlan(hits=kas, page="walk")  # 4 spellings
-    assert plan("example.org") == listing._IndexedPlan(hits=360, page="scan")
+    assert plan("kas") == plans._IndexedPlan(hits=kas, page="walk")  # 4 spellings
+    assert plan("example.org") == plans._IndexedPlan(hits=360, page="scan")
     # no index serves a two-field order: the hits are read and sorted
-    assert plan("example.org", "name, create_time") == listing._IndexedPlan(hits=360,
+    assert plan("example.org", "name, create_time") == plans._IndexedPlan(hits=360,
                                                                            page="hits")
     # the long s folds to s: 2**4 spellings would have to be tested on each row
     ssss = sum(1 for i in range(400) if i % 6 != 1 and i % 200 != 7 and i % 10 != 3)
-    assert plan("ssss") == listing._IndexedPlan(hits=ssss, page="walk")
+    assert plan("ssss") == plans._IndexedPlan(hits=ssss, page="walk")
     assert plan("ne") is None  # a short term is tested on the rows themselves

@@ -5,19 +5,11 @@ from __future__ import annotations
 import pytest
 
 from accounts_grpc.domain.errors import InvalidArgument, PermissionDenied
-from accounts_grpc.services.groups import (
-    UPDATABLE,
-    GroupInput,
-    check_role_change,
-    validate_group,
-    validate_user_ids,
-)
-from accounts_grpc.services.partitions import (
-    DeviceInput,
-    taken_error,
-    validate_devices,
-    validate_include,
-)
+from accounts_grpc.services.devices import DeviceInput, taken_error, validate_devices
+from accounts_grpc.services.groups import UPDATABLE, GroupInput, validate_group
+from accounts_grpc.services.memberships import validate_user_ids
+from accounts_grpc.services.partitions import validate_include
+from accounts_grpc.services.tenancy import check_role_change
 
 ID = "6f1c2d3e-4b5a-4c6d-8e7f-0123456789ab"
 

@@ -13,14 +13,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from accounts_grpc.domain import listing
 from accounts_grpc.domain.errors import InvalidArgument
 from accounts_grpc.domain.listing import (
-    ListSpec,
     encode_token,
-    filter_clause,
     page_size_of,
     parse_filter,
     parse_list_request,
     parse_order_by,
 )
+from accounts_grpc.store.listing import ListSpec, filter_clause
 
 _md = sa.MetaData()
 things = sa.Table(
@@ -279,7 +278,7 @@ def test_filter_spelling_does_not_matter_to_the_token() -> None:
 
 
 def test_keyset_sql_uses_row_values_for_one_direction_and_ors_for_mixed() -> None:
-    from accounts_grpc.domain.listing import _keyset
+    from accounts_grpc.store.listing.run import _keyset
 
     same = _keyset([things.c.name, things.c.id], [False, False], ["a", "b"])
     sql = str(same.compile(dialect=sqlite.dialect()))

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from accounts_grpc.domain import roles as R
 from accounts_grpc.domain.errors import PermissionDenied
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.services import users as U
+from accounts_grpc.services import user_fields as UF
 from accounts_grpc.services.common import check_not_outranked, outranking_roles
 
 ME, OTHER = "u-me", "u-other"
@@ -68,7 +68,7 @@ def test_outranked_exactly_when_the_caller_could_not_have_granted_the_roles(
     above = outranking_roles(p, OTHER, theirs | {"member"})
     could_create = True
     try:
-        U.check_grantable(p, sorted(theirs), "roles")  # what CreateUser would allow
+        UF.check_grantable(p, sorted(theirs), "roles")  # what CreateUser would allow
     except PermissionDenied:
         could_create = False
     assert (above == []) == could_create

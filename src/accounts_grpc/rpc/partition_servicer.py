@@ -23,6 +23,7 @@ class PartitionServiceServicer(partition_service_pb2_grpc.PartitionServiceServic
     def __init__(self, services: Services) -> None:
         self.services = services
         self.partitions = services.partitions
+        self.devices = services.devices
 
     def CreatePartition(
         self, request: pb.CreatePartitionRequest, context: Any
@@ -84,7 +85,7 @@ class PartitionServiceServicer(partition_service_pb2_grpc.PartitionServiceServic
     def RegisterDevices(
         self, request: pb.RegisterDevicesRequest, context: Any
     ) -> pb.RegisterDevicesResponse:
-        rows = self.partitions.register_devices(
+        rows = self.devices.register_devices(
             current_principal(),
             request.partition_id,
             [device_input(d) for d in request.devices],
@@ -93,7 +94,7 @@ class PartitionServiceServicer(partition_service_pb2_grpc.PartitionServiceServic
         return pb.RegisterDevicesResponse(devices=[device_to_proto(r) for r in rows])
 
     def ListDevices(self, request: pb.ListDevicesRequest, context: Any) -> pb.ListDevicesResponse:
-        page = self.partitions.list_devices(
+        page = self.devices.list_devices(
             current_principal(),
             partition_id=request.partition_id,
             account_id=request.account_id,

@@ -18,6 +18,7 @@ class UserGroupServiceServicer(user_group_service_pb2_grpc.UserGroupServiceServi
     def __init__(self, services: Services) -> None:
         self.services = services
         self.groups = services.groups
+        self.memberships = services.memberships
 
     def CreateUserGroup(
         self, request: pb.CreateUserGroupRequest, context: Any
@@ -75,13 +76,15 @@ class UserGroupServiceServicer(user_group_service_pb2_grpc.UserGroupServiceServi
     def AddUserGroupMembers(
         self, request: pb.AddUserGroupMembersRequest, context: Any
     ) -> pb.AddUserGroupMembersResponse:
-        view = self.groups.add_members(current_principal(), request.id, list(request.user_ids))
+        view = self.memberships.add_members(current_principal(), request.id, list(request.user_ids))
         return pb.AddUserGroupMembersResponse(user_group=group_to_proto(view))
 
     def RemoveUserGroupMembers(
         self, request: pb.RemoveUserGroupMembersRequest, context: Any
     ) -> pb.RemoveUserGroupMembersResponse:
-        view = self.groups.remove_members(current_principal(), request.id, list(request.user_ids))
+        view = self.memberships.remove_members(
+            current_principal(), request.id, list(request.user_ids)
+        )
         return pb.RemoveUserGroupMembersResponse(user_group=group_to_proto(view))
 
     def ListMyUserGroups(

@@ -18,6 +18,9 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     def __init__(self, services: Services) -> None:
         self.services = services
         self.users = services.users
+        self.device_permissions = services.device_permissions
+        self.charging = services.charging
+        self.orders = services.orders
 
     def CreateUser(self, request: pb.CreateUserRequest, context: Any) -> pb.CreateUserResponse:
         created = self.users.create_user(
@@ -85,7 +88,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     def AddDevicePermissions(
         self, request: pb.AddDevicePermissionsRequest, context: Any
     ) -> pb.AddDevicePermissionsResponse:
-        rows = self.users.add_device_permissions(
+        rows = self.device_permissions.add_device_permissions(
             current_principal(), cv.user_ref(request.user), cv.device_refs(request.devices)
         )
         return pb.AddDevicePermissionsResponse(
@@ -95,7 +98,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     def RemoveDevicePermissions(
         self, request: pb.RemoveDevicePermissionsRequest, context: Any
     ) -> pb.RemoveDevicePermissionsResponse:
-        self.users.remove_device_permissions(
+        self.device_permissions.remove_device_permissions(
             current_principal(), cv.user_ref(request.user), cv.device_refs(request.devices)
         )
         return pb.RemoveDevicePermissionsResponse()
@@ -103,7 +106,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     def ListDevicePermissions(
         self, request: pb.ListDevicePermissionsRequest, context: Any
     ) -> pb.ListDevicePermissionsResponse:
-        page = self.users.list_device_permissions(
+        page = self.device_permissions.list_device_permissions(
             current_principal(),
             cv.user_ref(request.user),
             page_size=request.page_size,
@@ -120,7 +123,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     def AddChargingPermission(
         self, request: pb.AddChargingPermissionRequest, context: Any
     ) -> pb.AddChargingPermissionResponse:
-        row = self.users.add_charging_permission(
+        row = self.charging.add_charging_permission(
             current_principal(), cv.user_ref(request.user), cv.device_ref(request.device)
         )
         return pb.AddChargingPermissionResponse(permission=cv.permission_to_proto(row))
@@ -128,7 +131,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     def RemoveChargingPermission(
         self, request: pb.RemoveChargingPermissionRequest, context: Any
     ) -> pb.RemoveChargingPermissionResponse:
-        row = self.users.remove_charging_permission(
+        row = self.charging.remove_charging_permission(
             current_principal(), cv.user_ref(request.user), cv.device_ref(request.device)
         )
         return pb.RemoveChargingPermissionResponse(permission=cv.permission_to_proto(row))
@@ -136,7 +139,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     def UpsertUserOrder(
         self, request: pb.UpsertUserOrderRequest, context: Any
     ) -> pb.UpsertUserOrderResponse:
-        row = self.users.upsert_user_order(
+        row = self.orders.upsert_user_order(
             current_principal(), cv.user_ref(request.user), cv.order_input(request.order)
         )
         return pb.UpsertUserOrderResponse(order=cv.order_to_proto(row))
@@ -144,7 +147,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
     def ListUserOrders(
         self, request: pb.ListUserOrdersRequest, context: Any
     ) -> pb.ListUserOrdersResponse:
-        page = self.users.list_user_orders(
+        page = self.orders.list_user_orders(
             current_principal(),
             cv.user_ref(request.user),
             page_size=request.page_size,

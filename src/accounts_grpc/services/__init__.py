@@ -5,8 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from accounts_grpc.services.accounts import AccountsService
+from accounts_grpc.services.charging import ChargingService
 from accounts_grpc.services.deps import Deps
+from accounts_grpc.services.device_permissions import DevicePermissionsService
+from accounts_grpc.services.devices import DevicesService
 from accounts_grpc.services.groups import GroupsService
+from accounts_grpc.services.memberships import MembershipsService
+from accounts_grpc.services.orders import OrdersService
 from accounts_grpc.services.partitions import PartitionsService
 from accounts_grpc.services.sessions import SessionsService
 from accounts_grpc.services.users import UsersService
@@ -17,8 +22,13 @@ class Services:
     deps: Deps
     accounts: AccountsService
     users: UsersService
+    device_permissions: DevicePermissionsService
+    charging: ChargingService
+    orders: OrdersService
     groups: GroupsService
+    memberships: MembershipsService
     partitions: PartitionsService
+    devices: DevicesService
     sessions: SessionsService
 
     @classmethod
@@ -27,7 +37,12 @@ class Services:
             deps=deps,
             accounts=AccountsService(deps),
             users=UsersService(deps),
+            device_permissions=DevicePermissionsService(deps),
+            charging=ChargingService(deps),
+            orders=OrdersService(deps),
             groups=GroupsService(deps),
+            memberships=MembershipsService(deps),
             partitions=PartitionsService(deps),
+            devices=DevicesService(deps),
             sessions=SessionsService(deps),
         )

@@ -40,15 +40,16 @@ Rules, all here:
 - ListAuditEvents (admin, admin-reader, the account's account-admins): newest first,
   keyset pages, ``filter`` on action and resource type. A closed account's log stays
   readable for admins and admin-readers.
+
+The rules are here; the statements are in store/accounts.py (accounts, their lists, the
+user an account is made with) and store/audit.py (the audit log and its list).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
 from accounts_grpc.domain import policy
 from accounts_grpc.domain import roles as R
@@ -58,14 +59,7 @@ from accounts_grpc.domain.errors import (
     PermissionDenied,
     not_found,
 )
-from accounts_grpc.domain.listing import (
-    IndexScope,
-    ListSpec,
-    Page,
-    SearchIndex,
-    parse_list_request,
-    run_list,
-)
+from accounts_grpc.domain.listing import Page, parse_list_request
 from accounts_grpc.domain.masks import require_paths_allowed, resolve_mask
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import MAX_NAME, Validator, check_id, is_uuid
@@ -79,7 +73,9 @@ from accounts_grpc.services.writes import (
 from accounts_grpc.store import accounts as store
 from accounts_grpc.store import audit
 from accounts_grpc.store.db import UnitOfWork, new_etag, new_id, now_us
-from accounts_grpc.store.tables import account_counts, accounts, audit_events, users
+
+if TYPE_CHECKING:
+    from accounts_grpc.store.db import Connection
 
 #: Account fields a request may set, and those only the server sets.
 UPDATABLE = frozenset(
@@ -96,45 +92,6 @@ UPDATABLE = frozenset(
 OUTPUT_ONLY = frozenset({"id", "closed", "create_time", "update_time", "activity_time"})
 #: First-user fields the server sets (kind is checked on its own).
 USER_OUTPUT_ONLY = frozenset({"id", "account_id", "client_id", "create_time", "update_time"})
-
-ACCOUNTS_LIST = ListSpec(
-    resource="accounts",
-    id_column=accounts.c.id,
-    orderable={
-        "name": accounts.c.name,
-        "email": accounts.c.email_lower,  # case-insensitive, and indexed
-        "create_time": accounts.c.create_time,
-        "update_time": accounts.c.update_time,
-    },
-    searchable=(accounts.c.name, accounts.c.email_lower),
-    default_order=(("create_time", False),),
-    # migrations 0002 and 0003: the index marks the closed accounts
-    search=SearchIndex("accounts_search", ("name", "email_lower"), accounts,
-                       marked=accounts.c.closed == sa.true()),
-    # migration 0007: triggers keep these exact, so a platform reader's unfiltered list
-    # reads its total_size with its page instead of counting every account
-    kept_counts={
-        "all": sa.select(account_counts.c.all_accounts).where(account_counts.c.id == 1),
-        "unmarked": sa.select(account_counts.c.open_accounts).where(account_counts.c.id == 1),
-    },
-)
-
-# ListAccounts' base statements, made once (``run_list`` then reuses what it builds on them)
-_EVERY_ACCOUNT = sa.select(accounts)
-_OPEN_ACCOUNTS = sa.select(accounts).where(accounts.c.closed == sa.false())
-_OWN_ACCOUNT = _OPEN_ACCOUNTS.where(accounts.c.id == sa.bindparam("own"))
-_OWN_AND_CLIENTS = _OPEN_ACCOUNTS.where(
-    sa.or_(accounts.c.id == sa.bindparam("own"),
-           accounts.c.consultancy_account_id == sa.bindparam("own"))
-)
-
-AUDIT_LIST = ListSpec(
-    resource="audit_events",
-    id_column=audit_events.c.id,
-    orderable={"create_time": audit_events.c.create_time},
-    searchable=(audit_events.c.action, audit_events.c.resource_type),
-    default_order=(("create_time", True),),  # newest first, always
-)
 
 
 @dataclass(frozen=True)
@@ -199,7 +156,7 @@ def _consultancy_shape(v: Validator, fld: str, value: str) -> None:
         v.add(fld, f"{value[:60]!r} is not an account id (a UUID)")
 
 
-def _check_consultancy(conn: sa.Connection, cid: str, self_id: str, fld: str) -> None:
+def _check_consultancy(conn: Connection, cid: str, self_id: str, fld: str) -> None:
     """``cid`` must name another open account that has the ``consultancy`` role."""
     if cid == self_id:
         raise InvalidArgument.field(
@@ -243,16 +200,6 @@ def _same(name: str, given: Any, stored: Any) -> bool:
     return bool(given == stored)
 
 
-def _columns(changes: Mapping[str, Any]) -> dict[str, Any]:
-    """Domain values to column values."""
-    out = dict(changes)
-    if "email" in out:
-        out["email_lower"] = store.email_key(out["email"])
-    if "consultancy_account_id" in out:
-        out["consultancy_account_id"] = out["consultancy_account_id"] or None
-    return out
-
-
 class AccountsService:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
@@ -283,7 +230,7 @@ class AccountsService:
             store.insert(
                 conn,
                 {
-                    **_columns(new),
+                    **store.column_values(new),
                     "id": account_id,
                     "closed": False,
                     "create_time": now,
@@ -293,24 +240,17 @@ class AccountsService:
                 },
             )
             full_name = f"{user['first_name']} {user['last_name']}".strip()
-            conn.execute(
-                users.insert().values(
-                    id=user_id,
-                    account_id=account_id,
-                    kind="HUMAN",
-                    email=user["email"],
-                    email_lower=user["email"].lower(),
-                    first_name=user["first_name"],
-                    last_name=user["last_name"],
-                    name=full_name or user["email"],
-                    external_id=None,
-                    client_id=None,
-                    secret_hash=None,
-                    roles=user["roles"],
-                    create_time=now,
-                    update_time=now,
-                    etag=new_etag(),
-                )
+            store.insert_user(
+                conn,
+                user_id=user_id,
+                account_id=account_id,
+                kind="HUMAN",
+                email=user["email"],
+                first_name=user["first_name"],
+                last_name=user["last_name"],
+                name=full_name or user["email"],
+                roles=user["roles"],
+                now=now,
             )
             account_fields = [k for k, v in new.items() if v]
             audit.record(
@@ -337,7 +277,7 @@ class AccountsService:
 
         def load(uow: UnitOfWork, ids: Mapping[str, Any]) -> tuple[Any, Any]:
             acct = store.get(uow.conn, ids["account_id"])
-            usr = uow.conn.execute(sa.select(users).where(users.c.id == ids["user_id"])).first()
+            usr = store.user_by_id(uow.conn, ids["user_id"])
             if acct is None:
                 raise not_found("account", "id", ids["account_id"])
             return acct, usr
@@ -422,7 +362,7 @@ class AccountsService:
     ) -> Page:
         see_all, own, clients = policy.account_filter(p)
         query = parse_list_request(
-            ACCOUNTS_LIST,
+            store.ACCOUNTS_LIST,
             secret=self.deps.page_secret,
             page_size=page_size,
             page_token=page_token,
@@ -434,22 +374,17 @@ class AccountsService:
                 "clients": clients,
             },
         )
-        # a platform reader's list is a whole of the table and of the search index: every
-        # account, or every open one, which lets the index alone count a filtered list and
-        # an unfiltered one read its size in account_counts
-        index_scope: IndexScope | None = None
-        if see_all:
-            index_scope = "all" if show_closed else "unmarked"
-            base = _EVERY_ACCOUNT if show_closed else _OPEN_ACCOUNTS
+        scope: store.ListScope
+        if see_all:  # closed accounts only on request, and only for platform readers
+            scope = "every" if show_closed else "open"
         else:
-            base = _OWN_AND_CLIENTS if clients else _OWN_ACCOUNT
+            scope = "own_and_clients" if clients else "own"
         # no transaction around the list's two statements (the count of a filter, then
         # the page): each is its own snapshot, and a total_size off by a row written in
         # between is within AIP-158's estimate; the page itself is one statement, and an
         # unfiltered platform list is that statement alone (page and kept count agree)
         with self.deps.db.single_read() as conn:
-            return run_list(conn, ACCOUNTS_LIST, query, base, params={"own": own},
-                            index_scope=index_scope)
+            return store.list_accounts(conn, query, scope=scope, own=own)
 
     # -- UpdateAccount ---------------------------------------------------------------------
     def update_account(
@@ -512,7 +447,8 @@ class AccountsService:
             store.update_guarded(
                 conn,
                 lambda: conditional_update(
-                    uow, accounts, account_id, row.etag, _columns(changes), "account"
+                    uow, store.TABLE, account_id, row.etag, store.column_values(changes),
+                    "account",
                 ),
                 email,
             )
@@ -573,7 +509,7 @@ class AccountsService:
             store.purge_contents(conn, account_id)
             for client in store.open_clients(conn, account_id):
                 conditional_update(
-                    uow, accounts, client.id, client.etag, {"consultancy_account_id": None},
+                    uow, store.TABLE, client.id, client.etag, {"consultancy_account_id": None},
                     "account",
                 )
                 audit.record(
@@ -585,7 +521,8 @@ class AccountsService:
                     resource_id=client.id,
                     changed_fields=["consultancy_account_id"],
                 )
-            conditional_update(uow, accounts, account_id, row.etag, {"closed": True}, "account")
+            conditional_update(uow, store.TABLE, account_id, row.etag, {"closed": True},
+                               "account")
             audit.record(
                 uow,
                 account_id=account_id,
@@ -611,7 +548,7 @@ class AccountsService:
     ) -> Page:
         check_id("account_id", account_id)
         query = parse_list_request(
-            AUDIT_LIST,
+            audit.AUDIT_LIST,
             secret=self.deps.page_secret,
             page_size=page_size,
             page_token=page_token,
@@ -625,6 +562,5 @@ class AccountsService:
             policy.require(
                 p, policy.Action.AUDIT_READ, target_of(row), what="account", key=account_id
             )
-            base = sa.select(audit_events).where(audit_events.c.account_id == account_id)
-            return run_list(conn, AUDIT_LIST, query, base)
+            return audit.list_events(conn, account_id, query)
 

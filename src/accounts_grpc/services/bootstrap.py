@@ -1,19 +1,20 @@
 """`accounts-grpc bootstrap`: the platform account and a new `admin` machine user.
 
 Run twice, it makes another machine user and leaves the earlier ones working.
+
+The rules are here; the statements are in store/bootstrap.py (the platform account,
+whether any user exists) and store/accounts.py (the machine user).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-
 from accounts_grpc.auth.secrets import hash_secret, new_client_id, new_client_secret
-from accounts_grpc.store import audit
-from accounts_grpc.store.db import Database, new_etag, new_id, now_us
-from accounts_grpc.store.tables import accounts, users
+from accounts_grpc.store import accounts as account_repo
+from accounts_grpc.store import audit, errors
+from accounts_grpc.store import bootstrap as repo
+from accounts_grpc.store.db import Database, new_id, now_us
 
 PLATFORM_NAME = "Platform"
 PLATFORM_EMAIL = "platform@accounts.local"
@@ -31,7 +32,7 @@ class BootstrapResult:
 def has_users(db: Database) -> bool:
     """Whether any user exists (``serve --print-bootstrap`` bootstraps only when none does)."""
     with db.connect() as conn:
-        return conn.execute(sa.select(users.c.id).limit(1)).first() is not None
+        return repo.any_user(conn)
 
 
 def bootstrap(
@@ -40,38 +41,19 @@ def bootstrap(
     """The platform account (made once) and a new ``admin`` machine user in it."""
     try:
         return _bootstrap(db, name, email)
-    except IntegrityError:  # a concurrent first bootstrap made the platform account
+    except errors.ConstraintViolation:  # a concurrent first bootstrap made the account
         return _bootstrap(db, name, email)
 
 
 def _bootstrap(db: Database, name: str, email: str) -> BootstrapResult:
     now = now_us()
     with db.write() as uow:
-        row = uow.conn.execute(
-            sa.select(accounts.c.id).where(
-                accounts.c.email_lower == email.lower(), accounts.c.closed.is_(False)
-            )
-        ).first()
-        created = row is None
-        if row is None:
+        found = repo.platform_account_id(uow.conn, email)
+        created = found is None
+        if found is None:
             account_id = new_id()
-            uow.conn.execute(
-                accounts.insert().values(
-                    id=account_id,
-                    name=name,
-                    email=email,
-                    email_lower=email.lower(),
-                    roles=[],
-                    consultancy_account_id=None,
-                    primary_color="",
-                    secondary_color="",
-                    logo_url="",
-                    closed=False,
-                    create_time=now,
-                    update_time=now,
-                    activity_time=None,
-                    etag=new_etag(),
-                )
+            repo.insert_platform_account(
+                uow.conn, account_id=account_id, name=name, email=email, now=now
             )
             audit.record(
                 uow,
@@ -84,27 +66,22 @@ def _bootstrap(db: Database, name: str, email: str) -> BootstrapResult:
                 request_id="bootstrap",
             )
         else:
-            account_id = row.id
+            account_id = found
         user_id = new_id()
         client_id, secret = new_client_id(), new_client_secret()
-        uow.conn.execute(
-            users.insert().values(
-                id=user_id,
-                account_id=account_id,
-                kind="MACHINE",
-                email=None,
-                email_lower=None,
-                first_name="",
-                last_name="",
-                name=f"bootstrap admin {client_id}",
-                external_id=None,
-                client_id=client_id,
-                secret_hash=hash_secret(secret),
-                roles=["admin"],
-                create_time=now,
-                update_time=now,
-                etag=new_etag(),
-            )
+        account_repo.insert_user(
+            uow.conn,
+            user_id=user_id,
+            account_id=account_id,
+            kind="MACHINE",
+            email=None,
+            first_name="",
+            last_name="",
+            name=f"bootstrap admin {client_id}",
+            client_id=client_id,
+            secret_hash=hash_secret(secret),
+            roles=["admin"],
+            now=now,
         )
         audit.record(
             uow,

@@ -1,4 +1,7 @@
-"""Use cases for user groups: every rule about groups lives here.
+"""Use cases for user groups: CreateUserGroup, GetUserGroup, ListUserGroups,
+UpdateUserGroup, DeleteUserGroup, ListMyUserGroups. Their members are
+services/memberships.py; what both share (loading a group, its view, the rule on
+changing who holds a role) is services/tenancy.py.
 
 A group belongs to one account. Its ``roles`` are granted to its members and its
 ``partition_ids`` (partitions of the same account) are what they may reach; the
@@ -10,12 +13,13 @@ Rules beyond API.md's role matrix (policy.py):
   ``admin-reader`` (roles.grantable_roles). The rule is symmetric: changing who holds
   a role -- adding or removing it on a group, adding or removing members of a group
   that grants it, deleting such a group -- needs the right to grant that role.
-- Members and partitions must belong to the group's account; ids that are not there
-  are INVALID_ARGUMENT with one field violation each (whether the id exists in another
+- Partitions must belong to the group's account; ids that are not there are
+  INVALID_ARGUMENT with one field violation each (whether the id exists in another
   account is not revealed).
-- Adding a member already in, or removing one not in, changes nothing and is not an
-  error; a call that changes nothing writes nothing (no audit event, same etag).
+- A call that changes nothing writes nothing (no audit event, same etag).
 - Writes into a closed account are FAILED_PRECONDITION (ACCOUNT_CLOSED).
+
+The statements are in store/groups.py.
 """
 
 from __future__ import annotations
@@ -24,24 +28,31 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
-
 from accounts_grpc.domain import policy
 from accounts_grpc.domain import roles as R
-from accounts_grpc.domain.errors import (
-    AlreadyExists,
-    FieldViolation,
-    InvalidArgument,
-    PermissionDenied,
-    not_found,
-)
-from accounts_grpc.domain.listing import ListSpec, parse_list_request, run_list
+from accounts_grpc.domain.errors import AlreadyExists, InvalidArgument
+from accounts_grpc.domain.listing import parse_list_request
 from accounts_grpc.domain.masks import resolve_mask
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, check_id
 from accounts_grpc.services import common
 from accounts_grpc.services.deps import Deps
-from accounts_grpc.services.partitions import load_accounts, require_open
+
+# the members' rule, still importable from here as the UserGroupService's (memberships.py
+# imports nothing from this module)
+from accounts_grpc.services.tenancy import (
+    GROUP,
+    GROUP_WHAT,
+    GroupView,
+    check_role_change,
+    group_target,
+    group_view,
+    group_views,
+    ids_into,
+    load_group,
+    require_in_account,
+    require_open,
+)
 from accounts_grpc.services.writes import (
     check_etag,
     conditional_update,
@@ -50,36 +61,18 @@ from accounts_grpc.services.writes import (
     fingerprint,
     new_row,
 )
+from accounts_grpc.store import accounts as account_repo
 from accounts_grpc.store import audit
 from accounts_grpc.store import groups as repo
 from accounts_grpc.store import partitions as partition_repo
 from accounts_grpc.store.db import UnitOfWork
-from accounts_grpc.store.tables import user_groups
 
-RESOURCE = "user_group"
-WHAT = "user group"
-MAX_MEMBERS_PER_CALL = 1000
+RESOURCE = GROUP
+WHAT = GROUP_WHAT
 MAX_PARTITIONS = 1000
 
 UPDATABLE = frozenset({"name", "description", "roles", "partition_ids"})
 OUTPUT_ONLY = frozenset({"account_id", "member_ids", "create_time", "update_time"})
-
-GROUPS = ListSpec(
-    resource="user_groups",
-    id_column=user_groups.c.id,
-    orderable={
-        "name": user_groups.c.name,
-        "create_time": user_groups.c.create_time,
-        "update_time": user_groups.c.update_time,
-    },
-    searchable=(user_groups.c.name, user_groups.c.description),
-)
-MY_GROUPS = ListSpec(
-    resource="my_user_groups",
-    id_column=user_groups.c.id,
-    orderable={"create_time": user_groups.c.create_time},
-    searchable=(),
-)
 
 
 @dataclass(frozen=True)
@@ -99,13 +92,6 @@ class GroupInput:
 
 
 @dataclass(frozen=True)
-class GroupView:
-    row: Any  # user_groups row
-    member_ids: list[str]
-    partition_ids: list[str]
-
-
-@dataclass(frozen=True)
 class GroupPage:
     groups: list[GroupView]
     next_page_token: str
@@ -118,39 +104,12 @@ class GroupPage:
 # -- pure rules (unit-tested) -----------------------------------------------------------
 
 
-def check_role_change(
-    caller_roles: Collection[str], old: Iterable[str], new: Iterable[str], *, what: str
-) -> None:
-    """PERMISSION_DENIED (ROLE_NOT_GRANTABLE) unless the caller may grant every role
-    that is gained or lost between ``old`` and ``new``."""
-    changed = set(old) ^ set(new)
-    denied = sorted(changed - R.grantable_roles(frozenset(caller_roles)))
-    if denied:
-        raise PermissionDenied(
-            f"the caller may not grant or revoke {', '.join(map(repr, denied))} ({what}): "
-            "nobody hands out a role above its own, and only admin hands out admin and "
-            "admin-reader",
-            reason="ROLE_NOT_GRANTABLE",
-            metadata={"roles": ",".join(denied)},
-        )
-
-
 def _roles_into(v: Validator, roles: Sequence[str], field_name: str) -> list[str]:
     try:
         return R.validate_roles(roles, R.USER_ROLES, field_name)
     except InvalidArgument as e:
         v.violations.extend(e.violations)
         return []
-
-
-def _ids_into(v: Validator, ids: Sequence[str], field_name: str, limit: int) -> list[str]:
-    """Check each id; return them de-duplicated in order."""
-    if len(ids) > limit:
-        v.add(field_name, f"must name at most {limit} ids (got {len(ids)})")
-        return []
-    for i, x in enumerate(ids):
-        v.id(f"{field_name}[{i}]", x)
-    return list(dict.fromkeys(ids))
 
 
 def validate_group(g: GroupInput, paths: Collection[str]) -> tuple[dict[str, Any], list[str]]:
@@ -165,7 +124,7 @@ def validate_group(g: GroupInput, paths: Collection[str]) -> tuple[dict[str, Any
     if "roles" in paths:
         values["roles"] = _roles_into(v, g.roles, f"{RESOURCE}.roles")
     if "partition_ids" in paths:
-        pids = _ids_into(v, g.partition_ids, f"{RESOURCE}.partition_ids", MAX_PARTITIONS)
+        pids = ids_into(v, g.partition_ids, f"{RESOURCE}.partition_ids", MAX_PARTITIONS)
     reasons = {"UNKNOWN_ROLE" if ".roles[" in x.field else "INVALID_ARGUMENT" for x in v.violations}
     v.raise_if_any(reason=reasons.pop() if len(reasons) == 1 else "INVALID_ARGUMENT")
     return values, sorted(pids)
@@ -195,35 +154,7 @@ def unchanged_fields(g: GroupInput, current: GroupView) -> list[str]:
     return out
 
 
-def validate_user_ids(user_ids: Sequence[str]) -> list[str]:
-    v = Validator()
-    if not user_ids:
-        v.add("user_ids", "name at least one user")
-    ids = _ids_into(v, user_ids, "user_ids", MAX_MEMBERS_PER_CALL)
-    v.raise_if_any()
-    return ids
-
-
-def _missing(
-    wanted: Sequence[str], found: Collection[str], field_name: str, account_id: str, kind: str
-) -> list[FieldViolation]:
-    return [
-        FieldViolation(f"{field_name}[{i}]", f"no {kind} {x!r} in account {account_id}")
-        for i, x in enumerate(wanted)
-        if x not in found
-    ]
-
-
 # -- use cases --------------------------------------------------------------------------
-
-
-def group_target(row: Any) -> policy.Target:
-    return policy.Target(
-        account_id=row.account_id,
-        consultancy_account_id=row.consultancy_account_id,
-        account_closed=bool(row.account_closed),
-        group_id=row.id,
-    )
 
 
 class GroupsService:
@@ -231,35 +162,11 @@ class GroupsService:
         self.deps = deps
 
     # reads -----------------------------------------------------------------------------
-    def _view(self, conn: sa.Connection, row: Any) -> GroupView:
-        return self._views(conn, [row])[0]
-
-    def _views(self, conn: sa.Connection, rows: Sequence[Any]) -> list[GroupView]:
-        ids = [r.id for r in rows]
-        members = repo.members_of(conn, ids)
-        parts = repo.partitions_of(conn, ids)
-        return [GroupView(r, members[r.id], parts[r.id]) for r in rows]
-
-    def _load(
-        self,
-        conn: sa.Connection,
-        p: Principal,
-        action: policy.Action,
-        group_id: str,
-        *,
-        for_update: bool = False,
-    ) -> Any:
-        row = repo.load(conn, group_id, for_update=for_update)
-        if row is None:
-            raise not_found(RESOURCE, "id", group_id)
-        policy.require(p, action, group_target(row), what=RESOURCE, key=group_id)
-        return row
-
     def get(self, p: Principal, group_id: str) -> GroupView:
         check_id("id", group_id)
         with self.deps.db.connect() as conn:
-            row = self._load(conn, p, policy.Action.GROUP_READ, group_id)
-            return self._view(conn, row)
+            row = load_group(conn, p, policy.Action.GROUP_READ, group_id)
+            return group_view(conn, row)
 
     def list_groups(
         self,
@@ -277,12 +184,10 @@ class GroupsService:
             t = common.require_account(conn, p, policy.Action.ACCOUNT_READ, account_id)
             everything = policy.allows(p, policy.Action.GROUP_READ, t)
             scope: dict[str, Any] = {"account_id": account_id}
-            base = sa.select(user_groups).where(user_groups.c.account_id == account_id)
             if not everything:
                 scope["member"] = p.user_id
-                base = base.where(user_groups.c.id.in_(repo.member_group_ids(p.user_id)))
             q = parse_list_request(
-                GROUPS,
+                repo.GROUPS_LIST,
                 secret=self.deps.page_secret,
                 page_size=page_size,
                 page_token=page_token,
@@ -290,9 +195,11 @@ class GroupsService:
                 order_by=order_by,
                 scope=scope,
             )
-            page = run_list(conn, GROUPS, q, base)
+            page = repo.list_in_account(
+                conn, account_id, q, member=None if everything else p.user_id
+            )
             return GroupPage(
-                self._views(conn, page.rows),
+                group_views(conn, page.rows),
                 page.next_page_token,
                 page.previous_page_token,
                 page.total_size,
@@ -301,21 +208,20 @@ class GroupsService:
     def list_mine(self, p: Principal, *, page_size: int = 0, page_token: str = "") -> GroupPage:
         """The caller's groups, with the partitions they reach and the accounts owning them."""
         q = parse_list_request(
-            MY_GROUPS,
+            repo.MY_GROUPS_LIST,
             secret=self.deps.page_secret,
             page_size=page_size,
             page_token=page_token,
             scope={"user": p.user_id},
         )
-        base = sa.select(user_groups).where(user_groups.c.id.in_(repo.member_group_ids(p.user_id)))
         with self.deps.db.connect() as conn:
-            page = run_list(conn, MY_GROUPS, q, base)
-            views = self._views(conn, page.rows)
+            page = repo.list_of_member(conn, p.user_id, q)
+            views = group_views(conn, page.rows)
             partitions = partition_repo.load_many(
                 conn, (pid for v in views for pid in v.partition_ids)
             )
             account_ids = [v.row.account_id for v in views] + [x.account_id for x in partitions]
-            accounts = load_accounts(conn, account_ids)
+            accounts = account_repo.by_ids(conn, account_ids)
         return GroupPage(
             views,
             page.next_page_token,
@@ -326,17 +232,18 @@ class GroupsService:
         )
 
     # writes ----------------------------------------------------------------------------
-    def _check_partitions(self, uow: UnitOfWork, account_id: str, pids: Sequence[str]) -> None:
+    @staticmethod
+    def _check_partitions(uow: UnitOfWork, account_id: str, pids: Sequence[str]) -> None:
         """``pids`` as the request sent them, so that violations name its positions."""
         found = repo.partitions_in_account(uow.conn, account_id, pids)
-        bad = _missing(pids, found, f"{RESOURCE}.partition_ids", account_id, "partition")
-        if bad:
-            raise InvalidArgument(
-                f"{bad[0].field}: {bad[0].description}"
-                + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
-                bad,
-                reason="PARTITION_NOT_IN_ACCOUNT",
-            )
+        require_in_account(
+            pids,
+            found,
+            f"{RESOURCE}.partition_ids",
+            account_id,
+            "partition",
+            reason="PARTITION_NOT_IN_ACCOUNT",
+        )
 
     @staticmethod
     def _taken(
@@ -388,8 +295,8 @@ class GroupsService:
             return {"id": gid}
 
         def load(uow: UnitOfWork, ids: Any) -> GroupView:
-            row = self._load(uow.conn, p, policy.Action.GROUP_READ, ids["id"])
-            return self._view(uow.conn, row)
+            row = load_group(uow.conn, p, policy.Action.GROUP_READ, ids["id"])
+            return group_view(uow.conn, row)
 
         view, _ = create_once(
             self.deps.db,
@@ -414,7 +321,7 @@ class GroupsService:
     ) -> GroupView:
         check_id(f"{RESOURCE}.id", group_id)
         with self.deps.db.write() as uow:
-            row = self._load(uow.conn, p, policy.Action.GROUP_MANAGE, group_id, for_update=True)
+            row = load_group(uow.conn, p, policy.Action.GROUP_MANAGE, group_id, for_update=True)
             require_open(group_target(row))
             check_etag(g.etag, row.etag, WHAT)
             paths = resolve_mask(
@@ -423,11 +330,11 @@ class GroupsService:
                 populated,
                 updatable=UPDATABLE,
                 output_only=OUTPUT_ONLY,
-                unchanged=unchanged_fields(g, self._view(uow.conn, row)),
+                unchanged=unchanged_fields(g, group_view(uow.conn, row)),
             )
             values, pids = validate_group(g, paths)
             if not paths:
-                return self._view(uow.conn, row)
+                return group_view(uow.conn, row)
             if "roles" in values:
                 check_role_change(
                     p.roles, row.roles or (), values["roles"], what="the group's roles"
@@ -438,7 +345,7 @@ class GroupsService:
             if err := self._taken(uow, row.account_id, name, group_id):
                 raise err
             with constraint_guard(uow, lambda: self._taken(uow, row.account_id, name, group_id)):
-                conditional_update(uow, user_groups, group_id, row.etag, values, WHAT)
+                conditional_update(uow, repo.TABLE, group_id, row.etag, values, WHAT)
                 if "partition_ids" in paths:
                     repo.set_partitions(uow.conn, group_id, pids)
             audit.record(
@@ -450,14 +357,14 @@ class GroupsService:
                 resource_id=group_id,
                 changed_fields=paths,
             )
-            view = self._view(uow.conn, repo.load(uow.conn, group_id))
+            view = group_view(uow.conn, repo.load(uow.conn, group_id))
             uow.commit()
         return view
 
     def delete(self, p: Principal, group_id: str, *, etag: str = "") -> None:
         check_id("id", group_id)
         with self.deps.db.write() as uow:
-            row = self._load(uow.conn, p, policy.Action.GROUP_MANAGE, group_id, for_update=True)
+            row = load_group(uow.conn, p, policy.Action.GROUP_MANAGE, group_id, for_update=True)
             check_etag(etag, row.etag, WHAT)
             check_role_change(p.roles, row.roles or (), (), what="deleting a group that grants it")
             repo.delete(uow.conn, group_id)
@@ -470,56 +377,6 @@ class GroupsService:
                 resource_id=group_id,
             )
             uow.commit()
-
-    def add_members(self, p: Principal, group_id: str, user_ids: Sequence[str]) -> GroupView:
-        return self._change_members(p, group_id, user_ids, add=True)
-
-    def remove_members(self, p: Principal, group_id: str, user_ids: Sequence[str]) -> GroupView:
-        return self._change_members(p, group_id, user_ids, add=False)
-
-    def _change_members(
-        self, p: Principal, group_id: str, user_ids: Sequence[str], *, add: bool
-    ) -> GroupView:
-        check_id("id", group_id)
-        ids = validate_user_ids(user_ids)
-        with self.deps.db.write() as uow:
-            row = self._load(uow.conn, p, policy.Action.GROUP_MANAGE, group_id, for_update=True)
-            require_open(group_target(row))
-            check_role_change(
-                p.roles,
-                row.roles or (),
-                (),
-                what=f"{'adding members to' if add else 'removing members from'} a group "
-                "that grants it",
-            )
-            found = repo.users_in_account(uow.conn, row.account_id, ids)
-            bad = _missing(list(user_ids), found, "user_ids", row.account_id, "user")
-            if bad:
-                raise InvalidArgument(
-                    f"{bad[0].field}: {bad[0].description}"
-                    + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""),
-                    bad,
-                    reason="USER_NOT_IN_ACCOUNT",
-                )
-            if add:
-                changed = repo.add_members(uow.conn, group_id, ids)
-            else:
-                changed = repo.remove_members(uow.conn, group_id, ids)
-            if not changed:
-                return self._view(uow.conn, row)
-            conditional_update(uow, user_groups, group_id, row.etag, {}, WHAT)
-            audit.record(
-                uow,
-                account_id=row.account_id,
-                actor_user_id=p.user_id,
-                action="user_group.add_members" if add else "user_group.remove_members",
-                resource_type="UserGroup",
-                resource_id=group_id,
-                changed_fields=["member_ids"],
-            )
-            view = self._view(uow.conn, repo.load(uow.conn, group_id))
-            uow.commit()
-        return view
 
 
 def _name_taken(name: str) -> AlreadyExists:

@@ -1,19 +1,34 @@
 """The accounts repository: every SQL statement about accounts, in Core.
 
-Reads are single indexed statements (the primary key, or the partial unique index of
-open accounts' emails). ``purge_contents`` removes everything an account owns, children
-before parents, inside the caller's transaction.
+No rules here (who may read, list, change or close an account, validation, idempotency,
+audit: services/accounts.py), only the statements, on the connection the caller passes:
+
+- Reads are single indexed statements (the primary key, or the partial unique index of
+  open accounts' emails), built once with bind parameters.
+- ``list_accounts``: one page of ``ACCOUNTS_LIST`` over the accounts a ``ListScope``
+  names (the use case decides which scope the caller may see). Its base statements are
+  made once, so ``run_list`` keeps and reuses the statements it builds on them.
+- ``insert``, ``update_guarded`` (a lost race on the email index is ALREADY_EXISTS),
+  ``column_values`` (domain values to column values) and ``TABLE`` for the
+  etag-conditional update of services/writes.py.
+- ``insert_user`` and ``user_by_id``: the user an account is made with (CreateAccount's
+  first user, bootstrap's admin machine user).
+- ``purge_contents`` removes everything an account owns, children before parents,
+  inside the caller's transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from accounts_grpc.domain.errors import AlreadyExists
+from accounts_grpc.domain.listing import ListQuery, Page
+from accounts_grpc.store.db import new_etag
+from accounts_grpc.store.listing import IndexScope, ListSpec, SearchIndex, run_list
 from accounts_grpc.store.tables import (
     account_counts,
     accounts,
@@ -27,6 +42,33 @@ from accounts_grpc.store.tables import (
     user_groups,
     users,
 )
+
+__all__ = [
+    "ACCOUNTS_LIST",
+    "EVERY_ACCOUNT",
+    "OPEN_ACCOUNTS",
+    "TABLE",
+    "ListScope",
+    "by_ids",
+    "column_values",
+    "email_holder",
+    "email_key",
+    "find_by_email",
+    "get",
+    "insert",
+    "insert_user",
+    "kept_counts",
+    "list_accounts",
+    "open_clients",
+    "purge_contents",
+    "require_email_free",
+    "update_guarded",
+    "user_by_id",
+]
+
+#: the accounts table, for ``services/writes.conditional_update`` (whose UPDATE is
+#: store/conflicts.update_if_etag's): a handle the use case passes on, never reads
+TABLE = accounts
 
 _BY_ID = sa.select(accounts).where(accounts.c.id == sa.bindparam("aid"))
 # ``closed = false`` spelled out so the planner uses the partial unique index
@@ -96,6 +138,77 @@ def kept_counts(conn: sa.Connection) -> tuple[int, int] | None:
     return None if row is None else (int(row[0]), int(row[1]))
 
 
+# -- ListAccounts ------------------------------------------------------------------------------
+
+ACCOUNTS_LIST = ListSpec(
+    resource="accounts",
+    id_column=accounts.c.id,
+    orderable={
+        "name": accounts.c.name,
+        "email": accounts.c.email_lower,  # case-insensitive, and indexed
+        "create_time": accounts.c.create_time,
+        "update_time": accounts.c.update_time,
+    },
+    searchable=(accounts.c.name, accounts.c.email_lower),
+    default_order=(("create_time", False),),
+    # migrations 0002 and 0003: the index marks the closed accounts
+    search=SearchIndex("accounts_search", ("name", "email_lower"), accounts,
+                       marked=accounts.c.closed == sa.true()),
+    # migration 0007: triggers keep these exact, so a platform reader's unfiltered list
+    # reads its total_size with its page instead of counting every account
+    kept_counts={
+        "all": sa.select(account_counts.c.all_accounts).where(account_counts.c.id == 1),
+        "unmarked": sa.select(account_counts.c.open_accounts).where(account_counts.c.id == 1),
+    },
+)
+
+# ListAccounts' base statements, made once (``run_list`` then reuses what it builds on them)
+EVERY_ACCOUNT = sa.select(accounts)
+OPEN_ACCOUNTS = sa.select(accounts).where(accounts.c.closed == sa.false())
+_OWN_ACCOUNT = OPEN_ACCOUNTS.where(accounts.c.id == sa.bindparam("own"))
+_OWN_AND_CLIENTS = OPEN_ACCOUNTS.where(
+    sa.or_(accounts.c.id == sa.bindparam("own"),
+           accounts.c.consultancy_account_id == sa.bindparam("own"))
+)
+
+#: The accounts a list may cover: ``"every"`` account, closed ones too; every ``"open"``
+#: one; the caller's ``"own"`` (open) account; its own and its ``"own_and_clients"`` (the
+#: open accounts naming it as their consultancy).
+ListScope = Literal["every", "open", "own", "own_and_clients"]
+
+# each scope's base statement and, for a whole of the table and of its search index (every
+# account, or every open one), its ``IndexScope``: the index alone then counts a filtered
+# list (SQLite), and an unfiltered one reads its size in ``account_counts``
+_LIST_SCOPES: dict[ListScope, tuple[sa.Select[Any], IndexScope | None]] = {
+    "every": (EVERY_ACCOUNT, "all"),
+    "open": (OPEN_ACCOUNTS, "unmarked"),
+    "own": (_OWN_ACCOUNT, None),
+    "own_and_clients": (_OWN_AND_CLIENTS, None),
+}
+
+
+def list_accounts(conn: sa.Connection, query: ListQuery, *, scope: ListScope, own: str) -> Page:
+    """One page (``query``, parsed against ``ACCOUNTS_LIST``) of the accounts ``scope``
+    names; ``own`` is the caller's account (``"own"``, ``"own_and_clients"``)."""
+    base, index_scope = _LIST_SCOPES[scope]
+    return run_list(conn, ACCOUNTS_LIST, query, base, params={"own": own},
+                    index_scope=index_scope)
+
+
+# -- writes ------------------------------------------------------------------------------------
+
+
+def column_values(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """Account values as the domain has them (``email``, ``consultancy_account_id`` "" for
+    none ...) to column values: ``email_lower`` beside ``email``, NULL for no consultancy."""
+    out = dict(changes)
+    if "email" in out:
+        out["email_lower"] = email_key(out["email"])
+    if "consultancy_account_id" in out:
+        out["consultancy_account_id"] = out["consultancy_account_id"] or None
+    return out
+
+
 def _email_taken(email: str) -> AlreadyExists:
     return AlreadyExists(
         f"an open account already uses the email {email!r}",
@@ -131,6 +244,59 @@ def update_guarded(conn: sa.Connection, fn: Any, email: str | None) -> Any:
         if email is not None:
             raise _email_taken(email) from None
         raise
+
+
+# -- the user an account is made with ----------------------------------------------------------
+
+_INSERT_USER = users.insert()
+_USER_BY_ID = sa.select(users).where(users.c.id == sa.bindparam("uid"))
+
+
+def insert_user(
+    conn: sa.Connection,
+    *,
+    user_id: str,
+    account_id: str,
+    kind: str,
+    email: str | None,
+    first_name: str,
+    last_name: str,
+    name: str,
+    roles: Sequence[str],
+    now: int,
+    client_id: str | None = None,
+    secret_hash: str | None = None,
+) -> None:
+    """Insert a user (no external id) created and updated at ``now``, with a new etag:
+    CreateAccount's first user, bootstrap's admin machine user (``client_id``,
+    ``secret_hash``); any other user is store/users.py's."""
+    conn.execute(
+        _INSERT_USER.values(
+            id=user_id,
+            account_id=account_id,
+            kind=kind,
+            email=email,
+            email_lower=email.lower() if email is not None else None,
+            first_name=first_name,
+            last_name=last_name,
+            name=name,
+            external_id=None,
+            client_id=client_id,
+            secret_hash=secret_hash,
+            roles=roles,
+            create_time=now,
+            update_time=now,
+            etag=new_etag(),
+        )
+    )
+
+
+def user_by_id(conn: sa.Connection, user_id: str) -> sa.Row[Any] | None:
+    """The user row (every column), or None."""
+    return conn.execute(_USER_BY_ID, {"uid": user_id}).first()
+
+
+# -- CloseAccount ------------------------------------------------------------------------------
 
 
 def purge_contents(conn: sa.Connection, account_id: str) -> dict[str, int]:
@@ -193,3 +359,17 @@ def purge_contents(conn: sa.Connection, account_id: str) -> dict[str, int]:
     for name, stmt in steps:
         counts[name] = conn.execute(stmt).rowcount or 0
     return counts
+
+
+_BY_IDS = sa.select(accounts).where(accounts.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
+def by_ids(conn: sa.Connection, account_ids: Iterable[str]) -> list[Any]:
+    """Account rows (every column), once each, in the order first named; missing ones
+    skipped: the accounts a list includes beside its page (ListPartitions with
+    ``include: ["account"]``, ListMyUserGroups' ``included_accounts``)."""
+    ids = list(dict.fromkeys(account_ids))
+    if not ids:
+        return []
+    by_id = {r.id: r for r in conn.execute(_BY_IDS, {"ids": ids})}
+    return [by_id[i] for i in ids if i in by_id]

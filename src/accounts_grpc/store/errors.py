@@ -8,6 +8,11 @@ does). Most specific first, as an ``except`` chain must test them:
 - ``DatabaseUnavailable``: the database is down, restarting or refusing connections.
 - ``DatabaseError``: any other error a statement raised (``SQLAlchemyError``).
 
+And for a use case that runs its whole transaction again when a concurrent writer spoiled
+it: ``ConstraintViolation``, what a statement or the commit raises when it would break a
+constraint (unique key, foreign key, NOT NULL, CHECK). store/conflicts.py maps unique-key
+violations to the caller's error instead (``unique_violations_as``, ``savepoint``).
+
 ``describe(e)`` is the one way to put any of them in a log line: class, SQLSTATE and
 statement, never the message or the parameters (a server's DETAIL names key values:
 emails, token hashes).
@@ -19,12 +24,14 @@ from sqlalchemy import exc as _exc
 
 from accounts_grpc.store.db import db_error
 
-__all__ = ["DatabaseError", "DatabaseUnavailable", "PoolExhausted", "ValueRefused", "describe"]
+__all__ = ["ConstraintViolation", "DatabaseError", "DatabaseUnavailable", "PoolExhausted",
+           "ValueRefused", "describe"]
 
 ValueRefused = _exc.DataError
 PoolExhausted = _exc.TimeoutError
 DatabaseUnavailable = _exc.OperationalError
 DatabaseError = _exc.SQLAlchemyError
+ConstraintViolation = _exc.IntegrityError
 
 
 def describe(e: BaseException) -> str:

@@ -1,6 +1,22 @@
-"""User groups in the store: rows, their members and the partitions they reach.
+"""Repository for user groups: rows with their account's scope, their members and the
+partitions they reach, and their lists.
 
-Plain SQLAlchemy Core; the rules about who may do what live in services/groups.py.
+SQLAlchemy Core on the connection the caller passes; no rules here (who may read or
+change a group, who may grant which role, audit: services/groups.py and
+services/memberships.py), only the statements:
+
+- ``load`` (a group with what the policy needs of its account), ``name_taken``,
+  ``insert``, ``touch``, ``delete``; ``members_of`` and ``partitions_of`` (what a
+  group's view shows), ``set_partitions``, ``add_members``, ``remove_members``;
+  ``partitions_in_account`` and ``users_in_account`` (which ids a group may name).
+- ``groups_reaching`` a partition; ``MEMBER_GROUP_IDS`` and ``REACHABLE_PARTITION_IDS``,
+  subqueries (bind parameter ``uid``) of a user's groups and of the partitions they
+  reach, which scope the lists of a member that is not a reader of its account.
+- ``GROUPS_LIST`` with ``list_in_account`` (ListUserGroups), ``MY_GROUPS_LIST`` with
+  ``list_of_member`` (ListMyUserGroups).
+
+Point reads and list bases are module constants with bind parameters, built and
+compiled once.
 """
 
 from __future__ import annotations
@@ -10,7 +26,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from accounts_grpc.store.db import now_us
+from accounts_grpc.domain.listing import ListQuery, Page
+from accounts_grpc.store.db import new_etag, now_us
+from accounts_grpc.store.listing import ListSpec, run_list
 from accounts_grpc.store.tables import (
     accounts,
     group_members,
@@ -20,12 +38,124 @@ from accounts_grpc.store.tables import (
     users,
 )
 
+__all__ = [
+    "GROUPS_LIST",
+    "GROUP_WITH_ACCOUNT",
+    "MEMBER_GROUP_IDS",
+    "MY_GROUPS_LIST",
+    "REACHABLE_PARTITION_IDS",
+    "TABLE",
+    "add_members",
+    "delete",
+    "groups_reaching",
+    "insert",
+    "list_in_account",
+    "list_of_member",
+    "load",
+    "members_of",
+    "name_taken",
+    "partitions_in_account",
+    "partitions_of",
+    "remove_members",
+    "set_partitions",
+    "touch",
+    "users_in_account",
+]
+
+#: the groups' table, for the etag-conditional updates (services/writes.py
+#: ``conditional_update``)
+TABLE = user_groups
+
 #: a group with what the policy needs to know about its account
 GROUP_WITH_ACCOUNT = sa.select(
     user_groups,
     accounts.c.consultancy_account_id,
     accounts.c.closed.label("account_closed"),
 ).select_from(user_groups.join(accounts, accounts.c.id == user_groups.c.account_id))
+
+_BY_ID = GROUP_WITH_ACCOUNT.where(user_groups.c.id == sa.bindparam("gid"))
+_BY_ID_LOCKED = _BY_ID.with_for_update(of=user_groups)
+
+_NAMED = sa.select(user_groups.c.id).where(
+    user_groups.c.account_id == sa.bindparam("aid"), user_groups.c.name == sa.bindparam("gname")
+)
+_NAME_TAKEN = _NAMED.limit(1)
+_NAME_TAKEN_BY_OTHER = _NAMED.where(user_groups.c.id != sa.bindparam("other")).limit(1)
+
+_MEMBERS_OF = (
+    sa.select(group_members.c.group_id, group_members.c.user_id)
+    .where(group_members.c.group_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(group_members.c.create_time, group_members.c.user_id)
+)
+_PARTITIONS_OF = (
+    sa.select(group_partitions.c.group_id, group_partitions.c.partition_id)
+    .where(group_partitions.c.group_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(group_partitions.c.partition_id)
+)
+_MEMBERS_AMONG = sa.select(group_members.c.user_id).where(
+    group_members.c.group_id == sa.bindparam("gid"),
+    group_members.c.user_id.in_(sa.bindparam("ids", expanding=True)),
+)
+_PARTITIONS_IN_ACCOUNT = sa.select(partitions.c.id).where(
+    partitions.c.account_id == sa.bindparam("aid"),
+    partitions.c.id.in_(sa.bindparam("ids", expanding=True)),
+)
+_USERS_IN_ACCOUNT = sa.select(users.c.id).where(
+    users.c.account_id == sa.bindparam("aid"),
+    users.c.id.in_(sa.bindparam("ids", expanding=True)),
+)
+_TOUCH = (
+    user_groups.update()
+    .where(user_groups.c.id == sa.bindparam("gid"))
+    .values(update_time=sa.bindparam("now"), etag=sa.bindparam("new_etag"))
+)
+_REACHING = (
+    sa.select(user_groups.c.id, user_groups.c.account_id)
+    .select_from(
+        group_partitions.join(user_groups, user_groups.c.id == group_partitions.c.group_id)
+    )
+    .where(group_partitions.c.partition_id == sa.bindparam("pid"))
+    .order_by(user_groups.c.id)
+)
+
+#: subquery: ids of the groups the user ``uid`` is a member of
+MEMBER_GROUP_IDS = sa.select(group_members.c.group_id).where(
+    group_members.c.user_id == sa.bindparam("uid")
+)
+
+#: subquery: ids of the partitions the groups of the user ``uid`` reach
+REACHABLE_PARTITION_IDS = (
+    sa.select(group_partitions.c.partition_id)
+    .select_from(
+        group_partitions.join(
+            group_members, group_members.c.group_id == group_partitions.c.group_id
+        )
+    )
+    .where(group_members.c.user_id == sa.bindparam("uid"))
+)
+
+#: ListUserGroups: by name or times; ``filter`` searches the name and the description.
+GROUPS_LIST = ListSpec(
+    resource="user_groups",
+    id_column=user_groups.c.id,
+    orderable={
+        "name": user_groups.c.name,
+        "create_time": user_groups.c.create_time,
+        "update_time": user_groups.c.update_time,
+    },
+    searchable=(user_groups.c.name, user_groups.c.description),
+)
+_IN_ACCOUNT = sa.select(user_groups).where(user_groups.c.account_id == sa.bindparam("aid"))
+_IN_ACCOUNT_OF_MEMBER = _IN_ACCOUNT.where(user_groups.c.id.in_(MEMBER_GROUP_IDS))
+
+#: ListMyUserGroups: in the order the groups were created; no ``filter``.
+MY_GROUPS_LIST = ListSpec(
+    resource="my_user_groups",
+    id_column=user_groups.c.id,
+    orderable={"create_time": user_groups.c.create_time},
+    searchable=(),
+)
+_OF_MEMBER = sa.select(user_groups).where(user_groups.c.id.in_(MEMBER_GROUP_IDS))
 
 
 def load(conn: sa.Connection, group_id: str, *, for_update: bool = False) -> Any | None:
@@ -34,19 +164,15 @@ def load(conn: sa.Connection, group_id: str, *, for_update: bool = False) -> Any
     ``for_update`` locks the group row (PostgreSQL; SQLite writers hold the database
     lock anyway) so that membership changes of one group are serialized.
     """
-    stmt = GROUP_WITH_ACCOUNT.where(user_groups.c.id == group_id)
-    if for_update:
-        stmt = stmt.with_for_update(of=user_groups)
-    return conn.execute(stmt).first()
+    return conn.execute(_BY_ID_LOCKED if for_update else _BY_ID, {"gid": group_id}).first()
 
 
 def name_taken(conn: sa.Connection, account_id: str, name: str, *, other_than: str = "") -> bool:
-    stmt = sa.select(user_groups.c.id).where(
-        user_groups.c.account_id == account_id, user_groups.c.name == name
-    )
+    """Whether a group of the account (other than ``other_than``) is named ``name``."""
     if other_than:
-        stmt = stmt.where(user_groups.c.id != other_than)
-    return conn.execute(stmt.limit(1)).first() is not None
+        params = {"aid": account_id, "gname": name, "other": other_than}
+        return conn.execute(_NAME_TAKEN_BY_OTHER, params).first() is not None
+    return conn.execute(_NAME_TAKEN, {"aid": account_id, "gname": name}).first() is not None
 
 
 def members_of(conn: sa.Connection, group_ids: Collection[str]) -> dict[str, list[str]]:
@@ -54,12 +180,7 @@ def members_of(conn: sa.Connection, group_ids: Collection[str]) -> dict[str, lis
     out: dict[str, list[str]] = {g: [] for g in group_ids}
     if not group_ids:
         return out
-    rows = conn.execute(
-        sa.select(group_members.c.group_id, group_members.c.user_id)
-        .where(group_members.c.group_id.in_(list(group_ids)))
-        .order_by(group_members.c.create_time, group_members.c.user_id)
-    )
-    for r in rows:
+    for r in conn.execute(_MEMBERS_OF, {"ids": list(group_ids)}):
         out[r.group_id].append(r.user_id)
     return out
 
@@ -69,12 +190,7 @@ def partitions_of(conn: sa.Connection, group_ids: Collection[str]) -> dict[str, 
     out: dict[str, list[str]] = {g: [] for g in group_ids}
     if not group_ids:
         return out
-    rows = conn.execute(
-        sa.select(group_partitions.c.group_id, group_partitions.c.partition_id)
-        .where(group_partitions.c.group_id.in_(list(group_ids)))
-        .order_by(group_partitions.c.partition_id)
-    )
-    for r in rows:
+    for r in conn.execute(_PARTITIONS_OF, {"ids": list(group_ids)}):
         out[r.group_id].append(r.partition_id)
     return out
 
@@ -86,12 +202,7 @@ def partitions_in_account(
     ids = list(dict.fromkeys(partition_ids))
     if not ids:
         return set()
-    rows = conn.execute(
-        sa.select(partitions.c.id).where(
-            partitions.c.account_id == account_id, partitions.c.id.in_(ids)
-        )
-    )
-    return {r.id for r in rows}
+    return {r.id for r in conn.execute(_PARTITIONS_IN_ACCOUNT, {"aid": account_id, "ids": ids})}
 
 
 def users_in_account(conn: sa.Connection, account_id: str, user_ids: Iterable[str]) -> set[str]:
@@ -99,14 +210,17 @@ def users_in_account(conn: sa.Connection, account_id: str, user_ids: Iterable[st
     ids = list(dict.fromkeys(user_ids))
     if not ids:
         return set()
-    rows = conn.execute(
-        sa.select(users.c.id).where(users.c.account_id == account_id, users.c.id.in_(ids))
-    )
-    return {r.id for r in rows}
+    return {r.id for r in conn.execute(_USERS_IN_ACCOUNT, {"aid": account_id, "ids": ids})}
 
 
 def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
     conn.execute(user_groups.insert().values(**values))
+
+
+def touch(conn: sa.Connection, group_id: str, *, now: int) -> None:
+    """A new ``update_time`` (``now``) and a fresh etag, nothing else changed (the
+    group's partitions changed under it: a partition was deleted)."""
+    conn.execute(_TOUCH, {"gid": group_id, "now": now, "new_etag": new_etag()})
 
 
 def set_partitions(conn: sa.Connection, group_id: str, partition_ids: Sequence[str]) -> None:
@@ -119,18 +233,16 @@ def set_partitions(conn: sa.Connection, group_id: str, partition_ids: Sequence[s
         )
 
 
+def _members_among(conn: sa.Connection, group_id: str, user_ids: Sequence[str]) -> set[str]:
+    params = {"gid": group_id, "ids": list(user_ids)}
+    return {r.user_id for r in conn.execute(_MEMBERS_AMONG, params)}
+
+
 def add_members(conn: sa.Connection, group_id: str, user_ids: Sequence[str]) -> list[str]:
     """Add the users that are not members yet; returns those added."""
     if not user_ids:
         return []
-    present = {
-        r.user_id
-        for r in conn.execute(
-            sa.select(group_members.c.user_id).where(
-                group_members.c.group_id == group_id, group_members.c.user_id.in_(list(user_ids))
-            )
-        )
-    }
+    present = _members_among(conn, group_id, user_ids)
     new = [u for u in user_ids if u not in present]
     if new:
         now = now_us()
@@ -145,14 +257,7 @@ def remove_members(conn: sa.Connection, group_id: str, user_ids: Sequence[str]) 
     """Remove the users that are members; returns those removed."""
     if not user_ids:
         return []
-    present = {
-        r.user_id
-        for r in conn.execute(
-            sa.select(group_members.c.user_id).where(
-                group_members.c.group_id == group_id, group_members.c.user_id.in_(list(user_ids))
-            )
-        )
-    }
+    present = _members_among(conn, group_id, user_ids)
     if present:
         conn.execute(
             group_members.delete().where(
@@ -170,32 +275,23 @@ def delete(conn: sa.Connection, group_id: str) -> None:
 
 
 def groups_reaching(conn: sa.Connection, partition_id: str) -> list[Any]:
-    """(id, account_id) of the groups that reach a partition."""
-    return list(
-        conn.execute(
-            sa.select(user_groups.c.id, user_groups.c.account_id)
-            .select_from(
-                group_partitions.join(user_groups, user_groups.c.id == group_partitions.c.group_id)
-            )
-            .where(group_partitions.c.partition_id == partition_id)
-            .order_by(user_groups.c.id)
-        )
+    """(id, account_id) of the groups that reach a partition, by id."""
+    return list(conn.execute(_REACHING, {"pid": partition_id}))
+
+
+def list_in_account(
+    conn: sa.Connection, account_id: str, query: ListQuery, *, member: str | None = None
+) -> Page:
+    """One page (``query``, parsed against ``GROUPS_LIST``) of the account's groups;
+    with ``member`` (a user id) only the groups that user is in."""
+    if member is None:
+        return run_list(conn, GROUPS_LIST, query, _IN_ACCOUNT, params={"aid": account_id})
+    return run_list(
+        conn, GROUPS_LIST, query, _IN_ACCOUNT_OF_MEMBER, params={"aid": account_id, "uid": member}
     )
 
 
-def member_group_ids(user_id: str) -> sa.Select[Any]:
-    """Subquery: ids of the groups ``user_id`` is a member of."""
-    return sa.select(group_members.c.group_id).where(group_members.c.user_id == user_id)
-
-
-def reachable_partition_ids(user_id: str) -> sa.Select[Any]:
-    """Subquery: ids of the partitions the groups of ``user_id`` reach."""
-    return (
-        sa.select(group_partitions.c.partition_id)
-        .select_from(
-            group_partitions.join(
-                group_members, group_members.c.group_id == group_partitions.c.group_id
-            )
-        )
-        .where(group_members.c.user_id == user_id)
-    )
+def list_of_member(conn: sa.Connection, user_id: str, query: ListQuery) -> Page:
+    """One page (``query``, parsed against ``MY_GROUPS_LIST``) of the groups ``user_id``
+    is a member of, in any account."""
+    return run_list(conn, MY_GROUPS_LIST, query, _OF_MEMBER, params={"uid": user_id})

@@ -1,15 +1,28 @@
-"""Partitions and their devices in the store.
+"""Repository for partitions: rows with their account's scope, names, the list, deletion.
 
-Plain SQLAlchemy Core; the rules live in services/partitions.py.
+SQLAlchemy Core on the connection the caller passes; no rules here (who may read or
+manage a partition, what deleting one takes with it, audit: services/partitions.py),
+only the statements. The devices in partitions are in store/devices.py.
+
+- ``load`` (a partition with what the policy needs of its account), ``load_many``,
+  ``name_taken``, ``insert``, ``delete`` (with its devices, their permissions and the
+  groups' links to it).
+- ``PARTITIONS_LIST`` and ``list_in_account``: ListPartitions, all of an account's
+  partitions or those the groups of a user reach.
+
+Statements are module constants with bind parameters, built and compiled once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 
+from accounts_grpc.domain.listing import ListQuery, Page
+from accounts_grpc.store.groups import REACHABLE_PARTITION_IDS
+from accounts_grpc.store.listing import ListSpec, run_list
 from accounts_grpc.store.tables import (
     accounts,
     device_permissions,
@@ -18,6 +31,22 @@ from accounts_grpc.store.tables import (
     partitions,
 )
 
+__all__ = [
+    "PARTITIONS_LIST",
+    "PARTITION_WITH_ACCOUNT",
+    "TABLE",
+    "delete",
+    "insert",
+    "list_in_account",
+    "load",
+    "load_many",
+    "name_taken",
+]
+
+#: the partitions' table, for the etag-conditional update (services/writes.py
+#: ``conditional_update``)
+TABLE = partitions
+
 #: a partition with what the policy needs to know about its account
 PARTITION_WITH_ACCOUNT = sa.select(
     partitions,
@@ -25,58 +54,61 @@ PARTITION_WITH_ACCOUNT = sa.select(
     accounts.c.closed.label("account_closed"),
 ).select_from(partitions.join(accounts, accounts.c.id == partitions.c.account_id))
 
+_BY_ID = PARTITION_WITH_ACCOUNT.where(partitions.c.id == sa.bindparam("pid"))
+_BY_ID_LOCKED = _BY_ID.with_for_update(of=partitions)
+
+_MANY = (
+    sa.select(partitions)
+    .where(partitions.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(partitions.c.id)
+)
+
+_NAMED = sa.select(partitions.c.id).where(
+    partitions.c.account_id == sa.bindparam("aid"), partitions.c.name == sa.bindparam("pname")
+)
+_NAME_TAKEN = _NAMED.limit(1)
+_NAME_TAKEN_BY_OTHER = _NAMED.where(partitions.c.id != sa.bindparam("other")).limit(1)
+
+#: ListPartitions: by name or times; ``filter`` searches the name and the description.
+PARTITIONS_LIST = ListSpec(
+    resource="partitions",
+    id_column=partitions.c.id,
+    orderable={
+        "name": partitions.c.name,
+        "create_time": partitions.c.create_time,
+        "update_time": partitions.c.update_time,
+    },
+    searchable=(partitions.c.name, partitions.c.description),
+)
+_IN_ACCOUNT = sa.select(partitions).where(partitions.c.account_id == sa.bindparam("aid"))
+_IN_ACCOUNT_REACHED = _IN_ACCOUNT.where(partitions.c.id.in_(REACHABLE_PARTITION_IDS))
+
 
 def load(conn: sa.Connection, partition_id: str, *, for_update: bool = False) -> Any | None:
-    stmt = PARTITION_WITH_ACCOUNT.where(partitions.c.id == partition_id)
-    if for_update:
-        stmt = stmt.with_for_update(of=partitions)
-    return conn.execute(stmt).first()
+    """The partition row with its account's ``consultancy_account_id`` and
+    ``account_closed``, or None. ``for_update`` locks the partition row (PostgreSQL;
+    SQLite writers hold the database lock anyway)."""
+    return conn.execute(_BY_ID_LOCKED if for_update else _BY_ID, {"pid": partition_id}).first()
 
 
 def load_many(conn: sa.Connection, partition_ids: Iterable[str]) -> list[Any]:
+    """Partition rows (every column) by id, ordered by id; missing ones skipped."""
     ids = list(dict.fromkeys(partition_ids))
     if not ids:
         return []
-    return list(
-        conn.execute(
-            sa.select(partitions).where(partitions.c.id.in_(ids)).order_by(partitions.c.id)
-        )
-    )
+    return list(conn.execute(_MANY, {"ids": ids}))
 
 
 def name_taken(conn: sa.Connection, account_id: str, name: str, *, other_than: str = "") -> bool:
-    stmt = sa.select(partitions.c.id).where(
-        partitions.c.account_id == account_id, partitions.c.name == name
-    )
+    """Whether a partition of the account (other than ``other_than``) is named ``name``."""
     if other_than:
-        stmt = stmt.where(partitions.c.id != other_than)
-    return conn.execute(stmt.limit(1)).first() is not None
+        params = {"aid": account_id, "pname": name, "other": other_than}
+        return conn.execute(_NAME_TAKEN_BY_OTHER, params).first() is not None
+    return conn.execute(_NAME_TAKEN, {"aid": account_id, "pname": name}).first() is not None
 
 
 def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
     conn.execute(partitions.insert().values(**values))
-
-
-def device_count(conn: sa.Connection, partition_id: str) -> int:
-    return int(
-        conn.execute(
-            sa.select(sa.func.count())
-            .select_from(devices)
-            .where(devices.c.partition_id == partition_id)
-        ).scalar_one()
-    )
-
-
-def device_ids_in(conn: sa.Connection, partition_id: str) -> list[str]:
-    """Primary keys of the partition's devices."""
-    return [
-        r.id
-        for r in conn.execute(
-            sa.select(devices.c.id)
-            .where(devices.c.partition_id == partition_id)
-            .order_by(devices.c.id)
-        )
-    ]
 
 
 def delete(conn: sa.Connection, partition_id: str) -> None:
@@ -88,48 +120,17 @@ def delete(conn: sa.Connection, partition_id: str) -> None:
     conn.execute(partitions.delete().where(partitions.c.id == partition_id))
 
 
-def registered(
-    conn: sa.Connection, account_id: str, device_ids: Sequence[str], meter_ids: Sequence[str]
-) -> tuple[set[str], set[str]]:
-    """Which of these device ids and meter ids a device of ``account_id`` already has.
-
-    Only the account's own devices count: ids are unique per account (migration 0006), so
-    whether another tenant holds an id never shows in any answer."""
-    taken_devices: set[str] = set()
-    taken_meters: set[str] = set()
-    if device_ids:
-        taken_devices = {
-            r.device_id
-            for r in conn.execute(
-                sa.select(devices.c.device_id).where(
-                    devices.c.account_id == account_id,
-                    devices.c.device_id.in_(list(device_ids)),
-                )
-            )
-        }
-    if meter_ids:
-        taken_meters = {
-            r.meter_id
-            for r in conn.execute(
-                sa.select(devices.c.meter_id).where(
-                    devices.c.account_id == account_id,
-                    devices.c.meter_id.in_(list(meter_ids)),
-                )
-            )
-        }
-    return taken_devices, taken_meters
-
-
-def insert_devices(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(devices.insert(), list(rows))
-
-
-def load_devices(conn: sa.Connection, device_pks: Sequence[str]) -> list[Any]:
-    """Devices by primary key, in the order given (missing ones skipped)."""
-    if not device_pks:
-        return []
-    by_id = {
-        r.id: r for r in conn.execute(sa.select(devices).where(devices.c.id.in_(list(device_pks))))
-    }
-    return [by_id[i] for i in device_pks if i in by_id]
+def list_in_account(
+    conn: sa.Connection, account_id: str, query: ListQuery, *, reachable_by: str | None = None
+) -> Page:
+    """One page (``query``, parsed against ``PARTITIONS_LIST``) of the account's
+    partitions; with ``reachable_by`` (a user id) only those the user's groups reach."""
+    if reachable_by is None:
+        return run_list(conn, PARTITIONS_LIST, query, _IN_ACCOUNT, params={"aid": account_id})
+    return run_list(
+        conn,
+        PARTITIONS_LIST,
+        query,
+        _IN_ACCOUNT_REACHED,
+        params={"aid": account_id, "uid": reachable_by},
+    )

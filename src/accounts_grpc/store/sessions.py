@@ -19,8 +19,9 @@ from typing import Any, TypeAlias
 
 import sqlalchemy as sa
 
-from accounts_grpc.domain.listing import ListQuery, ListSpec, Page, run_list
+from accounts_grpc.domain.listing import ListQuery, Page
 from accounts_grpc.store.db import new_etag
+from accounts_grpc.store.listing import ListSpec, run_list
 from accounts_grpc.store.tables import accounts, sessions, users
 
 #: a row of any width (the point reads select different columns)

@@ -1,41 +1,139 @@
-"""Repository for users and what hangs off a user: device permissions and orders.
+"""Repository for users: point reads, the unique-key checks, insert, cascade delete,
+the credential rotation's values, and the ListUsers page.
 
-SQLAlchemy Core on the connection of the caller's unit of work; no rules here (they
-live in ``services/users.py``), only the statements. Rows of users carry the owning
-account's ``consultancy_account_id`` and ``account_closed`` so that the policy can be
-asked about them without another query.
+SQLAlchemy Core on the connection the caller passes (its unit of work's, or a read
+connection); no rules here (they live in services/users.py), only the statements:
+
+- ``me``: GetMe's two point reads when the principal did not carry its rows.
+- ``user_by_email``: a user of an account by its e-mail, with what the policy needs of
+  its account (``consultancy_account_id``, ``account_closed``).
+- ``taken_fields``: which of an e-mail / external id another user of the account has.
+- ``insert_user``: a lost unique key (e-mail or external id) becomes the caller's error.
+- ``delete_user_cascade``: a user with its memberships, permissions, sessions, orders.
+- ``secret_rotated``: the column values of a new client secret (a new generation).
+- ``list_users``: one page of ``USER_LIST``, of one account or of all, narrowed to the
+  users the caller may see (``Visible``, as the service decided it).
+
+Point reads are module constants with bind parameters, built and compiled once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
+from accounts_grpc.domain.listing import ListQuery, Page
+from accounts_grpc.store.listing import ListSpec, SearchIndex, run_list
 from accounts_grpc.store.tables import (
     accounts,
     device_permissions,
-    devices,
     group_members,
     orders,
     sessions,
     users,
 )
 
-USER_WITH_ACCOUNT = sa.select(
-    users, accounts.c.consultancy_account_id, accounts.c.closed.label("account_closed")
-).select_from(users.join(accounts, accounts.c.id == users.c.account_id))
+__all__ = [
+    "TABLE",
+    "USER_LIST",
+    "Visible",
+    "delete_user_cascade",
+    "insert_user",
+    "list_users",
+    "me",
+    "secret_rotated",
+    "taken_fields",
+    "user_by_email",
+]
+
+#: the table whose rows ``services.writes.conditional_update`` writes for a user
+TABLE: sa.Table = users
+
+_ME = sa.select(users).where(users.c.id == sa.bindparam("uid"))
+_ACCOUNT = sa.select(accounts).where(accounts.c.id == sa.bindparam("aid"))
+
+_USER_BY_EMAIL = (
+    sa.select(users, accounts.c.consultancy_account_id, accounts.c.closed.label("account_closed"))
+    .select_from(users.join(accounts, accounts.c.id == users.c.account_id))
+    .where(users.c.account_id == sa.bindparam("aid"), users.c.email_lower == sa.bindparam("e"))
+)
 
 
-# -- users ------------------------------------------------------------------------------------
+def _taken(column: sa.ColumnElement[Any], *, excluding: bool) -> sa.Select[Any]:
+    stmt = sa.select(users.c.id).where(
+        users.c.account_id == sa.bindparam("aid"), column == sa.bindparam("v")
+    )
+    if excluding:
+        stmt = stmt.where(users.c.id != sa.bindparam("xuid"))
+    return stmt.limit(1)
+
+
+#: (field, another user than ``xuid`` only) -> "does a user of the account have it?"
+_TAKEN = {
+    (name, excluding): _taken(column, excluding=excluding)
+    for name, column in (("email", users.c.email_lower), ("external_id", users.c.external_id))
+    for excluding in (False, True)
+}
+
+_INSERT_USER = users.insert()
+
+#: what a user's deletion takes with it, in this order, then the user
+_CASCADE = tuple(
+    (name, table.delete().where(table.c.user_id == sa.bindparam("uid")))
+    for name, table in (
+        ("memberships", group_members),
+        ("device_permissions", device_permissions),
+        ("sessions", sessions),
+        ("orders", orders),
+    )
+)
+_DELETE_USER = users.delete().where(users.c.id == sa.bindparam("uid"))
+
+_NEXT_GENERATION = users.c.credential_generation + 1
+
+_email_key = sa.func.coalesce(users.c.email_lower, "")
+_external_key = sa.func.coalesce(users.c.external_id, "")
+
+#: ListUsers: what it may be ordered by and searched in.
+USER_LIST = ListSpec(
+    resource="users",
+    id_column=users.c.id,
+    orderable={
+        "name": users.c.name,
+        "email": _email_key,
+        "first_name": users.c.first_name,
+        "last_name": users.c.last_name,
+        "external_id": _external_key,
+        "create_time": users.c.create_time,
+        "update_time": users.c.update_time,
+    },
+    # NULL matches no term; plain columns, so that PostgreSQL's pg_trgm indexes serve them
+    searchable=[users.c.name, users.c.email, users.c.external_id],
+    search=SearchIndex("users_search", ("name", "email", "external_id"), users),  # 0002
+)
+
+_EVERY_USER = sa.select(users)
+
+
+# -- point reads -------------------------------------------------------------------------------
+
+
+def me(conn: sa.Connection, user_id: str, account_id: str) -> tuple[Any, Any]:
+    """The user row and its account row (every column of each); either may be None."""
+    user = conn.execute(_ME, {"uid": user_id}).first()
+    account = conn.execute(_ACCOUNT, {"aid": account_id}).first()
+    return user, account
 
 
 def user_by_email(conn: sa.Connection, account_id: str, email: str) -> sa.Row[Any] | None:
+    """The account's user with this e-mail (any case; all columns, with the account's
+    ``consultancy_account_id`` and ``account_closed``), or None."""
     return conn.execute(
-        USER_WITH_ACCOUNT.where(
-            users.c.account_id == account_id, users.c.email_lower == email.strip().lower()
-        )
+        _USER_BY_EMAIL, {"aid": account_id, "e": email.strip().lower()}
     ).first()
 
 
@@ -49,118 +147,84 @@ def taken_fields(
 ) -> list[str]:
     """Which of ``email`` / ``external_id`` another user of the account already has."""
     out: list[str] = []
-    checks = (
-        ("email", users.c.email_lower, email.lower() if email else None),
-        ("external_id", users.c.external_id, external_id),
-    )
-    for name, column, value in checks:
+    for name, value in (("email", email.lower() if email else None), ("external_id", external_id)):
         if not value:
             continue
-        stmt = sa.select(users.c.id).where(users.c.account_id == account_id, column == value)
+        params = {"aid": account_id, "v": value}
         if exclude_user_id:
-            stmt = stmt.where(users.c.id != exclude_user_id)
-        if conn.execute(stmt.limit(1)).first() is not None:
+            params["xuid"] = exclude_user_id
+        if conn.execute(_TAKEN[name, bool(exclude_user_id)], params).first() is not None:
             out.append(name)
     return out
 
 
-def insert_user(conn: sa.Connection, values: Mapping[str, Any]) -> None:
-    conn.execute(users.insert().values(**values))
+# -- writes ------------------------------------------------------------------------------------
+
+
+def insert_user(
+    conn: sa.Connection, values: Mapping[str, Any], taken: Callable[[str], BaseException]
+) -> None:
+    """Insert the user. A concurrent insert that won the user's e-mail or external id
+    (after the caller's ``taken_fields`` check) raises ``taken("email")`` /
+    ``taken("external_id")`` instead; one that won the ``client_id`` propagates as it is
+    (the transaction is lost either way)."""
+    try:
+        conn.execute(_INSERT_USER, dict(values))
+    except IntegrityError as e:
+        text = str(e.orig).lower()
+        if "client_id" in text:
+            raise
+        raise taken("email" if "email" in text else "external_id") from None
 
 
 def delete_user_cascade(conn: sa.Connection, user_id: str) -> dict[str, int]:
-    """Delete a user with its memberships, permissions, sessions and orders."""
-    counts = {}
-    for name, table in (
-        ("memberships", group_members),
-        ("device_permissions", device_permissions),
-        ("sessions", sessions),
-        ("orders", orders),
-    ):
-        counts[name] = conn.execute(table.delete().where(table.c.user_id == user_id)).rowcount
-    conn.execute(users.delete().where(users.c.id == user_id))
+    """Delete a user with its memberships, permissions, sessions and orders; how many
+    rows of each went."""
+    counts = {name: conn.execute(stmt, {"uid": user_id}).rowcount for name, stmt in _CASCADE}
+    conn.execute(_DELETE_USER, {"uid": user_id})
     return counts
 
 
-# -- devices ----------------------------------------------------------------------------------
+def secret_rotated(secret_hash: str) -> dict[str, Any]:
+    """The values that give a user a new client secret: its hash, and the next
+    ``credential_generation`` (which revokes every JWT issued with the old secret)."""
+    return {"secret_hash": secret_hash, "credential_generation": _NEXT_GENERATION}
 
 
-def devices_in_account(
-    conn: sa.Connection, account_id: str, device_ids: Iterable[str], meter_ids: Iterable[str]
-) -> list[sa.Row[Any]]:
-    """The account's devices with any of the given device ids or meter ids."""
-    device_ids, meter_ids = list(device_ids), list(meter_ids)
-    conds = []
-    if device_ids:
-        conds.append(devices.c.device_id.in_(device_ids))
-    if meter_ids:
-        conds.append(devices.c.meter_id.in_(meter_ids))
-    if not conds:
-        return []
-    return list(
-        conn.execute(sa.select(devices).where(devices.c.account_id == account_id, sa.or_(*conds)))
-    )
+# -- ListUsers ---------------------------------------------------------------------------------
 
 
-# -- device permissions -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Visible:
+    """Which users of an account a caller may read, as the policy decided: those of one
+    of ``kinds``, and the caller itself (``user_id``) when it is set; nobody when neither
+    is."""
 
-dp = device_permissions
-
-#: A permission with its device; device columns are prefixed ``d_``.
-PERMISSION_WITH_DEVICE = sa.select(
-    dp.c.id,
-    dp.c.user_id,
-    dp.c.account_id,
-    dp.c.charging,
-    dp.c.create_time,
-    dp.c.update_time,
-    dp.c.etag,
-    dp.c.device_pk,
-    devices.c.account_id.label("d_account_id"),
-    devices.c.partition_id.label("d_partition_id"),
-    devices.c.device_id.label("d_device_id"),
-    devices.c.meter_id.label("d_meter_id"),
-    devices.c.name.label("d_name"),
-    devices.c.create_time.label("d_create_time"),
-    devices.c.update_time.label("d_update_time"),
-    devices.c.etag.label("d_etag"),
-).select_from(dp.join(devices, devices.c.id == dp.c.device_pk))
+    kinds: tuple[str, ...] = ()
+    user_id: str | None = None
 
 
-def permissions_of(
-    conn: sa.Connection, user_id: str, device_pks: Sequence[str]
-) -> dict[str, sa.Row[Any]]:
-    """The user's permissions for these devices, by device pk."""
-    if not device_pks:
-        return {}
-    rows = conn.execute(
-        PERMISSION_WITH_DEVICE.where(dp.c.user_id == user_id, dp.c.device_pk.in_(list(device_pks)))
-    )
-    return {r.device_pk: r for r in rows}  # type: ignore[misc]
-
-
-def insert_permissions(conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        conn.execute(dp.insert(), [dict(r) for r in rows])
-
-
-def delete_permissions(conn: sa.Connection, user_id: str, device_pks: Sequence[str]) -> None:
-    if device_pks:
-        conn.execute(dp.delete().where(dp.c.user_id == user_id, dp.c.device_pk.in_(device_pks)))
-
-
-# -- orders -----------------------------------------------------------------------------------
-
-
-def order_by_order_id(conn: sa.Connection, account_id: str, order_id: str) -> sa.Row[Any] | None:
-    return conn.execute(
-        sa.select(orders).where(orders.c.account_id == account_id, orders.c.order_id == order_id)
-    ).first()
-
-
-def order_by_pk(conn: sa.Connection, pk: str) -> sa.Row[Any] | None:
-    return conn.execute(sa.select(orders).where(orders.c.id == pk)).first()
-
-
-def insert_order(conn: sa.Connection, values: Mapping[str, Any]) -> None:
-    conn.execute(orders.insert().values(**values))
+def list_users(
+    conn: sa.Connection,
+    query: ListQuery,
+    *,
+    account_id: str | None,
+    kind: str = "",
+    visible: Visible | None = None,
+) -> Page:
+    """One page (``query``, parsed against ``USER_LIST``) of the users of ``account_id``
+    (of every account when None), of ``kind`` only when it is set, and of those only the
+    ``visible`` ones (all of them when None)."""
+    base = _EVERY_USER
+    if kind:
+        base = base.where(users.c.kind == kind)
+    if account_id is not None:
+        base = base.where(users.c.account_id == account_id)
+    if visible is not None:
+        conds: list[sa.ColumnElement[bool]] = []
+        if visible.kinds:
+            conds.append(users.c.kind.in_(visible.kinds))
+        if visible.user_id is not None:
+            conds.append(users.c.id == visible.user_id)
+        base = base.where(sa.or_(*conds) if conds else sa.false())
+    return run_list(conn, USER_LIST, query, base)

@@ -7,7 +7,8 @@ from typing import Any
 from accounts.v1 import partition_pb2
 
 from accounts_grpc.rpc.convert import ts, us_of
-from accounts_grpc.services.partitions import DeviceInput, PartitionInput
+from accounts_grpc.services.devices import DeviceInput
+from accounts_grpc.services.partitions import PartitionInput
 
 
 def partition_to_proto(row: Any) -> partition_pb2.Partition:

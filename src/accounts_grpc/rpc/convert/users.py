@@ -9,7 +9,10 @@ from accounts.v1 import partition_pb2, user_pb2
 from google.protobuf.message import Message
 
 from accounts_grpc.rpc.convert import ts, us_of
-from accounts_grpc.services.users import DeviceRef, OrderInput, UserInput, UserRef
+from accounts_grpc.services.device_permissions import DeviceRef
+from accounts_grpc.services.orders import OrderInput
+from accounts_grpc.services.user_access import UserRef
+from accounts_grpc.services.user_fields import UserInput
 
 KIND_TO_PROTO = {
     "HUMAN": user_pb2.USER_KIND_HUMAN,

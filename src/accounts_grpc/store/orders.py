@@ -1,0 +1,76 @@
+"""Repository for the orders of (EXTERNAL) users.
+
+No rules here (who may write an order, how its status moves, what it needs once
+shipped: services/orders.py), only the statements: ``order_by_order_id`` (an
+account's order by the client's ``order_id``), ``order_by_pk``, ``insert_order``; an
+order changes through ``services.writes.conditional_update`` on ``TABLE``;
+``list_for_user`` reads one page of ``ORDER_LIST``.
+
+Point reads are module constants with bind parameters, built and compiled once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from accounts_grpc.domain.listing import ListQuery, Page
+from accounts_grpc.store.listing import ListSpec, run_list
+from accounts_grpc.store.tables import orders
+
+__all__ = [
+    "ORDER_LIST",
+    "TABLE",
+    "insert_order",
+    "list_for_user",
+    "order_by_order_id",
+    "order_by_pk",
+]
+
+#: the table whose rows ``services.writes.conditional_update`` writes for an order
+TABLE: sa.Table = orders
+
+_BY_ORDER_ID = sa.select(orders).where(
+    orders.c.account_id == sa.bindparam("aid"), orders.c.order_id == sa.bindparam("oid")
+)
+_BY_PK = sa.select(orders).where(orders.c.id == sa.bindparam("pk"))
+_INSERT = orders.insert()
+_EVERY_ORDER = sa.select(orders)
+
+#: ListUserOrders: ordered by its times or order id; searched in ids and tracking links.
+ORDER_LIST = ListSpec(
+    resource="orders",
+    id_column=orders.c.id,
+    orderable={
+        "create_time": orders.c.create_time,
+        "update_time": orders.c.update_time,
+        "order_id": orders.c.order_id,
+    },
+    searchable=[
+        orders.c.order_id,
+        sa.func.coalesce(orders.c.device_id, ""),
+        sa.func.coalesce(orders.c.tracking_link, ""),
+    ],
+)
+
+
+def order_by_order_id(conn: sa.Connection, account_id: str, order_id: str) -> sa.Row[Any] | None:
+    """The account's order with this ``order_id`` (every column), or None."""
+    return conn.execute(_BY_ORDER_ID, {"aid": account_id, "oid": order_id}).first()
+
+
+def order_by_pk(conn: sa.Connection, pk: str) -> sa.Row[Any] | None:
+    """The order whose primary key is ``pk`` (every column), or None."""
+    return conn.execute(_BY_PK, {"pk": pk}).first()
+
+
+def insert_order(conn: sa.Connection, values: Mapping[str, Any]) -> None:
+    """Insert the order row (every column)."""
+    conn.execute(_INSERT, dict(values))
+
+
+def list_for_user(conn: sa.Connection, user_id: str, query: ListQuery) -> Page:
+    """One page (``query``, parsed against ``ORDER_LIST``) of the user's orders."""
+    return run_list(conn, ORDER_LIST, query, _EVERY_ORDER.where(orders.c.user_id == user_id))
