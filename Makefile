@@ -51,6 +51,7 @@ lint: $(STAMP) $(BUF)
 	$(PY) scripts/protogen.py lint
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 openapi: $(STAMP)
 	$(PY) scripts/openapigen.py openapi

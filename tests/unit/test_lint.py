@@ -1,5 +1,6 @@
-"""The code stays lint-clean: ruff and mypy run as part of the suite (buf lint and the
-freshness of gen/ are in test_protos.py)."""
+"""The code stays lint-clean: ruff, mypy and the import contracts (lint-imports, the
+layers in pyproject.toml) run as part of the suite (buf lint and the freshness of gen/
+are in test_protos.py)."""
 
 from __future__ import annotations
 
@@ -22,4 +23,11 @@ def test_ruff_is_clean() -> None:
 
 def test_mypy_is_clean() -> None:
     r = _run(str(BIN / "mypy"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_import_contracts_are_kept() -> None:
+    """The layers (cli → supervisor → app → rest → rpc → services → auth → store → domain
+    → config/logs), SQLAlchemy only in the store, no transport below rpc, no cycles."""
+    r = _run(str(BIN / "lint-imports"), "--no-cache")
     assert r.returncode == 0, r.stdout + r.stderr
