@@ -27,11 +27,8 @@ from hypothesis import strategies as st
 
 from accounts_grpc.domain import roles as R
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.services.accounts import (
-    AccountInput,
-    AccountsService,
-    FirstUserInput,
-)
+from accounts_grpc.services.account_fields import AccountInput, FirstUserInput
+from accounts_grpc.services.accounts import AccountsService
 from accounts_grpc.store import migrate
 from accounts_grpc.store.accounts import ACCOUNTS_LIST, kept_counts
 from accounts_grpc.store.accounts import EVERY_ACCOUNT as _EVERY_ACCOUNT

@@ -1,4 +1,4 @@
-"""The statements behind services/accounts.py and services/bootstrap.py, on real
+"""The statements behind services/accounts.py, audit_log.py and bootstrap.py, on real
 databases: store/accounts.py (lists by scope, the user an account is made with, column
 values), store/audit.py (an account's events) and store/bootstrap.py (bootstrap)."""
 

@@ -163,7 +163,7 @@ def test_secret_rotated_takes_the_next_generation(db: Database, world: dict[str,
     for expected in (1, 2):
         with db.write() as uow:
             values = repo.secret_rotated("cd" * 32)
-            uow.conn.execute(repo.TABLE.update().where(repo.TABLE.c.id == uid).values(**values))
+            uow.conn.execute(users_table.update().where(users_table.c.id == uid).values(**values))
             uow.commit()
         with db.connect() as conn:
             row = repo.me(conn, uid, world["a"])[0]

@@ -21,6 +21,7 @@ from accounts_grpc.services.writes import (
     fingerprint,
     prune_request_ids,
 )
+from accounts_grpc.store import accounts as account_store
 from accounts_grpc.store import audit, migrate
 from accounts_grpc.store.db import Database, UnitOfWork, new_etag, new_id, now_us
 from accounts_grpc.store.tables import accounts, audit_events, idempotency_keys
@@ -197,11 +198,13 @@ def test_conditional_update_loses_to_a_concurrent_writer(db: Database) -> None:
         uow.commit()
     row = _load_now(db, ids)
     with db.write() as uow:
-        written = conditional_update(uow, accounts, row.id, row.etag, {"name": "B"}, "account")
+        written = conditional_update(uow, account_store.update_if_etag, row.id, row.etag,
+                                     {"name": "B"}, "account")
         uow.commit()
     assert written["etag"] != row.etag and written["update_time"] >= row.update_time
     with db.write() as uow, pytest.raises(Aborted) as info:  # row.etag is stale now
-        conditional_update(uow, accounts, row.id, row.etag, {"name": "C"}, "account")
+        conditional_update(uow, account_store.update_if_etag, row.id, row.etag, {"name": "C"},
+                           "account")
     assert info.value.reason == "ETAG_MISMATCH"
     assert _load_now(db, ids).name == "B"
 

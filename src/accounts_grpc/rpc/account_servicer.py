@@ -22,6 +22,7 @@ class AccountServiceServicer(account_service_pb2_grpc.AccountServiceServicer):
     def __init__(self, services: Services) -> None:
         self.services = services
         self.accounts = services.accounts
+        self.audit_log = services.audit_log
 
     def CreateAccount(
         self, request: pb.CreateAccountRequest, context: Any
@@ -75,7 +76,7 @@ class AccountServiceServicer(account_service_pb2_grpc.AccountServiceServicer):
     def ListAuditEvents(
         self, request: pb.ListAuditEventsRequest, context: Any
     ) -> pb.ListAuditEventsResponse:
-        page = self.accounts.list_audit_events(
+        page = self.audit_log.list_audit_events(
             current_principal(),
             request.account_id,
             page_size=request.page_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from accounts_grpc.services.accounts import AccountsService
+from accounts_grpc.services.audit_log import AuditLogService
 from accounts_grpc.services.charging import ChargingService
 from accounts_grpc.services.deps import Deps
 from accounts_grpc.services.device_permissions import DevicePermissionsService
@@ -21,6 +22,7 @@ from accounts_grpc.services.users import UsersService
 class Services:
     deps: Deps
     accounts: AccountsService
+    audit_log: AuditLogService
     users: UsersService
     device_permissions: DevicePermissionsService
     charging: ChargingService
@@ -36,6 +38,7 @@ class Services:
         return cls(
             deps=deps,
             accounts=AccountsService(deps),
+            audit_log=AuditLogService(deps),
             users=UsersService(deps),
             device_permissions=DevicePermissionsService(deps),
             charging=ChargingService(deps),

@@ -1,35 +1,37 @@
 """Use cases for accounts: CreateAccount, GetAccount, ListAccounts, UpdateAccount,
-CloseAccount, ListAuditEvents.
+CloseAccount.
 
-Rules, all here:
+The fields of an account and their rules (what a request may set, how each value is
+checked, the first user's, the consultancy an account names) are in
+services/account_fields.py; the account's audit log (ListAuditEvents) is
+services/audit_log.py; the statements are in store/accounts.py (accounts, their lists,
+the user an account is made with) and store/audit.py (the audit events).
+
+Rules:
 - CreateAccount (admin): the account and its first user, a HUMAN user with
-  ``account-admin``, in one transaction with one audit event each. The first user must
-  be HUMAN (UNSPECIFIED is taken as HUMAN): a MACHINE first user would need its secret
-  shown, and CreateAccountResponse has no place for it. Email is required and unique,
-  case-insensitively, among open accounts (ALREADY_EXISTS, ACCOUNT_EMAIL_TAKEN).
-  ``request_id`` makes it idempotent (services/writes.create_once). Output-only fields
-  sent on create are INVALID_ARGUMENT, never silently dropped.
+  ``account-admin``, in one transaction with one audit event each. Email is required
+  and unique, case-insensitively, among open accounts (ALREADY_EXISTS,
+  ACCOUNT_EMAIL_TAKEN). ``request_id`` makes it idempotent (services/writes.create_once).
 - GetAccount: by ``id`` (one primary-key read), by ``email`` (one read of the partial
   unique index of open accounts; admins and admin-readers fall back to the most recently
   closed account with that email), or, with neither, the caller's own. Setting both is
   INVALID_ARGUMENT. Whoever may not read an account gets NOT_FOUND, whether it exists or
   not; a closed account answers admins and admin-readers only.
-- ListAccounts: keyset pages (domain/listing.py) over what the caller may read, filtered
-  in SQL: admin and admin-reader all accounts, a consultant its own and its clients',
-  anyone else its own. Closed accounts only with ``show_closed``, and only for admin
-  and admin-reader (nobody else can read a closed account). ``total_size`` is exact on
-  the first page: an admin's unfiltered list reads it in ``account_counts`` (kept by
-  triggers, migration 0007) with the page; any other list counts its rows.
+- ListAccounts: keyset pages (store/listing/; the page tokens are domain/listing.py's)
+  over what the caller may read, filtered in SQL: admin and admin-reader all accounts, a
+  consultant its own and its clients', anyone else its own. Closed accounts only with
+  ``show_closed``, and only for admin and admin-reader (nobody else can read a closed
+  account). ``total_size`` is exact on the first page: an admin's unfiltered list reads
+  it in ``account_counts`` (kept by triggers, migration 0007) with the page; any other
+  list counts its rows.
 - UpdateAccount (admin; account-admin on its own account): an AIP-134 update mask as
   domain/masks.py pins it. account-admins change name, email, colours and logo; only
   admins change ``roles`` and ``consultancy_account_id`` (PERMISSION_DENIED, not
-  ignored). ``consultancy_account_id`` must name another open account holding the
-  ``consultancy`` role (INVALID_ARGUMENT CONSULTANCY_ACCOUNT_INVALID); the role cannot be
-  taken from an account that open accounts still name as their consultancy
-  (FAILED_PRECONDITION CONSULTANCY_HAS_CLIENTS). A set ``etag`` must match (ABORTED).
-  Fields whose value does not change are not written; a request that changes nothing
-  writes nothing and returns the account as it is. The audit event lists the fields
-  that changed.
+  ignored). The ``consultancy`` role cannot be taken from an account that open accounts
+  still name as their consultancy (FAILED_PRECONDITION CONSULTANCY_HAS_CLIENTS). A set
+  ``etag`` must match (ABORTED). Fields whose value does not change are not written; a
+  request that changes nothing writes nothing and returns the account as it is. The
+  audit event lists the fields that changed.
 - CloseAccount (admin): irreversible. In one transaction, everything the account owns
   goes (store/accounts.purge_contents), accounts that named it as their consultancy
   lose that link (one audit event each), and the account becomes a tombstone
@@ -37,19 +39,12 @@ Rules, all here:
   authenticator reads the account on every call). Closing a closed account, or the
   caller's own account (that would lock the platform's admins out), is
   FAILED_PRECONDITION.
-- ListAuditEvents (admin, admin-reader, the account's account-admins): newest first,
-  keyset pages, ``filter`` on action and resource type. A closed account's log stays
-  readable for admins and admin-readers.
-
-The rules are here; the statements are in store/accounts.py (accounts, their lists, the
-user an account is made with) and store/audit.py (the audit log and its list).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from accounts_grpc.domain import policy
 from accounts_grpc.domain import roles as R
@@ -62,7 +57,20 @@ from accounts_grpc.domain.errors import (
 from accounts_grpc.domain.listing import Page, parse_list_request
 from accounts_grpc.domain.masks import require_paths_allowed, resolve_mask
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.domain.validate import MAX_NAME, Validator, check_id, is_uuid
+from accounts_grpc.domain.validate import Validator, check_id
+from accounts_grpc.services.account_fields import (
+    OUTPUT_ONLY,
+    UPDATABLE,
+    AccountInput,
+    FirstUserInput,
+    changed_values,
+    check_account_update,
+    check_consultancy,
+    check_new_account,
+    stored_values,
+    target_of,
+    unchanged_fields,
+)
 from accounts_grpc.services.deps import Deps
 from accounts_grpc.services.writes import (
     check_etag,
@@ -74,59 +82,6 @@ from accounts_grpc.store import accounts as store
 from accounts_grpc.store import audit
 from accounts_grpc.store.db import UnitOfWork, new_etag, new_id, now_us
 
-if TYPE_CHECKING:
-    from accounts_grpc.store.db import Connection
-
-#: Account fields a request may set, and those only the server sets.
-UPDATABLE = frozenset(
-    {
-        "name",
-        "email",
-        "roles",
-        "consultancy_account_id",
-        "primary_color",
-        "secondary_color",
-        "logo_url",
-    }
-)
-OUTPUT_ONLY = frozenset({"id", "closed", "create_time", "update_time", "activity_time"})
-#: First-user fields the server sets (kind is checked on its own).
-USER_OUTPUT_ONLY = frozenset({"id", "account_id", "client_id", "create_time", "update_time"})
-
-
-@dataclass(frozen=True)
-class AccountInput:
-    """An ``Account`` message as plain values: every field (proto defaults included, an
-    unset timestamp as None), and the names of the fields the request populated."""
-
-    values: Mapping[str, Any]
-    populated: Sequence[str] = ()
-
-    def get(self, name: str, default: Any = "") -> Any:
-        return self.values.get(name, default)
-
-
-@dataclass(frozen=True)
-class FirstUserInput:
-    """The ``first_user`` of CreateAccount as plain values."""
-
-    kind: str = ""  # "HUMAN" | "EXTERNAL" | "MACHINE" | "" (unspecified)
-    email: str = ""
-    first_name: str = ""
-    last_name: str = ""
-    roles: Sequence[str] = ()
-    external_id: str = ""
-    etag: str = ""
-    populated: Sequence[str] = field(default=())
-
-
-def target_of(row: Any) -> policy.Target:
-    return policy.Target(
-        account_id=row.id,
-        consultancy_account_id=row.consultancy_account_id,
-        account_closed=bool(row.closed),
-    )
-
 
 def _closed(account_id: str) -> FailedPrecondition:
     return FailedPrecondition(
@@ -134,70 +89,6 @@ def _closed(account_id: str) -> FailedPrecondition:
         reason="ACCOUNT_CLOSED",
         metadata={"id": account_id},
     )
-
-
-def _raise(v: Validator) -> None:
-    """Raise the collected violations: UNKNOWN_ROLE when only roles are wrong."""
-    if not v.violations:
-        return
-    only_roles = all(".roles" in x.field or x.field.startswith("roles") for x in v.violations)
-    v.raise_if_any(reason="UNKNOWN_ROLE" if only_roles else "INVALID_ARGUMENT")
-
-
-def _roles(v: Validator, fld: str, given: Sequence[str], allowed: frozenset[str]) -> list[str]:
-    for i, r in enumerate(given):
-        if r not in allowed:
-            v.add(f"{fld}[{i}]", f"unknown role {r!r}; expected one of {sorted(allowed)}")
-    return sorted(set(given))
-
-
-def _consultancy_shape(v: Validator, fld: str, value: str) -> None:
-    if value and not is_uuid(value):
-        v.add(fld, f"{value[:60]!r} is not an account id (a UUID)")
-
-
-def _check_consultancy(conn: Connection, cid: str, self_id: str, fld: str) -> None:
-    """``cid`` must name another open account that has the ``consultancy`` role."""
-    if cid == self_id:
-        raise InvalidArgument.field(
-            fld, "an account cannot be its own consultancy", reason="CONSULTANCY_ACCOUNT_INVALID"
-        )
-    row = store.get(conn, cid)
-    if row is None or row.closed:
-        raise InvalidArgument.field(
-            fld, f"names no open account ({cid!r})", reason="CONSULTANCY_ACCOUNT_INVALID"
-        )
-    if R.CONSULTANCY not in (row.roles or ()):
-        raise InvalidArgument.field(
-            fld,
-            f"account {cid!r} does not have the {R.CONSULTANCY!r} account role",
-            reason="CONSULTANCY_ACCOUNT_INVALID",
-        )
-
-
-def _stored(row: Any) -> dict[str, Any]:
-    """An account row's values in the shape of ``AccountInput.values``."""
-    return {
-        "id": row.id,
-        "name": row.name,
-        "email": row.email,
-        "roles": sorted(row.roles or ()),
-        "consultancy_account_id": row.consultancy_account_id or "",
-        "primary_color": row.primary_color,
-        "secondary_color": row.secondary_color,
-        "logo_url": row.logo_url,
-        "closed": bool(row.closed),
-        "create_time": row.create_time,
-        "update_time": row.update_time,
-        "activity_time": row.activity_time,
-        "etag": row.etag,
-    }
-
-
-def _same(name: str, given: Any, stored: Any) -> bool:
-    if name == "roles":
-        return sorted(set(given)) == stored
-    return bool(given == stored)
 
 
 class AccountsService:
@@ -215,14 +106,14 @@ class AccountsService:
         """The new account and first user rows (or, for a retried request_id, the first's)."""
         if not policy.allows(p, policy.Action.ACCOUNT_CREATE, policy.Target(account_id="")):
             raise PermissionDenied("only an admin may create accounts", reason="ROLE_REQUIRED")
-        new, user = self._validate_new(account, first_user)
+        new, user = check_new_account(account, first_user)
         fp = fingerprint("CreateAccount", new, user)
 
         def create(uow: UnitOfWork) -> dict[str, str]:
             conn = uow.conn
             store.require_email_free(conn, new["email"])
             if new["consultancy_account_id"]:
-                _check_consultancy(
+                check_consultancy(
                     conn, new["consultancy_account_id"], "", "account.consultancy_account_id"
                 )
             now = now_us()
@@ -287,43 +178,6 @@ class AccountsService:
             keep=self.deps.settings.request_id_ttl,
         )
         return acct, usr
-
-    def _validate_new(
-        self, account: AccountInput, first_user: FirstUserInput
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
-        v = Validator()
-        for f in sorted(set(account.populated) & (OUTPUT_ONLY | {"etag"})):
-            v.add(f"account.{f}", "is output-only; leave it unset when creating an account")
-        new = {
-            "name": v.name("account.name", account.get("name")),
-            "email": v.email("account.email", account.get("email")),
-            "roles": _roles(v, "account.roles", account.get("roles", ()), R.ACCOUNT_ROLES),
-            "consultancy_account_id": account.get("consultancy_account_id"),
-            "primary_color": v.color("account.primary_color", account.get("primary_color")),
-            "secondary_color": v.color("account.secondary_color", account.get("secondary_color")),
-            "logo_url": v.url("account.logo_url", account.get("logo_url")),
-        }
-        _consultancy_shape(v, "account.consultancy_account_id", new["consultancy_account_id"])
-        if first_user.kind not in ("", "HUMAN"):
-            v.add(
-                "first_user.kind",
-                "the first user must be a HUMAN user (a person with an email); create "
-                "MACHINE and EXTERNAL users with CreateUser",
-            )
-        for f in sorted(set(first_user.populated) & (USER_OUTPUT_ONLY | {"etag"})):
-            v.add(f"first_user.{f}", "is output-only; leave it unset when creating a user")
-        if first_user.external_id:
-            v.add("first_user.external_id", "only EXTERNAL users have an external_id")
-        user = {
-            "email": v.email("first_user.email", first_user.email),
-            "first_name": v.name("first_user.first_name", first_user.first_name, required=False),
-            "last_name": v.name("first_user.last_name", first_user.last_name, required=False),
-            "roles": _roles(
-                v, "first_user.roles", [*first_user.roles, R.ACCOUNT_ADMIN], R.USER_ROLES
-            ),
-        }
-        _raise(v)
-        return new, user
 
     # -- GetAccount ------------------------------------------------------------------------
     def get_account(self, p: Principal, account_id: str = "", email: str = "") -> Any:
@@ -402,10 +256,8 @@ class AccountsService:
             if row.closed:
                 raise _closed(account_id)
             check_etag(account.get("etag"), row.etag, "account")
-            stored = _stored(row)
-            unchanged = [
-                f for f in account.populated if f in stored and _same(f, account.get(f), stored[f])
-            ]
+            stored = stored_values(row)
+            unchanged = unchanged_fields(account, stored)
             paths = resolve_mask(
                 "account",
                 mask_paths,
@@ -417,10 +269,10 @@ class AccountsService:
             require_paths_allowed(
                 paths, policy.account_update_fields(p, t), "the caller (not an admin)"
             )
-            wanted = self._validate_update(paths, account)
-            changes = {k: v for k, v in wanted.items() if not _same(k, v, stored[k])}
+            wanted = check_account_update(paths, account)
+            changes = changed_values(wanted, stored)
             if changes.get("consultancy_account_id"):
-                _check_consultancy(
+                check_consultancy(
                     conn,
                     changes["consultancy_account_id"],
                     account_id,
@@ -447,7 +299,7 @@ class AccountsService:
             store.update_guarded(
                 conn,
                 lambda: conditional_update(
-                    uow, store.TABLE, account_id, row.etag, store.column_values(changes),
+                    uow, store.update_if_etag, account_id, row.etag, store.column_values(changes),
                     "account",
                 ),
                 email,
@@ -464,28 +316,6 @@ class AccountsService:
             row = store.get(conn, account_id)
             uow.commit()
         return row
-
-    def _validate_update(self, paths: Sequence[str], account: AccountInput) -> dict[str, Any]:
-        v = Validator()
-        out: dict[str, Any] = {}
-        for f in paths:
-            value = account.get(f)
-            fld = f"account.{f}"
-            if f == "name":
-                out[f] = v.name(fld, value, max_len=MAX_NAME)
-            elif f == "email":
-                out[f] = v.email(fld, value)
-            elif f in ("primary_color", "secondary_color"):
-                out[f] = v.color(fld, value)
-            elif f == "logo_url":
-                out[f] = v.url(fld, value)
-            elif f == "roles":
-                out[f] = _roles(v, fld, value or (), R.ACCOUNT_ROLES)
-            elif f == "consultancy_account_id":
-                _consultancy_shape(v, fld, value)
-                out[f] = value
-        _raise(v)
-        return out
 
     # -- CloseAccount ----------------------------------------------------------------------
     def close_account(self, p: Principal, account_id: str) -> Any:
@@ -509,8 +339,8 @@ class AccountsService:
             store.purge_contents(conn, account_id)
             for client in store.open_clients(conn, account_id):
                 conditional_update(
-                    uow, store.TABLE, client.id, client.etag, {"consultancy_account_id": None},
-                    "account",
+                    uow, store.update_if_etag, client.id, client.etag,
+                    {"consultancy_account_id": None}, "account",
                 )
                 audit.record(
                     uow,
@@ -521,8 +351,9 @@ class AccountsService:
                     resource_id=client.id,
                     changed_fields=["consultancy_account_id"],
                 )
-            conditional_update(uow, store.TABLE, account_id, row.etag, {"closed": True},
-                               "account")
+            conditional_update(
+                uow, store.update_if_etag, account_id, row.etag, {"closed": True}, "account"
+            )
             audit.record(
                 uow,
                 account_id=account_id,
@@ -535,32 +366,3 @@ class AccountsService:
             row = store.get(conn, account_id)
             uow.commit()
         return row
-
-    # -- ListAuditEvents -------------------------------------------------------------------
-    def list_audit_events(
-        self,
-        p: Principal,
-        account_id: str,
-        *,
-        page_size: int = 0,
-        page_token: str = "",
-        filter: str = "",
-    ) -> Page:
-        check_id("account_id", account_id)
-        query = parse_list_request(
-            audit.AUDIT_LIST,
-            secret=self.deps.page_secret,
-            page_size=page_size,
-            page_token=page_token,
-            filter=filter,
-            scope={"account_id": account_id},
-        )
-        with self.deps.db.connect() as conn:
-            row = store.get(conn, account_id)
-            if row is None:
-                raise not_found("account", "id", account_id)
-            policy.require(
-                p, policy.Action.AUDIT_READ, target_of(row), what="account", key=account_id
-            )
-            return audit.list_events(conn, account_id, query)
-

@@ -62,7 +62,7 @@ class ChargingService:
             if bool(perm.charging) == on:
                 return perm
             conditional_update(
-                uow, repo.TABLE, perm.id, perm.etag, {"charging": on}, "device permission"
+                uow, repo.update_if_etag, perm.id, perm.etag, {"charging": on}, "device permission"
             )
             audit.record(
                 uow,

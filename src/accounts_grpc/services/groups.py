@@ -345,7 +345,7 @@ class GroupsService:
             if err := self._taken(uow, row.account_id, name, group_id):
                 raise err
             with constraint_guard(uow, lambda: self._taken(uow, row.account_id, name, group_id)):
-                conditional_update(uow, repo.TABLE, group_id, row.etag, values, WHAT)
+                conditional_update(uow, repo.update_if_etag, group_id, row.etag, values, WHAT)
                 if "partition_ids" in paths:
                     repo.set_partitions(uow.conn, group_id, pids)
             audit.record(

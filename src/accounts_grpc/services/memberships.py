@@ -90,7 +90,7 @@ class MembershipsService:
                 changed = repo.remove_members(uow.conn, group_id, ids)
             if not changed:
                 return group_view(uow.conn, row)
-            conditional_update(uow, repo.TABLE, group_id, row.etag, {}, GROUP_WHAT)
+            conditional_update(uow, repo.update_if_etag, group_id, row.etag, {}, GROUP_WHAT)
             audit.record(
                 uow,
                 account_id=row.account_id,

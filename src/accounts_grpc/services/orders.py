@@ -181,7 +181,7 @@ class OrdersService:
             else:
                 pk = cur.id
                 conditional_update(
-                    uow, repo.TABLE, pk, cur.etag, {k: values[k] for k in changed}, "order"
+                    uow, repo.update_if_etag, pk, cur.etag, {k: values[k] for k in changed}, "order"
                 )
                 action = "order.update"
             audit.record(

@@ -253,7 +253,9 @@ class PartitionsService:
             with constraint_guard(
                 uow, lambda: self._taken(uow, row.account_id, name, partition_id) if name else None
             ):
-                conditional_update(uow, repo.TABLE, partition_id, row.etag, values, RESOURCE)
+                conditional_update(
+                    uow, repo.update_if_etag, partition_id, row.etag, values, RESOURCE
+                )
             audit.record(
                 uow,
                 account_id=row.account_id,

@@ -311,7 +311,7 @@ class UsersService:
                 fields["external_id"],
                 row.client_id or "",
             )
-            conditional_update(uow, repo.TABLE, row.id, row.etag, values, "user")
+            conditional_update(uow, repo.update_if_etag, row.id, row.etag, values, "user")
             audit.record(
                 uow,
                 account_id=row.account_id,
@@ -370,7 +370,7 @@ class UsersService:
             secret = new_client_secret()
             # the new generation revokes every JWT issued with the old secret (authenticate)
             values = repo.secret_rotated(hash_secret(secret))
-            conditional_update(uow, repo.TABLE, row.id, row.etag, values, "user")
+            conditional_update(uow, repo.update_if_etag, row.id, row.etag, values, "user")
             audit.record(
                 uow,
                 account_id=row.account_id,

@@ -14,8 +14,15 @@ expired key rows are deleted, a bounded batch at a time, by the creates themselv
 most once a minute per process and database; any server may, since a DELETE of expired
 rows is the same on every one).
 
-The rules are here; the statements are in store/idempotency.py (the keys) and
-store/conflicts.py (the etag-conditional UPDATE, savepoints, lost unique keys).
+Conditional updates: a use case never holds a table. It passes its repository's
+``update_if_etag`` (store/accounts.py, users.py, groups.py, ...: ``UPDATE ... WHERE id =
+:id AND etag = :old``) to ``conditional_update``, which stamps ``update_time`` and a
+fresh etag and turns a lost race into ABORTED (ETAG_MISMATCH); a unique key lost inside
+``constraint_guard`` is the caller's error or ABORTED (CONCURRENT_CHANGE).
+
+The rules are here; the statements are in store/idempotency.py (the keys), the
+repositories (each one's ``update_if_etag``) and store/conflicts.py (the etag-conditional
+UPDATE they share, savepoints, lost unique keys).
 """
 
 from __future__ import annotations
@@ -36,7 +43,11 @@ from accounts_grpc.store import conflicts, idempotency
 from accounts_grpc.store.db import Database, UnitOfWork, new_etag, new_id, now_us
 
 if TYPE_CHECKING:
-    from accounts_grpc.store.conflicts import Table
+    from accounts_grpc.store.db import Connection
+
+    #: a repository's etag-conditional UPDATE: (conn, row id, old etag, values) ->
+    #: written (False: a concurrent writer changed the row first, or it is gone)
+    UpdateIfEtag = Callable[[Connection, str, str, Mapping[str, Any]], bool]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -147,20 +158,21 @@ def check_etag(given: str, current: str, what: str = "resource") -> None:
 
 def conditional_update(
     uow: UnitOfWork,
-    table: Table,
+    update: UpdateIfEtag,
     row_id: str,
     old_etag: str,
     values: Mapping[str, Any],
     what: str = "resource",
 ) -> dict[str, Any]:
-    """UPDATE ... WHERE id = :id AND etag = :old; a concurrent writer makes it ABORTED.
+    """``update`` (a repository's ``update_if_etag``: UPDATE ... WHERE id = :id AND
+    etag = :old) of the row ``row_id``; a concurrent writer makes it ABORTED.
 
     Sets ``update_time`` and a fresh ``etag``; returns the values written.
     """
     values = dict(values)
     values["update_time"] = now_us()
     values["etag"] = new_etag()
-    if not conflicts.update_if_etag(uow.conn, table, row_id, old_etag, values):
+    if not update(uow.conn, row_id, old_etag, values):
         raise Aborted(
             f"the {what} was changed concurrently; read it again and retry", reason="ETAG_MISMATCH"
         )

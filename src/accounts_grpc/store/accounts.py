@@ -1,16 +1,17 @@
 """The accounts repository: every SQL statement about accounts, in Core.
 
 No rules here (who may read, list, change or close an account, validation, idempotency,
-audit: services/accounts.py), only the statements, on the connection the caller passes:
+audit: services/accounts.py and services/account_fields.py), only the statements, on the
+connection the caller passes:
 
 - Reads are single indexed statements (the primary key, or the partial unique index of
   open accounts' emails), built once with bind parameters.
 - ``list_accounts``: one page of ``ACCOUNTS_LIST`` over the accounts a ``ListScope``
   names (the use case decides which scope the caller may see). Its base statements are
   made once, so ``run_list`` keeps and reuses the statements it builds on them.
-- ``insert``, ``update_guarded`` (a lost race on the email index is ALREADY_EXISTS),
-  ``column_values`` (domain values to column values) and ``TABLE`` for the
-  etag-conditional update of services/writes.py.
+- ``insert``, ``update_if_etag`` (the etag-conditional UPDATE that
+  services/writes.conditional_update runs), ``update_guarded`` (a lost race on the email
+  index is ALREADY_EXISTS) and ``column_values`` (domain values to column values).
 - ``insert_user`` and ``user_by_id``: the user an account is made with (CreateAccount's
   first user, bootstrap's admin machine user).
 - ``purge_contents`` removes everything an account owns, children before parents,
@@ -27,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 
 from accounts_grpc.domain.errors import AlreadyExists
 from accounts_grpc.domain.listing import ListQuery, Page
+from accounts_grpc.store import conflicts
 from accounts_grpc.store.db import new_etag
 from accounts_grpc.store.listing import IndexScope, ListSpec, SearchIndex, run_list
 from accounts_grpc.store.tables import (
@@ -47,7 +49,6 @@ __all__ = [
     "ACCOUNTS_LIST",
     "EVERY_ACCOUNT",
     "OPEN_ACCOUNTS",
-    "TABLE",
     "ListScope",
     "by_ids",
     "column_values",
@@ -63,12 +64,9 @@ __all__ = [
     "purge_contents",
     "require_email_free",
     "update_guarded",
+    "update_if_etag",
     "user_by_id",
 ]
-
-#: the accounts table, for ``services/writes.conditional_update`` (whose UPDATE is
-#: store/conflicts.update_if_etag's): a handle the use case passes on, never reads
-TABLE = accounts
 
 _BY_ID = sa.select(accounts).where(accounts.c.id == sa.bindparam("aid"))
 # ``closed = false`` spelled out so the planner uses the partial unique index
@@ -233,6 +231,15 @@ def insert(conn: sa.Connection, values: Mapping[str, Any]) -> None:
         if email_holder(conn, values["email"]) is not None:
             raise _email_taken(values["email"]) from None
         raise
+
+
+def update_if_etag(
+    conn: sa.Connection, account_id: str, old_etag: str, values: Mapping[str, Any]
+) -> bool:
+    """Write ``values`` to the account ``account_id`` if its etag is still ``old_etag``;
+    False (nothing written) if a concurrent writer changed it first, or it is gone
+    (store/conflicts.update_if_etag, run by services/writes.conditional_update)."""
+    return conflicts.update_if_etag(conn, accounts, account_id, old_etag, values)
 
 
 def update_guarded(conn: sa.Connection, fn: Any, email: str | None) -> Any:

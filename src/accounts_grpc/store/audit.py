@@ -3,7 +3,7 @@
 - ``record`` inserts an event on the unit of work's connection (what an event says is
   the use case's: services/*).
 - ``list_events``: one page of ``AUDIT_LIST``, an account's events (who may read them:
-  services/accounts.py). Its base statement is made once, with the account as a bind
+  services/audit_log.py). Its base statement is made once, with the account as a bind
   parameter, so ``run_list`` keeps and reuses the statements it builds on it.
 """
 

@@ -4,7 +4,8 @@ The rules (which domain error a lost race becomes) live in services/writes.py; h
 what reaches into the database and its driver:
 
 - ``update_if_etag``: ``UPDATE ... WHERE id = :id AND etag = :old`` on any resource
-  table; False when a concurrent writer changed the row first.
+  table; False when a concurrent writer changed the row first. Each repository wraps it
+  for its own table (store/accounts.update_if_etag ...), so no table leaves the store.
 - ``savepoint``: statements that may lose a unique key to a concurrent writer, in a
   savepoint: on a constraint violation it is rolled back (the transaction goes on) and
   the caller's error is raised instead.
@@ -29,14 +30,13 @@ from accounts_grpc.store.errors import DatabaseError, describe
 
 __all__ = [
     "DatabaseError",
-    "Table",
     "describe",
     "savepoint",
     "unique_violations_as",
     "update_if_etag",
 ]
 
-#: the base of every error the database, its driver or SQLAlchemy raises
+
 def update_if_etag(
     conn: sa.Connection, table: Table, row_id: str, old_etag: str, values: Mapping[str, Any]
 ) -> bool:

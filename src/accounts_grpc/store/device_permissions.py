@@ -7,7 +7,7 @@ services/device_permissions.py and services/charging.py), only the statements:
 - ``permissions_of``: a user's permissions for some devices, by device pk, each with
   its device (``PERMISSION_WITH_DEVICE``: device columns prefixed ``d_``).
 - ``insert_permissions``, ``delete_permissions``; a permission's ``charging`` changes
-  through ``services.writes.conditional_update`` on ``TABLE``.
+  through ``update_if_etag`` (its etag-conditional UPDATE).
 - ``list_for_user``: one page of ``PERMISSION_LIST``, searched in the devices' names
   and ids.
 
@@ -22,23 +22,21 @@ from typing import Any
 import sqlalchemy as sa
 
 from accounts_grpc.domain.listing import ListQuery, Page
+from accounts_grpc.store import conflicts
 from accounts_grpc.store.listing import ListSpec, run_list
 from accounts_grpc.store.tables import device_permissions, devices
 
 __all__ = [
     "PERMISSION_LIST",
     "PERMISSION_WITH_DEVICE",
-    "TABLE",
     "delete_permissions",
     "insert_permissions",
     "list_for_user",
     "permissions_of",
+    "update_if_etag",
 ]
 
 dp = device_permissions
-
-#: the table whose rows ``services.writes.conditional_update`` writes for a permission
-TABLE: sa.Table = dp
 
 #: A permission with its device; device columns are prefixed ``d_``.
 PERMISSION_WITH_DEVICE = sa.select(
@@ -104,6 +102,15 @@ def delete_permissions(conn: sa.Connection, user_id: str, device_pks: Sequence[s
     """Delete the user's permissions for these devices, if any."""
     if device_pks:
         conn.execute(_DELETE, {"uid": user_id, "pks": list(device_pks)})
+
+
+def update_if_etag(
+    conn: sa.Connection, permission_id: str, old_etag: str, values: Mapping[str, Any]
+) -> bool:
+    """Write ``values`` to the permission ``permission_id`` if its etag is still ``old_etag``;
+    False (nothing written) if a concurrent writer changed it first, or it is gone
+    (store/conflicts.update_if_etag, run by services/writes.conditional_update)."""
+    return conflicts.update_if_etag(conn, dp, permission_id, old_etag, values)
 
 
 def list_for_user(conn: sa.Connection, user_id: str, query: ListQuery) -> Page:

@@ -6,8 +6,9 @@ change a group, who may grant which role, audit: services/groups.py and
 services/memberships.py), only the statements:
 
 - ``load`` (a group with what the policy needs of its account), ``name_taken``,
-  ``insert``, ``touch``, ``delete``; ``members_of`` and ``partitions_of`` (what a
-  group's view shows), ``set_partitions``, ``add_members``, ``remove_members``;
+  ``insert``, ``update_if_etag`` (the etag-conditional UPDATE), ``touch``, ``delete``;
+  ``members_of`` and ``partitions_of`` (what a group's view shows), ``set_partitions``,
+  ``add_members``, ``remove_members``;
   ``partitions_in_account`` and ``users_in_account`` (which ids a group may name).
 - ``groups_reaching`` a partition; ``MEMBER_GROUP_IDS`` and ``REACHABLE_PARTITION_IDS``,
   subqueries (bind parameter ``uid``) of a user's groups and of the partitions they
@@ -21,12 +22,13 @@ compiled once.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from accounts_grpc.domain.listing import ListQuery, Page
+from accounts_grpc.store import conflicts
 from accounts_grpc.store.db import new_etag, now_us
 from accounts_grpc.store.listing import ListSpec, run_list
 from accounts_grpc.store.tables import (
@@ -44,7 +46,6 @@ __all__ = [
     "MEMBER_GROUP_IDS",
     "MY_GROUPS_LIST",
     "REACHABLE_PARTITION_IDS",
-    "TABLE",
     "add_members",
     "delete",
     "groups_reaching",
@@ -59,12 +60,9 @@ __all__ = [
     "remove_members",
     "set_partitions",
     "touch",
+    "update_if_etag",
     "users_in_account",
 ]
-
-#: the groups' table, for the etag-conditional updates (services/writes.py
-#: ``conditional_update``)
-TABLE = user_groups
 
 #: a group with what the policy needs to know about its account
 GROUP_WITH_ACCOUNT = sa.select(
@@ -215,6 +213,15 @@ def users_in_account(conn: sa.Connection, account_id: str, user_ids: Iterable[st
 
 def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
     conn.execute(user_groups.insert().values(**values))
+
+
+def update_if_etag(
+    conn: sa.Connection, group_id: str, old_etag: str, values: Mapping[str, Any]
+) -> bool:
+    """Write ``values`` to the group ``group_id`` if its etag is still ``old_etag``;
+    False (nothing written) if a concurrent writer changed it first, or it is gone
+    (store/conflicts.update_if_etag, run by services/writes.conditional_update)."""
+    return conflicts.update_if_etag(conn, user_groups, group_id, old_etag, values)
 
 
 def touch(conn: sa.Connection, group_id: str, *, now: int) -> None:

@@ -2,9 +2,9 @@
 
 No rules here (who may write an order, how its status moves, what it needs once
 shipped: services/orders.py), only the statements: ``order_by_order_id`` (an
-account's order by the client's ``order_id``), ``order_by_pk``, ``insert_order``; an
-order changes through ``services.writes.conditional_update`` on ``TABLE``;
-``list_for_user`` reads one page of ``ORDER_LIST``.
+account's order by the client's ``order_id``), ``order_by_pk``, ``insert_order``,
+``update_if_etag`` (an order's etag-conditional UPDATE); ``list_for_user`` reads one
+page of ``ORDER_LIST``.
 
 Point reads are module constants with bind parameters, built and compiled once.
 """
@@ -17,20 +17,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from accounts_grpc.domain.listing import ListQuery, Page
+from accounts_grpc.store import conflicts
 from accounts_grpc.store.listing import ListSpec, run_list
 from accounts_grpc.store.tables import orders
 
 __all__ = [
     "ORDER_LIST",
-    "TABLE",
     "insert_order",
     "list_for_user",
     "order_by_order_id",
     "order_by_pk",
+    "update_if_etag",
 ]
-
-#: the table whose rows ``services.writes.conditional_update`` writes for an order
-TABLE: sa.Table = orders
 
 _BY_ORDER_ID = sa.select(orders).where(
     orders.c.account_id == sa.bindparam("aid"), orders.c.order_id == sa.bindparam("oid")
@@ -69,6 +67,15 @@ def order_by_pk(conn: sa.Connection, pk: str) -> sa.Row[Any] | None:
 def insert_order(conn: sa.Connection, values: Mapping[str, Any]) -> None:
     """Insert the order row (every column)."""
     conn.execute(_INSERT, dict(values))
+
+
+def update_if_etag(
+    conn: sa.Connection, pk: str, old_etag: str, values: Mapping[str, Any]
+) -> bool:
+    """Write ``values`` to the order ``pk`` if its etag is still ``old_etag``;
+    False (nothing written) if a concurrent writer changed it first, or it is gone
+    (store/conflicts.update_if_etag, run by services/writes.conditional_update)."""
+    return conflicts.update_if_etag(conn, orders, pk, old_etag, values)
 
 
 def list_for_user(conn: sa.Connection, user_id: str, query: ListQuery) -> Page:

@@ -5,8 +5,8 @@ manage a partition, what deleting one takes with it, audit: services/partitions.
 only the statements. The devices in partitions are in store/devices.py.
 
 - ``load`` (a partition with what the policy needs of its account), ``load_many``,
-  ``name_taken``, ``insert``, ``delete`` (with its devices, their permissions and the
-  groups' links to it).
+  ``name_taken``, ``insert``, ``update_if_etag`` (the etag-conditional UPDATE),
+  ``delete`` (with its devices, their permissions and the groups' links to it).
 - ``PARTITIONS_LIST`` and ``list_in_account``: ListPartitions, all of an account's
   partitions or those the groups of a user reach.
 
@@ -15,12 +15,13 @@ Statements are module constants with bind parameters, built and compiled once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from accounts_grpc.domain.listing import ListQuery, Page
+from accounts_grpc.store import conflicts
 from accounts_grpc.store.groups import REACHABLE_PARTITION_IDS
 from accounts_grpc.store.listing import ListSpec, run_list
 from accounts_grpc.store.tables import (
@@ -34,18 +35,14 @@ from accounts_grpc.store.tables import (
 __all__ = [
     "PARTITIONS_LIST",
     "PARTITION_WITH_ACCOUNT",
-    "TABLE",
     "delete",
     "insert",
     "list_in_account",
     "load",
     "load_many",
     "name_taken",
+    "update_if_etag",
 ]
-
-#: the partitions' table, for the etag-conditional update (services/writes.py
-#: ``conditional_update``)
-TABLE = partitions
 
 #: a partition with what the policy needs to know about its account
 PARTITION_WITH_ACCOUNT = sa.select(
@@ -109,6 +106,15 @@ def name_taken(conn: sa.Connection, account_id: str, name: str, *, other_than: s
 
 def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
     conn.execute(partitions.insert().values(**values))
+
+
+def update_if_etag(
+    conn: sa.Connection, partition_id: str, old_etag: str, values: Mapping[str, Any]
+) -> bool:
+    """Write ``values`` to the partition ``partition_id`` if its etag is still ``old_etag``;
+    False (nothing written) if a concurrent writer changed it first, or it is gone
+    (store/conflicts.update_if_etag, run by services/writes.conditional_update)."""
+    return conflicts.update_if_etag(conn, partitions, partition_id, old_etag, values)
 
 
 def delete(conn: sa.Connection, partition_id: str) -> None:

@@ -9,6 +9,7 @@ connection); no rules here (they live in services/users.py), only the statements
   its account (``consultancy_account_id``, ``account_closed``).
 - ``taken_fields``: which of an e-mail / external id another user of the account has.
 - ``insert_user``: a lost unique key (e-mail or external id) becomes the caller's error.
+- ``update_if_etag``: the etag-conditional UPDATE of a user.
 - ``delete_user_cascade``: a user with its memberships, permissions, sessions, orders.
 - ``secret_rotated``: the column values of a new client secret (a new generation).
 - ``list_users``: one page of ``USER_LIST``, of one account or of all, narrowed to the
@@ -27,6 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from accounts_grpc.domain.listing import ListQuery, Page
+from accounts_grpc.store import conflicts
 from accounts_grpc.store.listing import ListSpec, SearchIndex, run_list
 from accounts_grpc.store.tables import (
     accounts,
@@ -38,7 +40,6 @@ from accounts_grpc.store.tables import (
 )
 
 __all__ = [
-    "TABLE",
     "USER_LIST",
     "Visible",
     "delete_user_cascade",
@@ -47,11 +48,9 @@ __all__ = [
     "me",
     "secret_rotated",
     "taken_fields",
+    "update_if_etag",
     "user_by_email",
 ]
-
-#: the table whose rows ``services.writes.conditional_update`` writes for a user
-TABLE: sa.Table = users
 
 _ME = sa.select(users).where(users.c.id == sa.bindparam("uid"))
 _ACCOUNT = sa.select(accounts).where(accounts.c.id == sa.bindparam("aid"))
@@ -175,6 +174,15 @@ def insert_user(
         if "client_id" in text:
             raise
         raise taken("email" if "email" in text else "external_id") from None
+
+
+def update_if_etag(
+    conn: sa.Connection, user_id: str, old_etag: str, values: Mapping[str, Any]
+) -> bool:
+    """Write ``values`` to the user ``user_id`` if its etag is still ``old_etag``;
+    False (nothing written) if a concurrent writer changed it first, or it is gone
+    (store/conflicts.update_if_etag, run by services/writes.conditional_update)."""
+    return conflicts.update_if_etag(conn, users, user_id, old_etag, values)
 
 
 def delete_user_cascade(conn: sa.Connection, user_id: str) -> dict[str, int]:

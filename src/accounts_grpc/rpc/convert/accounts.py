@@ -8,7 +8,7 @@ from typing import Any
 from accounts.v1 import account_pb2, audit_event_pb2, user_pb2
 
 from accounts_grpc.rpc.convert import ts, us_of
-from accounts_grpc.services.accounts import AccountInput, FirstUserInput
+from accounts_grpc.services.account_fields import AccountInput, FirstUserInput
 
 _TIMES = ("create_time", "update_time", "activity_time")
 _KIND = {

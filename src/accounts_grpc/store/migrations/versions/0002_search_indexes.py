@@ -7,7 +7,7 @@ Create Date: 2026-11-25 23:20:00
 SQLite: an external-content FTS5 table with the trigram tokenizer (``case_sensitive
 0``) per searchable table, ``<table>_search``, holding no copy of the text (content is
 the base table, keyed by its implicit ``rowid``), kept in sync by AFTER INSERT / UPDATE /
-DELETE triggers and filled from the existing rows. ``domain/listing.py`` queries it with
+DELETE triggers and filled from the existing rows. ``store/listing/`` queries it with
 ``MATCH`` (``ListSpec.search``).
 
 Caveats of the external-content design, for whoever writes a later migration:

@@ -9,7 +9,7 @@ column, ``mark``, that holds ``MARK`` for a closed account and nothing for an op
 A search of the open accounts (what ListAccounts shows unless ``show_closed``) then
 leaves the closed ones out inside the index (``... NOT {mark} : MARK``), and its number
 of hits is its count: counting the open accounts that match no longer reads one table
-row per hit to test ``closed`` (``domain/listing.py``, ``IndexScope``).
+row per hit to test ``closed`` (``store/listing/``, ``IndexScope``).
 
 The index stays external-content. Its content table is now a view,
 ``accounts_search_source``, which spells the mark out of ``closed`` (FTS5 reads the
