@@ -221,7 +221,7 @@ _SNAPSHOT_TABLES = (
 def snapshot(server: Server) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the tables these services write, to prove a failed call changed nothing."""
     out = {}
-    with server.app.db.connect() as conn:
+    with server.app.db.read() as conn:
         for t in _SNAPSHOT_TABLES:
             rows = conn.execute(sa.select(t)).all()
             out[t.name] = sorted(tuple(map(repr, r)) for r in rows)
@@ -230,7 +230,7 @@ def snapshot(server: Server) -> dict[str, list[tuple[Any, ...]]]:
 
 def events(server: Server, resource_id: str) -> list[Any]:
     """The audit events about one resource, oldest first."""
-    with server.app.db.connect() as conn:
+    with server.app.db.read() as conn:
         return list(
             conn.execute(
                 sa.select(audit_events)

@@ -14,7 +14,7 @@ from tests.support import Server
 
 def truth(server: Server) -> tuple[int, int]:
     """(every account, the open ones), counted in the database."""
-    with server.app.db.connect() as conn:
+    with server.app.db.read() as conn:
         every = conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one()
         open_ = conn.execute(sa.select(sa.func.count()).select_from(accounts)
                              .where(accounts.c.closed == sa.false())).scalar_one()

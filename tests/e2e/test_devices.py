@@ -195,7 +195,7 @@ def test_delete_partition_with_devices_needs_force(
     server.stubs.partitions.DeletePartition(
         pb.DeletePartitionRequest(id=part.id, force=True), metadata=owner.md
     )
-    with server.app.db.connect() as conn:
+    with server.app.db.read() as conn:
         left = conn.execute(
             sa.select(sa.func.count()).select_from(devices).where(devices.c.partition_id == part.id)
         ).scalar_one()
@@ -243,7 +243,7 @@ def test_concurrent_registrations_of_one_id(server: Server, acct: tuple[str, Per
     for f in losers:
         assert (f.code, f.reason) == (grpc.StatusCode.ALREADY_EXISTS, "DEVICE_ALREADY_EXISTS")
         assert f.metadata.get("device_ids") == shared
-    with server.app.db.connect() as conn:
+    with server.app.db.read() as conn:
         n = conn.execute(
             sa.select(sa.func.count())
             .select_from(devices)

@@ -44,7 +44,7 @@ def create(srv: Server, caller: tuple[tuple[str, str], ...], user: user_pb2.User
 
 
 def session_row(srv: Server, sid: str) -> Any:
-    with srv.app.db.connect() as conn:
+    with srv.app.db.read() as conn:
         return conn.execute(sa.select(sessions).where(sessions.c.id == sid)).first()
 
 
@@ -95,7 +95,7 @@ def test_create_session_shows_the_token_once_and_stores_its_hash(
     assert resp.access_token not in repr(tuple(row)), "the token itself is not stored"
 
     assert me(server, resp.access_token).user.id == u.id
-    with server.app.db.connect() as conn:
+    with server.app.db.read() as conn:
         ev = conn.execute(
             sa.select(audit_events).where(audit_events.c.resource_id == s.id)
         ).one()
@@ -242,7 +242,7 @@ def test_revoke_own_session_and_revoking_twice(server: Server, tenant: dict[str,
     again = revoke(server, server.admin, created.session.id)  # idempotent
     assert again.session.revoke_time == first.session.revoke_time
     assert again.session.etag == first.session.etag
-    with server.app.db.connect() as conn:
+    with server.app.db.read() as conn:
         actions = conn.execute(
             sa.select(audit_events.c.action).where(
                 audit_events.c.resource_id == created.session.id

@@ -295,5 +295,5 @@ def snapshot(server: Server) -> list[list[tuple[Any, ...]]]:
     def frozen(v: Any) -> Any:
         return tuple(v) if isinstance(v, list) else v
 
-    with server.app.db.connect() as conn:
+    with server.app.db.read() as conn:
         return [[tuple(frozen(v) for v in r) for r in conn.execute(stmt)] for stmt in _SNAPSHOT]

@@ -372,7 +372,7 @@ def statements(db: Database) -> Iterator[list[str]]:
     includes those run straight on the DBAPI connection)."""
     seen: list[str] = []
     if db.is_sqlite:
-        with db.single_read() as conn:  # this thread's connection for list reads
+        with db.read(single_statement=True) as conn:  # this thread's connection for list reads
             raw = conn.connection.driver_connection
         assert raw is not None
         raw.set_trace_callback(seen.append)
@@ -404,7 +404,7 @@ def test_total_size_is_exact_in_every_scope(db: Database) -> None:
     clients: list[str] = []
 
     def expect() -> None:
-        with db.connect() as conn:
+        with db.read() as conn:
             every, open_ = true_counts(conn)
             named = int(conn.execute(
                 sa.select(sa.func.count()).select_from(accounts).where(
@@ -493,7 +493,7 @@ def test_the_first_page_is_read_through_an_index(db: Database, order: str,
     base = _EVERY_ACCOUNT if show_closed else _OPEN_ACCOUNTS
     q = parse_list_request(ACCOUNTS_LIST, secret=b"s", page_size=20, order_by=order)
     index = "ix_accounts_name_id" if order.startswith("name") else "ix_accounts_create_time_id"
-    with db.connect() as conn:
+    with db.read() as conn:
         dialect = conn.dialect.name
         built = run._statements(ACCOUNTS_LIST, q, base,
                                 filters._filter(ACCOUNTS_LIST, (), dialect), dialect,

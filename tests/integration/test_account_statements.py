@@ -40,7 +40,7 @@ def _list(db: Database, scope: store.ListScope, own: str, *, flt: str = "",
           size: int = 50, token: str = "") -> Page:
     q = parse_list_request(store.ACCOUNTS_LIST, secret=SECRET, page_size=size, filter=flt,
                            page_token=token, order_by="name", scope={"s": scope, "own": own})
-    with db.connect() as conn:
+    with db.read() as conn:
         return store.list_accounts(conn, q, scope=scope, own=own)
 
 
@@ -97,7 +97,7 @@ def _events(db: Database, account_id: str, *, flt: str = "", size: int = 50,
             token: str = "") -> Page:
     q = parse_list_request(audit.AUDIT_LIST, secret=SECRET, page_size=size, filter=flt,
                            page_token=token, scope={"account_id": account_id})
-    with db.connect() as conn:
+    with db.read() as conn:
         return audit.list_events(conn, account_id, q)
 
 
@@ -128,7 +128,7 @@ def test_the_user_an_account_is_made_with(db: Database) -> None:
                           email=None, first_name="", last_name="", name="bot",
                           roles=["admin"], now=now, client_id="cid", secret_hash="h")
         uow.commit()
-    with db.connect() as conn:
+    with db.read() as conn:
         h: Any = store.user_by_id(conn, human)
         m: Any = store.user_by_id(conn, machine)
         assert store.user_by_id(conn, new_id()) is None
@@ -141,7 +141,7 @@ def test_the_user_an_account_is_made_with(db: Database) -> None:
 
 
 def test_bootstrap_statements(db: Database) -> None:
-    with db.connect() as conn:
+    with db.read() as conn:
         assert not boot.any_user(conn)
     closed = _account(db, "plat", closed=True)  # email plat@X.io, closed: not the platform's
     with db.write() as uow:
@@ -154,7 +154,7 @@ def test_bootstrap_statements(db: Database) -> None:
                           email=None, first_name="", last_name="", name="bot",
                           roles=["admin"], now=now_us(), client_id="c1", secret_hash="h")
         uow.commit()
-    with db.connect() as conn:
+    with db.read() as conn:
         assert boot.any_user(conn)
         row: Any = store.get(conn, aid)
     assert (row.email, row.email_lower, row.roles, row.closed, row.consultancy_account_id) == (

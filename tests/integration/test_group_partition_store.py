@@ -77,7 +77,7 @@ def test_load_with_the_accounts_scope(db: Database, world: dict[str, Any]) -> No
     with db.write() as uow:  # for_update: a lock on PostgreSQL, the same row
         g = groups.load(uow.conn, world["g1"], for_update=True)
         p = partitions.load(uow.conn, world["p1"], for_update=True)
-    with db.connect() as conn:
+    with db.read() as conn:
         assert groups.load(conn, new_id()) is None
         assert partitions.load(conn, new_id()) is None
         assert groups.load(conn, world["g1"]) == g
@@ -91,7 +91,7 @@ def test_load_with_the_accounts_scope(db: Database, world: dict[str, Any]) -> No
 
 def test_names_taken_in_the_account_only(db: Database, world: dict[str, Any]) -> None:
     aid, other = world["account"], world["consultancy"]
-    with db.connect() as conn:
+    with db.read() as conn:
         assert groups.name_taken(conn, aid, "g1 name")
         assert not groups.name_taken(conn, aid, "g1 name", other_than=world["g1"])
         assert groups.name_taken(conn, aid, "g1 name", other_than=world["g2"])
@@ -104,7 +104,7 @@ def test_names_taken_in_the_account_only(db: Database, world: dict[str, Any]) ->
 
 def test_members_partitions_and_ids_in_the_account(db: Database, world: dict[str, Any]) -> None:
     w = world
-    with db.connect() as conn:
+    with db.read() as conn:
         assert groups.members_of(conn, [w["g1"], w["g2"]]) == {
             w["g1"]: [w["u1"], w["u2"]] if w["u1"] < w["u2"] else [w["u2"], w["u1"]],
             w["g2"]: [w["u2"]],
@@ -131,7 +131,7 @@ def test_add_remove_members_and_touch(db: Database, world: dict[str, Any]) -> No
         groups.touch(uow.conn, w["g2"], now=before.update_time + 5)
         after = groups.load(uow.conn, w["g2"])
         uow.commit()
-    with db.connect() as conn:
+    with db.read() as conn:
         assert groups.members_of(conn, [w["g2"]]) == {w["g2"]: [w["u1"]]}
     assert after.update_time == before.update_time + 5
     assert after.etag != before.etag and len(after.etag) == 32
@@ -142,7 +142,7 @@ def test_group_lists(db: Database, world: dict[str, Any]) -> None:
     w = world
     q = _query(groups.GROUPS_LIST, order_by="name")
     mine = _query(groups.MY_GROUPS_LIST)
-    with db.connect() as conn:
+    with db.read() as conn:
         every = groups.list_in_account(conn, w["account"], q)
         of_u1 = groups.list_in_account(conn, w["account"], q, member=w["u1"])
         none = groups.list_in_account(conn, w["consultancy"], q)
@@ -161,7 +161,7 @@ def test_group_lists(db: Database, world: dict[str, Any]) -> None:
 def test_partition_lists(db: Database, world: dict[str, Any]) -> None:
     w = world
     q = _query(partitions.PARTITIONS_LIST, order_by="name desc")
-    with db.connect() as conn:
+    with db.read() as conn:
         every = partitions.list_in_account(conn, w["account"], q)
         reached = partitions.list_in_account(conn, w["account"], q, reachable_by=w["u1"])
         unreached = partitions.list_in_account(conn, w["account"], q, reachable_by=w["u3"])
@@ -175,7 +175,7 @@ def test_partition_lists(db: Database, world: dict[str, Any]) -> None:
 
 def test_device_lists_and_pages(db: Database, world: dict[str, Any]) -> None:
     w = world
-    with db.connect() as conn:
+    with db.read() as conn:
         in_p1 = devices.list_in_partition(conn, w["p1"], _query(devices.DEVICES_LIST))
         by_meter = devices.list_in_account(
             conn, w["account"], _query(devices.DEVICES_LIST, order_by="meter_id"))
@@ -201,7 +201,7 @@ def test_device_lists_and_pages(db: Database, world: dict[str, Any]) -> None:
 
 def test_device_ids_taken_in_the_account_only(db: Database, world: dict[str, Any]) -> None:
     w = world
-    with db.connect() as conn:
+    with db.read() as conn:
         assert devices.registered(
             conn, w["account"], ["DEV00000", "DEV00003", "NEW00000"], ["m-2", "m-3", "m-9"]
         ) == ({"DEV00000"}, {"m-2"})
@@ -222,7 +222,7 @@ def test_delete_a_partition_with_its_devices_and_links(
     with db.write() as uow:
         partitions.delete(uow.conn, w["p1"])
         uow.commit()
-    with db.connect() as conn:
+    with db.read() as conn:
         assert partitions.load(conn, w["p1"]) is None
         assert devices.ids_in_partition(conn, w["p1"]) == []
         assert groups.partitions_of(conn, [w["g1"]]) == {w["g1"]: []}
@@ -231,7 +231,7 @@ def test_delete_a_partition_with_its_devices_and_links(
 
 def test_included_accounts_once_each_in_order(db: Database, world: dict[str, Any]) -> None:
     w = world
-    with db.connect() as conn:
+    with db.read() as conn:
         rows = accounts_repo.by_ids(
             conn, [w["consultancy"], new_id(), w["account"], w["consultancy"]])
         assert accounts_repo.by_ids(conn, []) == []

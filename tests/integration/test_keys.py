@@ -32,7 +32,7 @@ def store(db: Database, settings: Settings, refresh: float = 60.0) -> KeyStore:
 
 
 def rows(db: Database) -> list[sa.Row]:
-    with db.connect() as c:
+    with db.read() as c:
         return list(c.execute(sa.select(signing_keys).order_by(signing_keys.c.create_time)))
 
 

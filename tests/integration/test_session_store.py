@@ -46,7 +46,7 @@ def add(db: Database, owner: dict[str, str], *, now: int, ttl: int = HOUR) -> st
 
 
 def test_client_by_client_id(db: Database, owner: dict[str, str]) -> None:
-    with db.connect() as conn:
+    with db.read() as conn:
         row = repo.client_by_client_id(conn, "cid_1")
         assert repo.client_by_client_id(conn, "cid_unknown") is None
     assert row is not None
@@ -58,7 +58,7 @@ def test_client_by_client_id(db: Database, owner: dict[str, str]) -> None:
 def test_insert_read_and_scope(db: Database, owner: dict[str, str]) -> None:
     now = now_us()
     sid = add(db, owner, now=now)
-    with db.connect() as conn:
+    with db.read() as conn:
         row = repo.session_by_id(conn, sid)
         scope = repo.session_scope(conn, sid)
         assert repo.session_by_id(conn, new_id()) is None
@@ -82,7 +82,7 @@ def test_revoke_keeps_the_first_revoke_time(db: Database, owner: dict[str, str])
         with db.write() as uow:
             repo.revoke(uow.conn, sid, now=at)
             uow.commit()
-        with db.connect() as conn:
+        with db.read() as conn:
             row = repo.session_by_id(conn, sid)
         assert row is not None and row.revoke_time == row.update_time == now + 10
         etags.add(row.etag)
@@ -101,7 +101,7 @@ def test_list_for_user_only_working_sessions_newest_first(
         uow.commit()
     query = parse_list_request(repo.SESSIONS_LIST, secret=SECRET,
                                scope={"user_id": owner["user"]})
-    with db.connect() as conn:
+    with db.read() as conn:
         page = repo.list_for_user(conn, owner["user"], query, now=now)
         assert repo.list_for_user(conn, new_id(), query, now=now).rows == []
     assert [r.id for r in page.rows] == [newer, older]

@@ -88,7 +88,7 @@ def world(db: Database) -> dict[str, Any]:
 
 
 def test_me_reads_the_user_and_its_account(db: Database, world: dict[str, Any]) -> None:
-    with db.connect() as conn:
+    with db.read() as conn:
         user, account = repo.me(conn, world["human"], world["a"])
         assert (user.id, user.email, account.id) == (world["human"], "Ada@Example.com", world["a"])
         assert repo.me(conn, new_id(), new_id()) == (None, None)
@@ -97,7 +97,7 @@ def test_me_reads_the_user_and_its_account(db: Database, world: dict[str, Any]) 
 def test_user_by_email_is_case_blind_and_carries_the_account_scope(
     db: Database, world: dict[str, Any]
 ) -> None:
-    with db.connect() as conn:
+    with db.read() as conn:
         row = repo.user_by_email(conn, world["a"], "  ada@EXAMPLE.com ")
         assert row is not None and row.id == world["human"]
         assert row.consultancy_account_id is None and row.account_closed is False
@@ -106,7 +106,7 @@ def test_user_by_email_is_case_blind_and_carries_the_account_scope(
 
 def test_taken_fields(db: Database, world: dict[str, Any]) -> None:
     a = world["a"]
-    with db.connect() as conn:
+    with db.read() as conn:
         assert repo.taken_fields(conn, a, email="ADA@example.com", external_id="ext-1") == [
             "email", "external_id"]
         assert repo.taken_fields(conn, a, email="bob@example.com", external_id="ext-2") == []
@@ -165,7 +165,7 @@ def test_secret_rotated_takes_the_next_generation(db: Database, world: dict[str,
             values = repo.secret_rotated("cd" * 32)
             uow.conn.execute(users_table.update().where(users_table.c.id == uid).values(**values))
             uow.commit()
-        with db.connect() as conn:
+        with db.read() as conn:
             row = repo.me(conn, uid, world["a"])[0]
             assert (row.secret_hash, row.credential_generation) == ("cd" * 32, expected)
 
@@ -180,7 +180,7 @@ def test_list_users_by_account_kind_and_visibility(db: Database, world: dict[str
 
     def page(**kw: Any) -> set[str]:
         q = parse_list_request(repo.USER_LIST, secret=SECRET, scope={"t": repr(kw)})
-        with db.connect() as conn:
+        with db.read() as conn:
             return _ids(repo.list_users(conn, q, **kw))
 
     assert page(account_id=a) == everyone
@@ -197,7 +197,7 @@ def test_list_users_by_account_kind_and_visibility(db: Database, world: dict[str
 
 def test_list_users_searches_and_orders(db: Database, world: dict[str, Any]) -> None:
     q = parse_list_request(repo.USER_LIST, secret=SECRET, filter="ada", order_by="email desc")
-    with db.connect() as conn:
+    with db.read() as conn:
         assert _ids(repo.list_users(conn, q, account_id=world["a"])) == {world["human"]}
 
 
@@ -206,7 +206,7 @@ def test_list_users_searches_and_orders(db: Database, world: dict[str, Any]) -> 
 
 def test_devices_in_account_by_device_or_meter_id(db: Database, world: dict[str, Any]) -> None:
     a = world["a"]
-    with db.connect() as conn:
+    with db.read() as conn:
         def pks(dids: list[str], mids: list[str]) -> set[str]:
             return {d.id for d in devices.devices_in_account(conn, a, dids, mids)}
 
@@ -244,7 +244,7 @@ def test_permissions_inserted_read_with_their_device_listed_and_deleted(
         assert device_permissions.permissions_of(uow.conn, uid, []) == {}
         uow.commit()
     q = parse_list_request(device_permissions.PERMISSION_LIST, secret=SECRET, filter="meter")
-    with db.connect() as conn:
+    with db.read() as conn:
         page = device_permissions.list_for_user(conn, uid, q)
         assert [r.device_pk for r in page.rows] == [d2]
         all_ = parse_list_request(device_permissions.PERMISSION_LIST, secret=SECRET)
@@ -275,7 +275,7 @@ def test_orders_inserted_found_and_listed(db: Database, world: dict[str, Any]) -
         orders.insert_order(uow.conn, first)
         orders.insert_order(uow.conn, _order(world, "o-2", tracking_link="https://t.example/2"))
         uow.commit()
-    with db.connect() as conn:
+    with db.read() as conn:
         row = orders.order_by_order_id(conn, world["a"], "o-1")
         assert row is not None and row.id == first["id"]
         assert orders.order_by_order_id(conn, world["b"], "o-1") is None
@@ -323,7 +323,7 @@ def test_a_spoiled_write_runs_once_more_then_aborts(db: Database, world: dict[st
     with pytest.raises(Aborted) as e:
         write(db, always_spoiled)
     assert e.value.reason == "CONCURRENT_MODIFICATION"
-    with db.connect() as conn:  # nothing of any attempt was kept
+    with db.read() as conn:  # nothing of any attempt was kept
         assert orders.order_by_order_id(conn, world["a"], "race") is None
         assert orders.order_by_order_id(conn, world["a"], "again") is None
         assert conn.execute(sa.select(sa.func.count()).select_from(users_table)).scalar_one() == 3

@@ -112,7 +112,7 @@ def test_only_unique_violations_become_the_callers_error(db: Database) -> None:
 
 
 def test_a_database_error_is_described_without_its_values(db: Database) -> None:
-    with db.connect() as conn, pytest.raises(conflicts.DatabaseError) as info:
+    with db.read() as conn, pytest.raises(conflicts.DatabaseError) as info:
         conn.execute(sa.text("SELECT secret_value FROM no_such_table"))
     text = conflicts.describe(info.value)
     assert "no_such_table" in text  # the statement, never the message's DETAIL
@@ -123,7 +123,7 @@ def test_authority_reads(db: Database) -> None:
     with db.write() as uow:
         aid = _account(uow.conn)
         uow.commit()
-    with db.connect() as conn:
+    with db.read() as conn:
         scope = authority.account_scope(conn, aid)
         assert scope is not None and (scope.id, scope.consultancy_account_id, scope.closed) == (
             aid, None, False)

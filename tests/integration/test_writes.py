@@ -57,7 +57,7 @@ def _load(uow: UnitOfWork, ids: Any) -> Any:
 
 
 def _count(db: Database, table: sa.Table) -> int:
-    with db.connect() as conn:
+    with db.read() as conn:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
@@ -112,7 +112,7 @@ def test_expired_request_ids_are_deleted_in_batches(db: Database,
     assert prune_request_ids(db, 3600, force=True) == 2
     assert prune_request_ids(db, 3600, force=True) == 1
     assert prune_request_ids(db, 3600, force=True) == 0
-    with db.connect() as conn:  # the fresh key stays
+    with db.read() as conn:  # the fresh key stays
         assert conn.execute(sa.select(idempotency_keys.c.create_time)).scalar_one() > (
             now_us() - 60 * 1_000_000)
 
@@ -222,13 +222,13 @@ def test_audit_drops_secret_fields(db: Database) -> None:
                      resource_type="user", resource_id="x",
                      changed_fields=["client_secret", "secret_hash", "name", "token"])
         uow.commit()
-    with db.connect() as conn:
+    with db.read() as conn:
         fields = conn.execute(sa.select(audit_events.c.changed_fields)).scalar_one()
     assert fields == ["name"]
 
 
 def _load_now(db: Database, ids: Any) -> Any:
-    with db.connect() as conn:
+    with db.read() as conn:
         return conn.execute(sa.select(accounts).where(accounts.c.id == ids["account_id"])).one()
 
 

@@ -63,7 +63,7 @@ class Authenticator:
 
     def _jwt(self, token: str, *, touch: bool = True) -> Principal:
         claims = self._jwts.verify(token)
-        with self._db.single_read() as conn:
+        with self._db.read(single_statement=True) as conn:
             rows = principals.by_user_id(conn, claims["sub"])
             if not rows:
                 raise Unauthenticated("the token's user no longer exists", reason="USER_DELETED")
@@ -88,7 +88,7 @@ class Authenticator:
 
     def _session(self, token: str, *, touch: bool = True) -> Principal:
         now = now_us()
-        with self._db.single_read() as conn:
+        with self._db.read(single_statement=True) as conn:
             rows = principals.by_session_token(conn, hash_secret(token))
             if not rows:
                 raise Unauthenticated("the session token is not known", reason="TOKEN_INVALID")

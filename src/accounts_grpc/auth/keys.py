@@ -208,7 +208,7 @@ class KeyStore:
         """Re-read the table (the lock held)."""
         started = time.monotonic()
         now = now_us()
-        with self._db.connect() as conn:
+        with self._db.read() as conn:
             rows = signing_keys.live(conn, now=now)
         keys: dict[str, SigningKey] = {}
         private_keys: dict[str, Any | None] = {}

@@ -194,7 +194,7 @@ class AccountsService:
             if account_id:
                 check_id("id", account_id)
             key, value = "id", account_id or p.account_id
-        with self.deps.db.single_read() as conn:  # one indexed statement
+        with self.deps.db.read(single_statement=True) as conn:  # one indexed statement
             if key == "email":
                 row = store.find_by_email(conn, email, include_closed=p.is_platform_reader)
             else:
@@ -237,7 +237,7 @@ class AccountsService:
         # the page): each is its own snapshot, and a total_size off by a row written in
         # between is within AIP-158's estimate; the page itself is one statement, and an
         # unfiltered platform list is that statement alone (page and kept count agree)
-        with self.deps.db.single_read() as conn:
+        with self.deps.db.read(single_statement=True) as conn:
             return store.list_accounts(conn, query, scope=scope, own=own)
 
     # -- UpdateAccount ---------------------------------------------------------------------

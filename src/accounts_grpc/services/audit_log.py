@@ -47,7 +47,7 @@ class AuditLogService:
             filter=filter,
             scope={"account_id": account_id},
         )
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             row = account_repo.get(conn, account_id)
             if row is None:
                 raise not_found("account", "id", account_id)

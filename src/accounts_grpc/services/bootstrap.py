@@ -31,7 +31,7 @@ class BootstrapResult:
 
 def has_users(db: Database) -> bool:
     """Whether any user exists (``serve --print-bootstrap`` bootstraps only when none does)."""
-    with db.connect() as conn:
+    with db.read() as conn:
         return repo.any_user(conn)
 
 

@@ -187,6 +187,6 @@ class DevicePermissionsService:
             filter=filter,
             scope=ref.list_scope(),
         )
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             r = target(conn, p, ref, Action.USER_READ)
             return repo.list_for_user(conn, r.row.id, q)

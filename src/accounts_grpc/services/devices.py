@@ -155,7 +155,7 @@ class DevicesService:
         request_id: str = "",
     ) -> list[Any]:
         check_id("partition_id", partition_id)
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             row = load_partition(conn, p, policy.Action.PARTITION_MANAGE, partition_id)
         require_open(partition_target(row))
         clean = validate_devices(batch, partition_id)
@@ -229,7 +229,7 @@ class DevicesService:
     ) -> DevicePage:
         """One partition's devices, or (``account_id``) every device of an account the
         caller may reach."""
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             scope: dict[str, Any]
             reachable_by: str | None = None
             if partition_id:

@@ -164,7 +164,7 @@ class GroupsService:
     # reads -----------------------------------------------------------------------------
     def get(self, p: Principal, group_id: str) -> GroupView:
         check_id("id", group_id)
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             row = load_group(conn, p, policy.Action.GROUP_READ, group_id)
             return group_view(conn, row)
 
@@ -180,7 +180,7 @@ class GroupsService:
     ) -> GroupPage:
         """The account's groups the caller may read: all of them for readers of the
         account, else (a member) only the groups it is in."""
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             t = common.require_account(conn, p, policy.Action.ACCOUNT_READ, account_id)
             everything = policy.allows(p, policy.Action.GROUP_READ, t)
             scope: dict[str, Any] = {"account_id": account_id}
@@ -214,7 +214,7 @@ class GroupsService:
             page_token=page_token,
             scope={"user": p.user_id},
         )
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             page = repo.list_of_member(conn, p.user_id, q)
             views = group_views(conn, page.rows)
             partitions = partition_repo.load_many(
@@ -257,7 +257,7 @@ class GroupsService:
         self, p: Principal, account_id: str, g: GroupInput, *, request_id: str = ""
     ) -> GroupView:
         check_id("account_id", account_id)
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             t = common.require_account(conn, p, policy.Action.GROUP_MANAGE, account_id)
         require_open(t)
         values, pids = validate_group(g, UPDATABLE)

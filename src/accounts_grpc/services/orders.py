@@ -217,6 +217,6 @@ class OrdersService:
             order_by=order_by,
             scope=ref.list_scope(),
         )
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             r = target(conn, p, ref, Action.USER_READ)
             return repo.list_for_user(conn, r.row.id, q)

@@ -134,7 +134,7 @@ class PartitionsService:
         self, p: Principal, account_id: str, inp: PartitionInput, *, request_id: str = ""
     ) -> Any:
         check_id("account_id", account_id)
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             t = common.require_account(conn, p, policy.Action.PARTITION_MANAGE, account_id)
         require_open(t)
         values = validate_partition(inp, UPDATABLE)
@@ -176,7 +176,7 @@ class PartitionsService:
 
     def get(self, p: Principal, partition_id: str) -> Any:
         check_id("id", partition_id)
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             return load_partition(conn, p, policy.Action.PARTITION_READ, partition_id)
 
     def list_partitions(
@@ -193,7 +193,7 @@ class PartitionsService:
         """The account's partitions the caller may reach; ``include: ["account"]`` adds the
         owning account to ``included_accounts``."""
         includes = validate_include(include)
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             t = common.require_account(conn, p, policy.Action.ACCOUNT_READ, account_id)
             everything = policy.allows(p, policy.Action.PARTITION_READ, t)
             scope: dict[str, Any] = {"account_id": account_id}

@@ -153,7 +153,7 @@ class FailureLimiter:
         attempt is committed as a failure; a successful one is rolled back."""
         limits = self.limits(keys)
         if not limits:
-            with self._db.connect() as conn:
+            with self._db.read() as conn:
                 yield Attempt(conn)
             return
         with self._db.write() as uow:

@@ -207,7 +207,7 @@ class SessionsService:
         self, p: Principal, user: UserRefArgs, *, page_size: int = 0, page_token: str = ""
     ) -> Page:
         """The user's working sessions (not revoked, not expired), newest first."""
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             target = resolve_user_ref(
                 conn, p, user_id=user.user_id, external_id=user.external_id,
                 account_id=user.account_id, field="user",
@@ -281,7 +281,7 @@ class SessionsService:
             kind=q.kind,
         )
         if q.token_type == "session":
-            with self.deps.db.connect() as conn:
+            with self.deps.db.read() as conn:
                 row = repo.session_by_id(conn, q.session_id) if q.session_id else None
             if row is None:  # revoked and deleted between the two reads
                 return INACTIVE

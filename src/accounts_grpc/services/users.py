@@ -95,7 +95,7 @@ class UsersService:
         """The caller's own user and account, as authentication read them on this call."""
         if p.user_row is not None and p.account_row is not None:
             return p.user_row, p.account_row
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             user, account = repo.me(conn, p.user_id, p.account_id)
         if user is None or account is None:
             raise Unauthenticated("the token's user no longer exists", reason="USER_DELETED")
@@ -185,7 +185,7 @@ class UsersService:
             check_id("id", id)
         if account_id and not is_uuid(account_id):
             check_id("account_id", account_id)
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             if key == "id":
                 r = load_user(conn, id)
                 if account_id and r.row.account_id != account_id:
@@ -247,7 +247,7 @@ class UsersService:
             order_by=order_by,
             scope={"account_id": account_id, "kind": kind, "caller": p.user_id},
         )
-        with self.deps.db.connect() as conn:
+        with self.deps.db.read() as conn:
             if account_id == "-":
                 if not p.is_platform_reader:
                     raise PermissionDenied(

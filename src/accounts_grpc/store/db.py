@@ -89,7 +89,7 @@ def create_engine(
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         # SQLite connections are cheap and local, and each worker thread keeps one for
-        # hot reads (Database.single_read), so the pool does not cap them.
+        # hot reads (Database.read(single_statement=True)), so the pool does not cap them.
         engine = sa.create_engine(
             url,
             echo=echo,
@@ -307,28 +307,26 @@ class Database:
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
 
-    def read(self) -> UnitOfWork:
-        return UnitOfWork(self.engine, write=False)
-
     def write(self) -> UnitOfWork:
         return UnitOfWork(self.engine, write=True, write_lock=self._write_lock)
 
     @contextmanager
-    def connect(self) -> Iterator[Connection]:
-        """A plain connection for reads (one transaction until commit or close)."""
-        with self.engine.connect() as conn:
-            yield conn
+    def read(self, *, single_statement: bool = False) -> Iterator[Connection]:
+        """The one way to read: a connection whose statements share one snapshot (one
+        transaction, rolled back at the end), for the repositories to run on. Writes go
+        through ``write()``.
 
-    @contextmanager
-    def single_read(self) -> Iterator[Connection]:
-        """A connection for reads on a hot path: on SQLite no BEGIN/COMMIT round trip,
-        so each statement is its own consistent snapshot (one statement, or several that
-        need not agree with each other to the row). Anything written on it afterwards
+        ``single_statement=True``, for the hot paths (authentication, point reads) whose
+        statements need not agree with each other to the row: on SQLite no BEGIN/COMMIT
+        round trip, so each statement is its own consistent snapshot, and each thread
+        keeps its connection (SQLite connections are cheap and local; checking one out of
+        the pool and back costs more than the read). Anything written on it afterwards
         must go through ``Database.opportunistic_write(conn)``.
-
-        On SQLite each thread keeps its connection for such reads (SQLite connections are
-        cheap and local; checking one out of the pool and back costs more than the read).
         """
+        if not single_statement:
+            with self.engine.connect() as conn:
+                yield conn
+            return
         if not self._sticky:
             with self.engine.connect() as conn:
                 conn.execution_options(**{_SINGLE: True})
@@ -353,7 +351,8 @@ class Database:
 
     @contextmanager
     def opportunistic_write(self, conn: Connection) -> Iterator[bool]:
-        """A short best-effort write on a ``single_read`` connection (activity times).
+        """A short best-effort write on a ``read(single_statement=True)`` connection
+        (activity times).
 
         Yields False, and writes nothing, when the SQLite writer lock is taken, by a
         thread of this process or by another process: a caller that only records

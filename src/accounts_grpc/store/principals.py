@@ -1,12 +1,12 @@
 """The reads behind authentication, and the activity times they record.
 
 Authentication (auth/authenticate.py) runs on every authenticated call, so each lookup
-is one statement on a ``Database.single_read`` connection, run through ``FastSelect``
-(on SQLite straight on the DBAPI cursor): the user, its account, and (outer-joined, one
-row each) its groups with the partitions they reach. A user without groups gives one
-row. Every row carries the user's columns under their own names, the account's under
-``a_<name>``, and ``g_id``, ``g_roles``, ``g_partition_id``; a session lookup adds
-``s_id``, ``s_expire_time``, ``s_revoke_time``, ``s_last_activity_time``.
+is one statement on a ``Database.read(single_statement=True)`` connection, run through
+``FastSelect`` (on SQLite straight on the DBAPI cursor): the user, its account, and
+(outer-joined, one row each) its groups with the partitions they reach. A user without
+groups gives one row. Every row carries the user's columns under their own names, the
+account's under ``a_<name>``, and ``g_id``, ``g_roles``, ``g_partition_id``; a session
+lookup adds ``s_id``, ``s_expire_time``, ``s_revoke_time``, ``s_last_activity_time``.
 
 The activity writes (an account's ``activity_time``, a session's sliding expiry) are
 best effort: made on the read's connection through ``Database.opportunistic_write``,
