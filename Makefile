@@ -5,8 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 BUF := node_modules/.bin/buf
-GRPC_PORT ?= 50051
-HTTP_PORT ?= 8080
+# `make serve GRPC_PORT=9000 HTTP_PORT=9080` passes those ports as flags; without them
+# the service's own settings apply: ACCOUNTS_* variables, else 50051 and 8080
+GRPC_PORT ?=
+HTTP_PORT ?=
+SERVE_FLAGS = $(strip $(if $(GRPC_PORT),--grpc-port $(GRPC_PORT)) \
+	$(if $(HTTP_PORT),--http-port $(HTTP_PORT)))
 FUZZ_EXAMPLES ?= 200
 FUZZ_SEED ?= random
 
@@ -24,8 +28,10 @@ $(BUF): package.json
 	npm install --no-audit --no-fund --silent
 	touch $(BUF)
 
+# Every setting from its ACCOUNTS_* variable (a flag would beat it); ACCOUNTS_PRINT_BOOTSTRAP
+# defaults to true here: the credentials of a first admin, on an empty database
 serve: $(STAMP)
-	$(PY) -m accounts_grpc.cli serve --grpc-port $(GRPC_PORT) --http-port $(HTTP_PORT) --print-bootstrap
+	ACCOUNTS_PRINT_BOOTSTRAP="$${ACCOUNTS_PRINT_BOOTSTRAP:-true}" $(PY) -m accounts_grpc.cli serve $(SERVE_FLAGS)
 
 test: $(STAMP) $(BUF)
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)

@@ -12,10 +12,12 @@ by service and a readiness check (``rest.gateway.GatewayConfig``).
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,11 +25,12 @@ from types import FrameType
 from typing import Any
 
 import grpc
+from cryptography.fernet import Fernet
 
 from accounts_grpc.auth.authenticate import Authenticator
 from accounts_grpc.auth.jwt_tokens import JwtService
 from accounts_grpc.auth.keys import KeyStore, load_kek
-from accounts_grpc.config import Settings
+from accounts_grpc.config import Settings, StartupError
 from accounts_grpc.rest.gateway import GatewayConfig, Readiness
 from accounts_grpc.rest.server import HttpServer
 from accounts_grpc.rpc import metrics, registry
@@ -75,23 +78,134 @@ def grpc_binding(servicer_class: type) -> tuple[str, AddToServer]:
     return service.full_name, add
 
 
-class SchemaNotReady(SystemExit):
+class SchemaNotReady(StartupError):
     pass
 
 
 def open_database(settings: Settings, *, auto_migrate: bool) -> Database:
-    """The database, at the current schema: SQLite is migrated on start, PostgreSQL must be."""
+    """The database, at the current schema: SQLite is migrated on start, PostgreSQL must be.
+    A URL it cannot use, a database it cannot reach or migrate, an old schema: a
+    StartupError naming --database-url (store/db.py, store/migrate.py)."""
     db = Database(settings.database_url, pool_size=settings.pool_size(),
                   max_overflow=settings.db_max_overflow, pool_timeout=settings.db_pool_timeout)
-    if not migrate.is_current(db.engine):
-        if auto_migrate or db.is_sqlite:
-            migrate.upgrade(db.engine)
-        else:
-            raise SchemaNotReady(
-                f"accounts-grpc: the database schema is at {migrate.current(db.engine)!r}, "
-                f"not {migrate.head()!r}: run `accounts-grpc migrate` first"
-            )
+    try:
+        at = migrate.current(db.engine)
+        if at != migrate.head():
+            if auto_migrate or db.is_sqlite:
+                migrate.upgrade(db.engine)
+            else:
+                raise SchemaNotReady(
+                    "database_url",
+                    f"the schema of {db.engine.url.render_as_string(hide_password=True)} "
+                    f"is at {at!r}, not {migrate.head()!r}: run `accounts-grpc migrate` first",
+                )
+    except BaseException:
+        db.dispose()
+        raise
     return db
+
+
+def load_key_encryption_key(settings: Settings) -> Fernet:
+    """The key-encryption key (auth.keys.load_kek); a key or a file that is not one, or a
+    file that cannot be read or made, is a StartupError naming its setting."""
+    try:
+        return load_kek(settings)
+    except StartupError:
+        raise
+    except SystemExit as e:
+        if "--key-encryption-key" in str(e.code):  # names the settings already (NO_KEK)
+            raise
+        if settings.key_encryption_key:  # never in the message: it is a secret
+            raise StartupError(_kek_setting(settings),
+                               "is not a key: it must be 32 bytes of urlsafe base64") from None
+        raise StartupError("key_encryption_key_file", f"{settings.kek_path()} does not "
+                           "hold a key: it must be 32 bytes of urlsafe base64") from None
+    except OSError as e:
+        raise StartupError("key_encryption_key_file", f"cannot read or create "
+                           f"{settings.kek_path()}: {e.strerror or e}") from None
+
+
+class _Held(logging.Filter):
+    """Holds back every record of the logger it filters (see ensure_signing_key)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+def _kek_setting(settings: Settings) -> str:
+    """The setting the key-encryption key came from."""
+    return "key_encryption_key" if settings.key_encryption_key else "key_encryption_key_file"
+
+
+def ensure_signing_key(keys: KeyStore, settings: Settings, *, signer: bool = True) -> None:
+    """``keys.ensure_key()``, whose failure (the key-encryption key does not decrypt a
+    key that signs) is a StartupError naming the setting the key came from: what the key
+    store logs meanwhile (each key it cannot decrypt) is held back, and written only if
+    it succeeds, so that the failure is one line."""
+    logger = logging.getLogger(KeyStore.__module__)
+    held = _Held()
+    logger.addFilter(held)
+    try:
+        keys.ensure_key(signer=signer)
+    except StartupError:
+        raise
+    except SystemExit as e:
+        raise StartupError(_kek_setting(settings),
+                           str(e.code).removeprefix("accounts-grpc: ")) from None
+    finally:
+        logger.removeFilter(held)
+    for record in held.records:
+        logger.handle(record)
+
+
+def bind_problem(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be listened on (None: it can), found by binding it as a
+    single server does (SO_REUSEADDR, no SO_REUSEPORT: a port another program holds is
+    not shared with it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            if family == socket.AF_INET6 and host.strip("[]") == "::":
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual stack
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host.strip("[]"), port))
+    except OSError as e:
+        return e
+    return None
+
+
+def cannot_listen(setting: str, host: str, port: int, e: OSError) -> StartupError:
+    """A port that cannot be listened on, as a startup error naming ``setting`` (the
+    port's), or --bind-host when it is the address that is wrong."""
+    if isinstance(e, socket.gaierror) or e.errno == errno.EADDRNOTAVAIL:
+        setting = "bind_host"
+    return StartupError(setting, f"cannot listen on {host}:{port}: {e.strerror or e}")
+
+
+def _check_ports(settings: Settings) -> None:
+    """Serving alone: each port is free, checked before the servers bind. grpc's own
+    failure comes late and unclear (a RuntimeError that gives no reason, after a log line
+    of its core on stderr); uvicorn's names no setting."""
+    for setting in ("grpc_port", "http_port"):
+        port = getattr(settings, setting)
+        if port >= 0:  # 0 too: the address is checked
+            problem = bind_problem(settings.bind_host, port)
+            if problem is not None:
+                raise cannot_listen(setting, settings.bind_host, port, problem)
+
+
+def _listen_failed(settings: Settings, setting: str) -> StartupError | None:
+    """After a server failed to bind: a startup error naming ``setting`` if its port (or
+    the address) cannot be listened on now, else None (the failure was something else)."""
+    port = getattr(settings, setting)
+    problem = bind_problem(settings.bind_host, max(port, 0))
+    return None if problem is None else cannot_listen(setting, settings.bind_host, port,
+                                                      problem)
 
 
 class App:
@@ -110,9 +224,11 @@ class App:
         #: its ports with SO_REUSEPORT, as its siblings do
         self.worker = worker
         self.reuse_port = worker is not None
+        if not self.reuse_port:  # a worker's ports are the supervisor's, checked there
+            _check_ports(settings)  # first: a failed start changes nothing
         self.db = open_database(settings, auto_migrate=auto_migrate)
-        self.keys = KeyStore(self.db, load_kek(settings), settings)
-        self.keys.ensure_key()
+        self.keys = KeyStore(self.db, load_key_encryption_key(settings), settings)
+        ensure_signing_key(self.keys, settings)
         self.jwts = JwtService(self.keys, settings)
         self.authn = Authenticator(self.db, self.jwts, settings)
         self.deps = Deps(settings, self.db, self.keys, self.jwts, self.authn,
@@ -131,14 +247,19 @@ class App:
         if unknown:  # no access rules (every call denied), no REST routes, no health status
             raise RuntimeError(f"served but not in rpc/registry.py's SERVICE_MODULES: {unknown}")
         self.draining = False
-        self.grpc = GrpcServer(
-            settings,
-            self.pipeline,
-            registrations,
-            registry.service_names(),
-            extra_handlers,
-            reuse_port=self.reuse_port,
-        )
+        try:
+            self.grpc = GrpcServer(
+                settings,
+                self.pipeline,
+                registrations,
+                registry.service_names(),
+                extra_handlers,
+                reuse_port=self.reuse_port,
+            )
+        except (RuntimeError, SystemExit) as e:  # taken since the check, or a bad address
+            if self.reuse_port:  # a worker: the supervisor holds the port, so no probe
+                raise
+            raise _listen_failed(settings, "grpc_port") or e from None
         self.http: HttpServer | None = None
         if settings.http_port >= 0:
             # /readyz reads the flag and pings the database each time it is asked
@@ -146,7 +267,12 @@ class App:
                 settings, pipeline=self.pipeline, servicers=self.servicers,
                 readiness=Readiness(draining=lambda: self.draining,
                                     database_answers=lambda: self.db.ping()))
-            self.http = HttpServer(settings, gateway, reuse_port=self.reuse_port)
+            try:
+                self.http = HttpServer(settings, gateway, reuse_port=self.reuse_port)
+            except (OSError, SystemExit) as e:  # e.g. the gRPC port, taken just now
+                failed = None if self.reuse_port else _listen_failed(settings, "http_port")
+                self.grpc.server.stop(None)  # let go of the gRPC port
+                raise failed or e from None
         self._stopped = threading.Event()
         self._stop_requested = threading.Event()
 

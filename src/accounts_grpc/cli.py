@@ -1,8 +1,10 @@
 """`accounts-grpc serve | migrate | bootstrap | keys rotate | keys list`.
 
 Every setting is a flag and an ``ACCOUNTS_*`` variable (config.py); ``--help`` of each
-command lists them with their variable and default. Output meant for scripts goes to
-stdout (``--json``: one JSON document); logs go to stderr.
+command lists those it uses, with their variable and default. Output meant for scripts
+goes to stdout (``--json``: one JSON document); logs go to stderr. A command that cannot
+start (a bad setting, a database it cannot reach, a port in use, a key-encryption key
+missing or wrong) exits 1 with one line naming the setting (config.StartupError).
 
 ``serve --processes 1`` serves in this process; ``--processes N`` (N > 1; the default 0
 is one per core) runs N worker processes under a supervisor (supervisor.py), which
@@ -17,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from accounts_grpc import logs
@@ -30,8 +32,47 @@ if TYPE_CHECKING:
 log = logging.getLogger("accounts_grpc")
 PRINT_BOOTSTRAP_ENV = "ACCOUNTS_PRINT_BOOTSTRAP"
 
-DB_FLAGS = ("database_url", "key_encryption_key", "key_encryption_key_file", "log_level",
-            "log_json", "signing_alg", "token_lifetime")
+# The settings each command uses, and so lists in its --help (serve: every one).
+#: migrate: the database and the log; no keys (the schema needs none)
+MIGRATE_FLAGS = ("database_url", "log_level", "log_json")
+#: bootstrap: and the key-encryption key, and the algorithm of the first signing key
+#: when there is none yet; it signs nothing, so no token lifetime or key cache
+BOOTSTRAP_FLAGS = (*MIGRATE_FLAGS, "key_encryption_key", "key_encryption_key_file",
+                   "signing_alg")
+#: keys rotate|list: and the key cache and JWKS max-age that the publish lead adds up;
+#: no --token-lifetime: the lifetimes that count are the servers', on the keys' rows
+KEYS_FLAGS = (*BOOTSTRAP_FLAGS, "key_cache_seconds", "jwks_max_age")
+#: flags migrate and bootstrap took before, which they do not use: still accepted (a
+#: script may pass one set of flags to every command), but not listed by --help
+UNUSED_FLAGS = {
+    "migrate": ("key_encryption_key", "key_encryption_key_file", "signing_alg",
+                "token_lifetime"),
+    "bootstrap": ("token_lifetime",),
+}
+_UNLISTED = "_accounts_unlisted"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Leaves out of --help (usage and options) the flags a command accepts but does
+    not use (UNUSED_FLAGS)."""
+
+    def add_usage(self, usage: str | None, actions: Iterable[argparse.Action],
+                  groups: Iterable[Any], prefix: str | None = None) -> None:
+        super().add_usage(usage, _listed(actions), groups, prefix)
+
+    def add_arguments(self, actions: Iterable[argparse.Action]) -> None:
+        super().add_arguments(_listed(actions))
+
+
+def _listed(actions: Iterable[argparse.Action]) -> list[argparse.Action]:
+    return [a for a in actions if not getattr(a, _UNLISTED, False)]
+
+
+def _settings_flags(parser: argparse.ArgumentParser, command: str,
+                    names: Sequence[str]) -> None:
+    Settings.add_arguments(parser, names)
+    for action in Settings.add_arguments(parser, UNUSED_FLAGS.get(command, ())):
+        setattr(action, _UNLISTED, True)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,10 +89,12 @@ def _parser() -> argparse.ArgumentParser:
         help="on a database with no users yet, bootstrap an admin machine user and print "
         f"its credentials and how to get a token [env {PRINT_BOOTSTRAP_ENV}; default False]",
     )
-    mig = sub.add_parser("migrate", help="bring the database schema to the current version")
-    Settings.add_arguments(mig, DB_FLAGS)
-    boot = sub.add_parser("bootstrap", help="create the platform account and an admin machine user")
-    Settings.add_arguments(boot, DB_FLAGS)
+    mig = sub.add_parser("migrate", help="bring the database schema to the current version",
+                         formatter_class=_HelpFormatter)
+    _settings_flags(mig, "migrate", MIGRATE_FLAGS)
+    boot = sub.add_parser("bootstrap", help="create the platform account and an admin machine user",
+                          formatter_class=_HelpFormatter)
+    _settings_flags(boot, "bootstrap", BOOTSTRAP_FLAGS)
     boot.add_argument(
         "--json", action="store_true", help="print the credentials as one JSON object"
     )
@@ -67,9 +110,7 @@ def _parser() -> argparse.ArgumentParser:
          "and times"),
     ):
         k = ksub.add_parser(name, help=help_, description=help_)
-        # no --token-lifetime: the lifetimes that count are the servers', on the keys' rows
-        Settings.add_arguments(k, [*(f for f in DB_FLAGS if f != "token_lifetime"),
-                                   "key_cache_seconds", "jwks_max_age"])
+        Settings.add_arguments(k, KEYS_FLAGS)
         k.add_argument("--json", action="store_true", help="print JSON")
     return p
 
@@ -138,13 +179,14 @@ def _exit_if_calls_linger(app: App) -> None:
 
 
 def _bootstrap(settings: Settings, *, as_json: bool) -> int:
-    from accounts_grpc.app import open_database
-    from accounts_grpc.auth.keys import KeyStore, load_kek
+    from accounts_grpc.app import ensure_signing_key, load_key_encryption_key, open_database
+    from accounts_grpc.auth.keys import KeyStore
     from accounts_grpc.services.bootstrap import bootstrap
 
     db = open_database(settings, auto_migrate=True)
     # bootstrap signs nothing: it records no token lifetime or key cache on the keys
-    KeyStore(db, load_kek(settings), settings).ensure_key(signer=False)
+    ensure_signing_key(KeyStore(db, load_key_encryption_key(settings), settings), settings,
+                       signer=False)
     r = bootstrap(db)
     db.dispose()
     out = {"account_id": r.account_id, "user_id": r.user_id, "client_id": r.client_id,
@@ -160,14 +202,16 @@ def _bootstrap(settings: Settings, *, as_json: bool) -> int:
 
 
 def _keys(settings: Settings, action: str, *, as_json: bool) -> int:
-    from accounts_grpc.app import open_database
-    from accounts_grpc.auth.keys import KeyStore, load_kek
+    from accounts_grpc.app import ensure_signing_key, load_key_encryption_key, open_database
+    from accounts_grpc.auth.keys import KeyStore
 
-    kek = load_kek(settings)  # before the database: PostgreSQL needs one named explicitly
+    # before the database: PostgreSQL needs one named explicitly
+    kek = load_key_encryption_key(settings)
     db = open_database(settings, auto_migrate=True)
     try:
         ks = KeyStore(db, kek, settings)
-        ks.ensure_key(signer=False)  # exits if this key-encryption key is not the servers'
+        # exits if this key-encryption key is not the servers'
+        ensure_signing_key(ks, settings, signer=False)
         k = ks.rotate() if action == "rotate" else None
         keys = ks.list_keys()
     finally:

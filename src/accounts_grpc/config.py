@@ -11,6 +11,7 @@ import dataclasses
 import ipaddress
 import math
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,22 +244,31 @@ class Settings:
     def env_name(name: str) -> str:
         return "ACCOUNTS_" + name.upper()
 
+    @staticmethod
+    def flag(name: str) -> str:
+        return "--" + name.replace("_", "-")
+
     @classmethod
     def add_arguments(
         cls, parser: argparse.ArgumentParser, names: Sequence[str] | None = None
-    ) -> None:
+    ) -> list[argparse.Action]:
+        """A flag for each setting (of ``names``: those a command uses); the flags."""
+        actions = []
         for f in dataclasses.fields(cls):
             if names is not None and f.name not in names:
                 continue
-            flag = "--" + f.name.replace("_", "-")
+            flag = cls.flag(f.name)
             env = cls.env_name(f.name)
             help_ = f"{f.metadata['help']} [env {env}; default {f.default!r}]"
             if f.type in (bool, "bool"):
-                parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                                    default=None, help=help_)
+                actions.append(parser.add_argument(
+                    flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                    help=help_))
             else:
-                parser.add_argument(flag, dest=f.name, default=None, help=help_,
-                                    metavar=f.metadata.get("metavar") or f.name.upper())
+                actions.append(parser.add_argument(
+                    flag, dest=f.name, default=None, help=help_,
+                    metavar=f.metadata.get("metavar") or f.name.upper()))
+        return actions
 
     @classmethod
     def load(cls, args: argparse.Namespace | None = None,
@@ -286,6 +296,40 @@ class SettingsError(ValueError):
     """A setting has a value the server cannot run with."""
 
 
+class StartupError(SystemExit):
+    """The process cannot start with a setting's value: the database it names is down,
+    its port is in use, its key does not decrypt. Uncaught, it exits with status 1 and
+    one line, ``accounts-grpc: --flag (ACCOUNTS_VARIABLE): what is wrong``, and no
+    traceback (a SystemExit, as the settings' own checks are)."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        self.setting = setting
+        self.problem = " ".join(problem.split())  # one line, whatever the reason holds
+        super().__init__(f"accounts-grpc: {Settings.flag(setting)} "
+                         f"({Settings.env_name(setting)}): {self.problem}")
+
+
+#: the database URLs the server can use (postgres:// and postgresql:// use psycopg 3)
+DATABASE_SCHEMES = ("sqlite", "sqlite+pysqlite", "postgresql", "postgres",
+                    "postgresql+psycopg")
+DATABASE_URL_FORMS = "sqlite:///<file> or postgresql://<user>@<host>/<database>"
+
+
+def hide_password(url: str) -> str:
+    """``url`` with the password of its user, if any, as ``***`` (for messages)."""
+    return re.sub(r"^([^:/]*://[^:/@]*:)[^/]*@", r"\1***@", url)
+
+
+def _database_url_problem(url: str) -> str | None:
+    scheme, sep, _rest = url.partition("://")
+    if not sep or not scheme:
+        return f"must be a URL, {DATABASE_URL_FORMS}, not {hide_password(url)!r}"
+    if scheme not in DATABASE_SCHEMES:
+        return (f"has an unknown scheme {scheme!r} ({hide_password(url)!r}): use "
+                f"{DATABASE_URL_FORMS}")
+    return None
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -295,6 +339,9 @@ def _problems(s: Settings) -> Iterator[str]:
             yield f"{name} ({Settings.env_name(name)}) must be {what}, not {getattr(s, name)!r}"
 
     yield from need(bool(s.database_url), "database_url", "set")
+    url_problem = _database_url_problem(s.database_url) if s.database_url else None
+    if url_problem:
+        yield f"database_url ({Settings.env_name('database_url')}) {url_problem}"
     yield from need(0 <= s.grpc_port <= 65535, "grpc_port", "a port (0 picks a free one)")
     yield from need(-1 <= s.http_port <= 65535, "http_port", "a port, 0 or -1")
     yield from need(s.grpc_workers >= 1, "grpc_workers", "at least 1")

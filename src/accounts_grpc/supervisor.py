@@ -7,13 +7,14 @@ the same gRPC and HTTP ports with SO_REUSEPORT.
 
 What the supervisor does, in order:
 
-1. Before any worker: the settings are valid (Settings), the database is at the current
-   schema (SQLite is migrated; PostgreSQL must be, as with one process), the signing key
-   exists, and ``--print-bootstrap`` prints its credentials, once. Then each port is
-   reserved: bound with SO_REUSEPORT (port 0 becomes a concrete port) by a socket the
-   supervisor keeps, bound but never listening (the kernel hands connections only to
-   listening sockets), so the port stays ours while workers come and go. A port that
-   another program holds is an error here, not a port silently shared with it.
+1. Before any worker: the settings are valid (Settings); each port is reserved: bound
+   with SO_REUSEPORT (port 0 becomes a concrete port) by a socket the supervisor keeps,
+   bound but never listening (the kernel hands connections only to listening sockets),
+   so the port stays ours while workers come and go (a port that another program holds
+   is an error here, not a port silently shared with it); the database is at the
+   current schema (SQLite is migrated; PostgreSQL must be, as with one process), the
+   signing key exists, and ``--print-bootstrap`` prints its credentials, once. Each
+   failure is one line naming its setting (config.StartupError), and no worker starts.
 2. Workers are new interpreters (``python -m accounts_grpc.cli serve``), never forks:
    grpc's own rule (examples/python/multiprocessing) is that no gRPC server or channel
    may exist in a process that forks workers, and a fork would carry SQLite handles and
@@ -135,11 +136,12 @@ def serve_worker(settings: Settings, number: int, fd: int) -> None:
 # -- the supervisor's side -----------------------------------------------------------------
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
+def reserve_port(host: str, port: int, setting: str = "grpc_port") -> socket.socket:
     """A socket bound to ``host:port`` with SO_REUSEPORT and never listening: it keeps the
     port (port 0: a free one) for the workers, which bind it the same way. First, for a
     given port, a bind without SO_REUSEPORT checks that nobody holds it already (else
-    another program of this user could share it with us without a word)."""
+    another program of this user could share it with us without a word). A port that
+    cannot be had is a StartupError naming ``setting``, the port's (or --bind-host)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     addr = host.strip("[]")
 
@@ -162,7 +164,9 @@ def reserve_port(host: str, port: int) -> socket.socket:
             sock.close()
             raise
     except OSError as e:
-        raise SystemExit(f"accounts-grpc: cannot listen on {host}:{port}: {e}") from None
+        from accounts_grpc.app import cannot_listen
+
+        raise cannot_listen(setting, host, port, e) from None
     return sock
 
 
@@ -209,22 +213,23 @@ class Supervisor:
 
     # the steps before the first worker ----------------------------------------------------
     def prepare(self) -> None:
-        from accounts_grpc.app import open_database
-        from accounts_grpc.auth.keys import KeyStore, load_kek
+        from accounts_grpc.app import ensure_signing_key, load_key_encryption_key, open_database
+        from accounts_grpc.auth.keys import KeyStore
 
         s = self.settings
-        kek = load_kek(s)  # before the database, as a single process does
+        # the ports first: a start that fails on one changes nothing (no migration, no key)
+        grpc_sock = reserve_port(s.bind_host, s.grpc_port)
+        self._reserved.append(grpc_sock)
+        http_port = s.http_port
+        if http_port >= 0:
+            http_sock = reserve_port(s.bind_host, http_port, "http_port")
+            self._reserved.append(http_sock)
+            http_port = http_sock.getsockname()[1]
+        kek = load_key_encryption_key(s)  # before the database
         db = open_database(s, auto_migrate=False)
         try:
-            KeyStore(db, kek, s).ensure_key()
+            ensure_signing_key(KeyStore(db, kek, s), s)
             self.database = db.engine.url.render_as_string(hide_password=True)
-            grpc_sock = reserve_port(s.bind_host, s.grpc_port)
-            self._reserved.append(grpc_sock)
-            http_port = s.http_port
-            if http_port >= 0:
-                http_sock = reserve_port(s.bind_host, http_port)
-                self._reserved.append(http_sock)
-                http_port = http_sock.getsockname()[1]
             self.settings = s.replace(grpc_port=grpc_sock.getsockname()[1],
                                       http_port=http_port, processes=self.processes)
             if self.first_steps is not None:

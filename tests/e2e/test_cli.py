@@ -1,21 +1,32 @@
-"""The `accounts-grpc` command, run as a real process: bootstrap, keys, settings."""
+"""The `accounts-grpc` command, run as a real process: bootstrap, keys, settings, each
+command's flags, and `make serve` (tests/e2e/test_cli_errors.py: the failures to start)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import jwt
+import pytest
 from accounts.v1 import session_service_pb2 as spb
 from accounts.v1 import session_service_pb2_grpc, user_service_pb2, user_service_pb2_grpc
 
+from accounts_grpc.config import Settings
 from tests import support
+from tests.serving import LoggedProcess
 
 CLI = [sys.executable, "-m", "accounts_grpc.cli"]
 
@@ -144,3 +155,89 @@ def test_migrate_on_sqlite(tmp_path: Path) -> None:
     assert first.startswith("schema: empty -> ")
     head = first.split("-> ")[1].strip()
     assert run("migrate", *db_flags(tmp_path)).stdout.strip() == f"schema: {head} -> {head}"
+
+
+def help_flags(*command: str) -> set[str]:
+    """The flags ``--help`` lists (its option lines, not the flags their help names)."""
+    flags: set[str] = set()
+    for line in run(*command, "--help").stdout.splitlines():
+        if line.startswith("  -"):
+            invocation = re.split(r"\s{2,}", line.strip())[0]
+            flags.update(re.findall(r"--[a-z][a-z-]+", invocation))
+    return flags - {"--help", "--json"}
+
+
+def test_each_command_lists_only_the_flags_it_uses(tmp_path: Path) -> None:
+    every = {Settings.flag(f.name) for f in dataclasses.fields(Settings)}
+    assert help_flags("serve") == every | {"--print-bootstrap", "--no-print-bootstrap",
+                                           "--no-log-json"}
+    assert help_flags("migrate") == {"--database-url", "--log-level", "--log-json",
+                                     "--no-log-json"}
+    kek = {"--key-encryption-key", "--key-encryption-key-file"}
+    assert help_flags("bootstrap") == help_flags("migrate") | kek | {"--signing-alg"}
+    for action in ("rotate", "list"):
+        assert help_flags("keys", action) == help_flags("bootstrap") | {
+            "--key-cache-seconds", "--jwks-max-age"}
+    # the flags migrate and bootstrap took before are still accepted (a script may pass
+    # one set to every command; test_migrate_on_sqlite passes the key's file)
+    run("migrate", *db_flags(tmp_path), "--token-lifetime", "60", "--signing-alg", "RS256")
+    run("bootstrap", *db_flags(tmp_path), "--token-lifetime", "60")
+
+
+# -- make serve ------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+needs_make = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def make_serve(*args: str, env: dict[str, str], dry_run: bool = False,
+               **popen: Any) -> subprocess.Popen[str]:
+    """`make serve` in the repository, with this interpreter and without reinstalling."""
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("ACCOUNTS_", "MAKE", "MFLAGS"))
+            and k not in ("GRPC_PORT", "HTTP_PORT", "PROMETHEUS_MULTIPROC_DIR")}
+    command = ["make", "--no-print-directory", "-o", ".venv/.installed",
+               f"PY={sys.executable}", *(["-n"] if dry_run else []), "serve", *args]
+    return subprocess.Popen(command, cwd=ROOT, env=base | env, text=True, **popen)
+
+
+@needs_make
+def test_make_serve_passes_ports_only_when_given() -> None:
+    def command(*args: str, env: dict[str, str]) -> str:
+        p = make_serve(*args, env=env, dry_run=True, stdout=subprocess.PIPE)
+        out, _ = p.communicate(timeout=30)
+        assert p.returncode == 0
+        return out
+
+    out = command(env={"ACCOUNTS_GRPC_PORT": "9000", "ACCOUNTS_HTTP_PORT": "9080"})
+    assert "accounts_grpc.cli serve" in out
+    assert "--grpc-port" not in out and "--http-port" not in out, out
+    assert "--print-bootstrap" not in out, "ACCOUNTS_PRINT_BOOTSTRAP decides"
+    out = command("GRPC_PORT=9001", "HTTP_PORT=9081", env={"ACCOUNTS_GRPC_PORT": "9000"})
+    assert "--grpc-port 9001 --http-port 9081" in out, out
+
+
+@needs_make
+def test_make_serve_honours_the_accounts_variables(tmp_path: Path) -> None:
+    """ACCOUNTS_GRPC_PORT=... make serve listens there (the Makefile passed its own ports
+    as flags before, which beat the variables)."""
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        grpc_port, http_port = a.getsockname()[1], b.getsockname()[1]
+    env = {"ACCOUNTS_GRPC_PORT": str(grpc_port), "ACCOUNTS_HTTP_PORT": str(http_port),
+           "ACCOUNTS_BIND_HOST": "127.0.0.1", "ACCOUNTS_PROCESSES": "1",
+           "ACCOUNTS_DATABASE_URL": f"sqlite:///{tmp_path / 'accounts.db'}",
+           "ACCOUNTS_DRAIN_DELAY": "0", "ACCOUNTS_SHUTDOWN_GRACE": "1",
+           "ACCOUNTS_PRINT_BOOTSTRAP": "false"}
+    proc = make_serve(env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                      start_new_session=True)
+    server = LoggedProcess(proc)
+    threading.Thread(target=server.read_stderr, daemon=True).start()
+    try:
+        server.wait_for(rf"serving gRPC on 127\.0\.0\.1:{grpc_port}, "
+                        rf"HTTP on 127\.0\.0\.1:{http_port}", timeout=60)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # make and the server it runs
+        proc.wait(30)
+    assert "client_secret" not in server.log, "ACCOUNTS_PRINT_BOOTSTRAP=false was honoured"

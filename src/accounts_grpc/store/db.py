@@ -33,6 +33,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from accounts_grpc.config import StartupError, hide_password
 from accounts_grpc.domain.errors import AlreadyExists
 
 _WRITE = "accounts_write"
@@ -78,9 +79,44 @@ def normalize_url(url: str) -> str:
     return url
 
 
+def startup_reason(e: BaseException, *, first_line: bool = False) -> str:
+    """Why the database could not be used, on one line: the driver's message, never the
+    statement or its parameters. A connection error's lines all go in (refused, no such
+    database, authentication failed, and the driver's hint); ``first_line``: only the
+    first, for a statement's error, whose DETAIL may name key values (as db_error)."""
+    orig = getattr(e, "orig", None) or e
+    lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
+    return " ".join(lines[:1] if first_line else lines) or type(orig).__name__
+
+
+def unreachable(engine: Engine, e: BaseException) -> StartupError:
+    """The database behind ``engine`` cannot be connected to: a one-line startup error
+    naming --database-url."""
+    url = engine.url.render_as_string(hide_password=True)
+    return StartupError("database_url", f"cannot connect to {url}: {startup_reason(e)}")
+
+
 def create_engine(
     url: str, *, pool_size: int = 8, max_overflow: int = 0, pool_timeout: float = 5.0,
     echo: bool = False,
+) -> Engine:
+    """An engine for ``url``; a URL it cannot use (no such driver, an unparsable URL, a
+    SQLite directory that cannot be made) is a StartupError naming --database-url."""
+    try:
+        return _create_engine(url, pool_size=pool_size, max_overflow=max_overflow,
+                              pool_timeout=pool_timeout, echo=echo)
+    except OSError as e:  # the SQLite file's directory
+        raise StartupError("database_url", f"cannot create the directory {e.filename} for "
+                           f"{hide_password(url)}: {e.strerror or e}") from None
+    except (sa.exc.ArgumentError, ImportError, ValueError) as e:
+        # ArgumentError: unparsable, or no such dialect (NoSuchModuleError); ImportError:
+        # its driver is not installed; ValueError: a port that is not a number
+        raise StartupError("database_url", f"{hide_password(url)} is not a database URL "
+                           f"this server can use ({e})") from None
+
+
+def _create_engine(
+    url: str, *, pool_size: int, max_overflow: int, pool_timeout: float, echo: bool,
 ) -> Engine:
     url = normalize_url(url)
     if url.startswith("sqlite"):
@@ -299,7 +335,12 @@ class Database:
         # SQLite has one writer at a time. Writers of every serving process queue on
         # this lock (woken at once) rather than in SQLite's busy handler, which sleeps
         # in steps of up to 100 ms.
-        self._write_lock = WriteLock(sqlite_file(self.url)) if self._sticky else None
+        try:
+            self._write_lock = WriteLock(sqlite_file(self.url)) if self._sticky else None
+        except OSError as e:  # beside the database file, so the database cannot be written
+            self.engine.dispose()
+            raise StartupError("database_url", f"cannot open {hide_password(url)}: "
+                               f"{e.strerror or e} ({e.filename})") from None
         self._local = threading.local()
         self._sticky_conns: list[Connection] = []
 

@@ -9,6 +9,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from accounts_grpc.config import StartupError
+from accounts_grpc.store.db import startup_reason, unreachable
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -26,15 +30,32 @@ def head() -> str:
 
 
 def current(engine: Engine) -> str | None:
-    with engine.connect() as conn:
+    """The schema's revision (None: empty). The first thing a command asks a database:
+    one it cannot connect to is a StartupError naming --database-url."""
+    try:
+        conn = engine.connect()
+    except DBAPIError as e:
+        raise unreachable(engine, e) from None
+    with conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate to ``revision``; a database that refuses (it cannot be reached, the user
+    may not create tables) is a StartupError naming --database-url."""
     cfg = alembic_config()
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    try:
+        conn = engine.connect()
+    except DBAPIError as e:
+        raise unreachable(engine, e) from None
+    try:
+        with conn, conn.begin():
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+    except DBAPIError as e:
+        url = engine.url.render_as_string(hide_password=True)
+        raise StartupError("database_url", f"cannot migrate the schema of {url} to "
+                           f"{revision}: {startup_reason(e, first_line=True)}") from None
 
 
 def is_current(engine: Engine) -> bool:
