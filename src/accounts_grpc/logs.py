@@ -1,7 +1,10 @@
 """Logging: one line per call (see rpc/pipeline.py), text or JSON; never a secret or token.
 
 Nothing logs secrets in the first place (the call line names the method, the status
-code, the duration and the caller's user id; metadata and messages are not logged).
+code, the duration, the caller's user id, the request id and the client's address;
+other metadata and messages are not logged). The request id is the caller's only when
+it is 1 to 128 visible ASCII characters (``domain.call.request_id``), so a line cannot be
+split or forged through it.
 As a second line of defence every formatted line, tracebacks included, passes through
 ``redact``, which masks anything shaped like one of our credentials: client secrets
 (``cs_...``), session tokens (``st_...``), JWTs and ``Bearer`` values.
@@ -20,7 +23,7 @@ import re
 import sys
 import time
 
-_EXTRA = ("rpc_method", "rpc_code", "duration_ms", "caller", "transport")
+_EXTRA = ("rpc_method", "rpc_code", "duration_ms", "caller", "transport", "request_id", "peer")
 
 _SECRETS = re.compile(
     r"\b(?P<prefix>cs_|st_)[A-Za-z0-9_-]{16,}"  # client secrets, session tokens

@@ -57,10 +57,12 @@ EXAMPLES = fuzz_support.examples(default=6)
 TALLY = fuzz_support.Tally("REST")
 
 TOKEN_PATH = "/v1/token"
+#: the OAuth 2 endpoints whose errors are RFC 6749 error objects (RFC 7662, RFC 7009)
+OAUTH_PATHS = {TOKEN_PATH, "/oauth2/introspect", "/oauth2/revoke"}
 JWKS_PATH = "/.well-known/jwks.json"
 OAUTH_ERRORS = {"invalid_request", "invalid_client", "unsupported_grant_type",
                 "unauthorized_client", "invalid_scope", "temporarily_unavailable",
-                "server_error"}
+                "server_error", "unsupported_token_type"}
 # The literal segment before a path variable → the kind of id it takes.
 KIND_BY_COLLECTION = {
     "accounts": "account",
@@ -199,14 +201,14 @@ def flatmap_query(context: schemathesis.HookContext,
 
 def error_body_shape(ctx: CheckContext, response: Response, case: Case) -> bool | None:
     """A 4xx/5xx body is google.rpc.Status JSON, as grpc-gateway writes it (RFC 6749's
-    error object for the token endpoint's 400, 401 and 429)."""
+    error object for the OAuth 2 endpoints' 400, 401 and 429)."""
     if response.status_code < 400 or case.path == JWKS_PATH:
         return None
     content_type = (response.headers.get("content-type") or [""])[0]
     assert content_type.startswith("application/json"), \
         f"{response.status_code} with content-type {content_type!r}: {response.text[:200]}"
     body = response.json()
-    if case.path == TOKEN_PATH and response.status_code in (400, 401, 429):
+    if case.path in OAUTH_PATHS and response.status_code in (400, 401, 429):
         assert isinstance(body, dict) and body.get("error") in OAUTH_ERRORS, \
             f"{response.status_code} is not an RFC 6749 error: {str(body)[:300]}"
         assert isinstance(body.get("error_description", ""), str), body

@@ -144,7 +144,12 @@ def test_body_field_path_and_query_are_combined_path_wins(gw: Gateway) -> None:
         headers=[(b"authorization", b"Bearer t"), (b"x-request-id", b"r1"),
                  (b"cookie", b"not passed")])
     assert status == 200, body
-    assert body == {"account": {"id": "from path", "name": "N", "primaryColor": "#fff"}}
+    account = body["account"]
+    assert {k: account[k] for k in ("id", "name", "primaryColor")} == {
+        "id": "from path", "name": "N", "primaryColor": "#fff"}
+    # every other field too, at its default, as grpc-gateway writes it
+    assert account["email"] == "" and account["roles"] == [] and account["closed"] is False
+    assert account["createTime"] is None
     method, req, metadata, peer, transport = calls(gw)[-1]
     assert method == "/accounts.v1.AccountService/UpdateAccount"
     assert list(req.update_mask.paths) == ["name", "primary_color"]

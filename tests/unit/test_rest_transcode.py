@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from accounts.v1 import (
     account_service_pb2,
     partition_service_pb2,
+    session_pb2,
     session_service_pb2,
     user_service_pb2,
 )
-from google.protobuf import timestamp_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+from google.rpc import error_details_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,13 +24,17 @@ from accounts_grpc.rest.errors import error_response, http_status, retry_after
 from accounts_grpc.rest.oauth import OAuthError, build_request, parse_basic
 from accounts_grpc.rest.routes import Router, routes_for
 from accounts_grpc.rest.transcode import (
+    STANDARD_JSON,
     Problem,
     QueryBinder,
     convert_scalar,
+    emits_null,
     load_json,
     merge_json,
+    message_json,
     parse_query,
     resolve,
+    response_json,
     set_field,
     snake_case,
 )
@@ -328,3 +335,112 @@ def test_router_routes_cover_the_token_endpoint() -> None:
     router = Router(routes_for(registry.service_descriptors()))
     m = router.match("POST", "/v1/token")
     assert m is not None and m.route.public and m.route.body == "*"
+
+
+# -- response JSON, as grpc-gateway v2 prints it --------------------------------------------
+
+
+_F = descriptor_pb2.FieldDescriptorProto
+
+
+def _dynamic_messages() -> dict[str, Any]:
+    """A proto3 file with what accounts.v1 lacks: a proto3 ``optional`` scalar, a oneof, a
+    map of messages and a nested unset message (the rules must hold for them too)."""
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="json_defaults_test.proto", package="jd", syntax="proto3",
+        dependency=["google/protobuf/timestamp.proto", "google/protobuf/any.proto"])
+    inner = fdp.message_type.add(name="Inner")
+    inner.field.add(name="when", number=1, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+                    type_name=".google.protobuf.Timestamp")
+    inner.field.add(name="count", number=2, type=_F.TYPE_INT64, label=_F.LABEL_OPTIONAL)
+    outer = fdp.message_type.add(name="Outer")
+    entry = outer.nested_type.add(name="ByNameEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+                    type_name=".jd.Inner")
+    outer.oneof_decl.add(name="choice")
+    outer.oneof_decl.add(name="_maybe")
+    outer.field.add(name="flag", number=1, type=_F.TYPE_BOOL, label=_F.LABEL_OPTIONAL)
+    outer.field.add(name="maybe", number=2, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL,
+                    proto3_optional=True, oneof_index=1)
+    outer.field.add(name="by_name", number=3, type=_F.TYPE_MESSAGE,
+                    label=_F.LABEL_REPEATED, type_name=".jd.Outer.ByNameEntry")
+    outer.field.add(name="one", number=4, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL,
+                    oneof_index=0)
+    outer.field.add(name="two", number=5, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+                    type_name=".jd.Inner", oneof_index=0)
+    outer.field.add(name="inner", number=6, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+                    type_name=".jd.Inner")
+    outer.field.add(name="items", number=7, type=_F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+                    type_name=".jd.Inner")
+    outer.field.add(name="packed", number=8, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+                    type_name=".google.protobuf.Any")
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(fdp.name)
+    except KeyError:
+        pool.Add(fdp)
+    return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"jd.{n}"))
+            for n in ("Outer", "Inner")}
+
+
+def test_response_json_writes_every_field_like_protojson_emit_unpopulated() -> None:
+    """Scalars at their default, ``[]``, ``{}``; an unset message ``null``; an unset oneof
+    member or proto3 ``optional`` left out; keys in declaration order."""
+    m = _dynamic_messages()
+    assert message_json(m["Outer"]()) == {
+        "flag": False, "byName": {}, "inner": None, "items": [], "packed": None}
+    assert list(message_json(m["Outer"]())) == ["flag", "byName", "inner", "items", "packed"]
+    full = m["Outer"](maybe="", two=m["Inner"](count=3), items=[m["Inner"]()],
+                      inner=m["Inner"](when=timestamp_pb2.Timestamp(seconds=1)))
+    full.by_name["a"].count = 0
+    assert message_json(full) == {
+        "flag": False, "maybe": "", "byName": {"a": {"when": None, "count": "0"}},
+        "two": {"when": None, "count": "3"},
+        "inner": {"when": "1970-01-01T00:00:01Z", "count": "0"},
+        "items": [{"when": None, "count": "0"}], "packed": None}
+    assert list(message_json(full)) == ["flag", "maybe", "byName", "two", "inner", "items",
+                                        "packed"]
+    # an Any's packed message gets the same treatment, "@type" first
+    packed = m["Outer"]()
+    packed.packed.Pack(m["Inner"]())
+    assert message_json(packed)["packed"] == {
+        "@type": "type.googleapis.com/jd.Inner", "when": None, "count": "0"}
+
+
+def test_response_json_of_accounts_messages() -> None:
+    account = account_service_pb2.GetAccountResponse()
+    account.account.id = "a1"
+    out = response_json(account)
+    assert out["account"]["closed"] is False and out["account"]["roles"] == []
+    assert out["account"]["createTime"] is None and out["account"]["id"] == "a1"
+    assert response_json(account, "account") == out["account"]
+    assert response_json(account_service_pb2.GetAccountResponse()) == {"account": None}
+
+
+def test_standard_shaped_responses_keep_their_rfc_form() -> None:
+    s = session_service_pb2
+    assert response_json(s.GetJwksResponse()) == {"keys": []}
+    jwk = response_json(s.GetJwksResponse(keys=[session_pb2.Jwk(kty="EC", crv="P-256")]))
+    assert jwk == {"keys": [{"kty": "EC", "crv": "P-256"}]}
+    assert response_json(s.IntrospectTokenResponse()) == {"active": False}
+    assert response_json(s.IntrospectTokenResponse(active=True, sub="u")) == {
+        "active": True, "sub": "u"}
+    assert response_json(s.CreateTokenResponse(
+        access_token="t", token_type="Bearer", expires_in=60)) == {
+        "access_token": "t", "token_type": "Bearer", "expires_in": 60}
+    for name, members in STANDARD_JSON.items():  # every required member has no presence
+        desc = descriptor_pool.Default().FindMessageTypeByName(name)
+        for member in members:
+            assert not emits_null(desc.fields_by_name[member]), (name, member)
+
+
+def test_error_details_write_every_field() -> None:
+    bad = error_details_pb2.BadRequest(field_violations=[
+        error_details_pb2.BadRequest.FieldViolation(field="name", description="empty")])
+    _, _, body = error_response(status_for("INVALID_ARGUMENT", "bad", "BAD", None, [bad]))
+    info, request = json.loads(body)["details"]
+    assert list(info) == ["@type", "reason", "domain", "metadata"] and info["metadata"] == {}
+    assert request["fieldViolations"] == [
+        {"field": "name", "description": "empty", "reason": "", "localizedMessage": None}]

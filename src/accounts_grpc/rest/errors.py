@@ -1,7 +1,8 @@
 """google.rpc.Status → an HTTP error response, exactly as grpc-gateway writes it.
 
 Body: ``{"code": <gRPC code number>, "message": "...", "details": [{"@type": ...}, ...]}``
-(proto3 JSON of the Status, details unpacked by ``json_format`` and always present);
+(proto3 JSON of the Status, details unpacked and always present, each detail with every
+field, at its default too, as grpc-gateway's marshaler writes it);
 HTTP status from grpc-gateway's ``HTTPStatusFromCode`` table. A RESOURCE_EXHAUSTED
 status with ``google.rpc.RetryInfo`` also gets ``Retry-After`` (whole seconds, rounded
 up); UNAUTHENTICATED gets ``WWW-Authenticate: Bearer`` as RFC 9110 asks of every 401.
@@ -17,6 +18,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from accounts_grpc.rest.transcode import message_json
 from accounts_grpc.rpc.status import status_for
 
 # grpc-gateway runtime.HTTPStatusFromCode.
@@ -65,7 +67,7 @@ def status_dict(status: status_pb2.Status) -> dict[str, Any]:
     details: list[dict[str, Any]] = []
     for d in status.details:
         try:
-            details.append(json_format.MessageToDict(d, preserving_proto_field_name=False))
+            details.append(message_json(d))  # every field, as grpc-gateway writes it
         except (TypeError, KeyError, json_format.Error):  # a type this process cannot unpack
             details.append({"@type": d.type_url,
                             "value": base64.b64encode(d.value).decode("ascii")})

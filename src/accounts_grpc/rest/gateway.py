@@ -5,12 +5,14 @@ matched, transcoded to the RPC's request message (``transcode.py``: path, query,
 proto3 JSON body), and handed to the very Pipeline the gRPC interceptor uses, in
 process, on a worker thread (authentication, authorization, error mapping, logging and
 metrics happen there, once, for both transports). The response goes back as proto3
-JSON; a failure as grpc-gateway's ``{"code", "message", "details"}`` with its HTTP
+JSON as grpc-gateway v2 writes it, every field present (``transcode.response_json``);
+a failure as grpc-gateway's ``{"code", "message", "details"}`` with its HTTP
 status (``errors.py``). ``POST /v1/token`` also speaks RFC 6749 (``oauth.py``).
 
 Besides the RPC routes: ``/healthz`` (the process is up), ``/readyz`` (the database
 answers and the server is not draining; 503 otherwise), ``/metrics`` (Prometheus text
-format) and ``/openapi.json`` (OpenAPI 3.1, generated from the same annotations).
+format) and ``/openapi.json`` (OpenAPI 3.1, generated from the same annotations); the
+OAuth metadata, introspection and revocation endpoints (``oauth_endpoints.py``).
 
 Limits: a route with a body authenticates and authorizes the caller first (a stranger
 gets 401/403 and its body is never read); a body larger than ``--http-max-body-bytes``
@@ -38,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from google.protobuf import duration_pb2, json_format
+from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from prometheus_client import generate_latest
 
@@ -46,6 +48,7 @@ from accounts_grpc.config import Settings
 from accounts_grpc.domain.validate import FORBIDDEN_CHARS
 from accounts_grpc.rest import oauth
 from accounts_grpc.rest.errors import Headers, error_response, shim_status
+from accounts_grpc.rest.oauth_endpoints import Networks, OAuthEndpoints
 from accounts_grpc.rest.openapi import render
 from accounts_grpc.rest.routes import Match, Route, Router, routes_for
 from accounts_grpc.rest.templates import unescape
@@ -55,10 +58,11 @@ from accounts_grpc.rest.transcode import (
     load_json,
     merge_json,
     parse_query,
+    response_json,
     set_field,
 )
 from accounts_grpc.rpc import metrics, registry
-from accounts_grpc.rpc.pipeline import Admission, CallFailed
+from accounts_grpc.rpc.pipeline import REQUEST_ID_KEY, Admission, CallFailed, request_id
 from accounts_grpc.rpc.status import internal_status, status_for
 
 log = logging.getLogger("accounts_grpc.rest")
@@ -118,6 +122,8 @@ class GatewayConfig:
     workers: int
     max_queued: int
     jwks_max_age: int
+    #: ``--trusted-proxies``: whose X-Forwarded-Host/-Proto the OAuth metadata believes
+    trusted_proxies: Networks = ()
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pipeline: CallPipeline,
@@ -131,6 +137,7 @@ class GatewayConfig:
             workers=settings.rest_workers(),
             max_queued=settings.grpc_max_queued_calls,
             jwks_max_age=settings.jwks_max_age,
+            trusted_proxies=settings.proxy_networks(),
         )
 
 
@@ -172,6 +179,30 @@ def _handler_for(servicer: Any, name: str, rpc: str) -> Callable[[Any], Any]:
 def _peer(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else ""
+
+
+# where __call__ keeps the request's id for _headers (an ASGI scope may carry extra keys)
+REQUEST_ID_SCOPE = "accounts.request_id"
+
+
+def _echo_request_id(scope: Scope, send: Send) -> Send:
+    """``send`` adding ``x-request-id`` to the response, whatever answers it: the request's
+    X-Request-Id if well formed, else a new id (``domain.call.request_id``), which the
+    pipeline gets too (``_headers``), so the call's log line names the id echoed."""
+    given = None
+    for k, v in scope["headers"]:
+        if k == b"x-request-id":
+            given = v.decode("latin-1")
+            break
+    rid = scope[REQUEST_ID_SCOPE] = request_id(given)
+    header = (b"x-request-id", rid.encode())
+
+    async def echo(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), header]
+        await send(message)
+
+    return echo
 
 
 def _header_text(value: bytes) -> str:
@@ -237,6 +268,12 @@ class Gateway:
             "/metrics": self._metrics,
             "/openapi.json": self._openapi_json,
         }
+        self._static.update(OAuthEndpoints(
+            pipeline=self.pipeline, servicers=config.servicers,
+            trusted_proxies=config.trusted_proxies, jwks_max_age=config.jwks_max_age,
+            max_body=config.max_body_bytes, body_timeout=config.body_timeout,
+            in_worker=self._in_worker, headers=self._headers, send=_send,
+        ).routes())
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -248,6 +285,7 @@ class Gateway:
             if kind == "lifespan":
                 await self._lifespan(receive, send)
             return
+        send = _echo_request_id(scope, send)  # every response names the request's id
         path: str = scope["path"]
         static = self._static.get(path)
         if static is not None:
@@ -322,6 +360,8 @@ class Gateway:
                     length = None
             elif k.startswith(GRPC_METADATA) and k != GRPC_METADATA + b"x-forwarded-for":
                 md[k[len(GRPC_METADATA):].decode("latin-1")] = _header_text(v)
+        if REQUEST_ID_SCOPE in scope:  # the id echoed (see _echo_request_id)
+            md[REQUEST_ID_KEY] = scope[REQUEST_ID_SCOPE]
         return md, ctype, length
 
     def _build(self, route: Route, values: list[str], body: bytes | None,
@@ -413,10 +453,8 @@ class Gateway:
         except CallFailed as e:
             await _send(send, *error_response(e.status))
             return
-        if route.response_body:
-            response = getattr(response, route.response_body)
-        payload = json_format.MessageToDict(response, preserving_proto_field_name=False) \
-            if hasattr(response, "DESCRIPTOR") else response
+        # as grpc-gateway prints it: every field, at its default if need be (transcode.py)
+        payload = response_json(response, route.response_body)
         out = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         headers: Headers = [(b"content-type", JSON_TYPE)]
         if route.rpc == JWKS_RPC:  # verifiers may cache it this long (see auth/keys.py)
@@ -490,7 +528,8 @@ class Gateway:
         except CallFailed as e:
             await _send(send, *oauth.error_from_status(e.status, basic).response())
             return
-        out = json.dumps(json_format.MessageToDict(response), separators=(",", ":")).encode()
+        # RFC 6749 section 5.1, not protojson: members at their default are left out
+        out = json.dumps(response_json(response), separators=(",", ":")).encode()
         await _send(send, 200, [(b"content-type", JSON_TYPE), *oauth.NO_STORE], out)
 
     # -- operations endpoints -------------------------------------------------------------

@@ -16,6 +16,10 @@ adapts the HTTP edges so stock OAuth2 clients work unchanged:
   the address, 429 with ``Retry-After``.
 
 The call itself goes through the same Pipeline as gRPC's CreateToken.
+
+``parse_token_form`` reads the requests of the RFC 7662 introspection and RFC 7009
+revocation endpoints (rest/oauth_endpoints.py) the same way: a form with ``token`` and
+an optional ``token_type_hint``, the client authenticated as at the token endpoint.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
 from accounts.v1 import session_service_pb2
@@ -41,6 +46,8 @@ from accounts_grpc.rest.transcode import load_json, merge_json, parse_query
 TOKEN_RPC = "/accounts.v1.SessionService/CreateToken"
 FORM = "application/x-www-form-urlencoded"
 PARAMS = ("grant_type", "client_id", "client_secret", "scope")
+#: the parameters of an RFC 7662 / RFC 7009 request (others are ignored, RFC 6749 §3.2)
+TOKEN_FORM_PARAMS = ("token", "token_type_hint", "client_id", "client_secret")
 NO_STORE: Headers = [(b"cache-control", b"no-store"), (b"pragma", b"no-cache")]
 
 
@@ -86,6 +93,89 @@ def parse_basic(value: str) -> tuple[str, str]:
     return unquote_plus(user), unquote_plus(password)
 
 
+def is_basic(authorization: str | None) -> bool:
+    return authorization is not None and authorization.lstrip()[:6].lower() == "basic "
+
+
+def client_credentials(client_id: str, client_secret: str,
+                       authorization: str | None) -> tuple[str, str, bool]:
+    """(client id, secret, whether HTTP Basic carried them), from the body's values and
+    the ``Authorization`` header. Only HTTP Basic authenticates a client here; another
+    scheme (say a Bearer token a client sends everywhere) is no client authentication
+    and is ignored. Both methods at once is ``invalid_request`` (RFC 6749 §2.3)."""
+    if authorization is None or not is_basic(authorization):
+        return client_id, client_secret, False
+    basic_id, basic_secret = parse_basic(authorization)
+    if client_secret:
+        raise OAuthError(400, "invalid_request",
+                         "the client authenticated with more than one method "
+                         "(HTTP Basic and client_secret in the body)")
+    if client_id and client_id != basic_id:
+        raise OAuthError(400, "invalid_request",
+                         "client_id in the body differs from the HTTP Basic user")
+    return basic_id, basic_secret, True
+
+
+def _form(body: bytes, names: tuple[str, ...]) -> dict[str, str]:
+    """The named parameters of a form body; a repeated one is ``invalid_request``."""
+    try:
+        params = parse_query(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise OAuthError(400, "invalid_request", "the form is not UTF-8") from None
+    out: dict[str, str] = {}
+    for name in names:
+        values = params.get(name)
+        if values is None:
+            continue
+        if len(values) > 1:
+            raise OAuthError(400, "invalid_request", f"parameter {name} is repeated")
+        out[name] = values[0]
+    return out
+
+
+@dataclass(frozen=True)
+class TokenForm:
+    """An RFC 7662 introspection or RFC 7009 revocation request."""
+
+    client_id: str
+    client_secret: str
+    token: str
+    token_type_hint: str
+    #: the client authenticated with HTTP Basic
+    basic: bool
+
+
+def parse_token_form(body: bytes, content_type: str, authorization: str | None,
+                     *, bearer_hint: str = "") -> TokenForm:
+    """The request of an introspection or revocation endpoint; raises OAuthError.
+
+    ``application/x-www-form-urlencoded`` only (RFC 7662 §2.1, RFC 7009 §2.1). The
+    client must authenticate (HTTP Basic or ``client_id`` and ``client_secret`` in the
+    form): without credentials, 401 ``invalid_client``; a Bearer token is not client
+    authentication (``bearer_hint`` tells the caller where a Bearer token does work).
+    ``token_type_hint`` is taken as given: a hint only (RFC 7009 §2.1), never refused.
+    """
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if ctype != FORM:
+        raise OAuthError(400, "invalid_request",
+                         f"unsupported content type {ctype!r}; send {FORM}")
+    params = _form(body, TOKEN_FORM_PARAMS)
+    client_id, client_secret, basic = client_credentials(
+        params.get("client_id", ""), params.get("client_secret", ""), authorization)
+    if not client_id or not client_secret:
+        said = "" if not authorization or basic else (
+            " (an Authorization header other than Basic is no client authentication"
+            + (f"; {bearer_hint}" if bearer_hint else "") + ")")
+        raise OAuthError(401, "invalid_client",
+                         "the client must authenticate: HTTP Basic, or client_id and "
+                         "client_secret in the form" + said)
+    token = params.get("token", "")
+    if not token.strip():
+        raise OAuthError(400, "invalid_request", "token is required")
+    return TokenForm(client_id, client_secret, token.strip(),
+                     params.get("token_type_hint", ""), basic)
+
+
 def build_request(body: bytes, content_type: str,
                   authorization: str | None) -> tuple[session_service_pb2.CreateTokenRequest, bool]:
     """The CreateTokenRequest from the HTTP request, and whether Basic was used."""
@@ -93,17 +183,8 @@ def build_request(body: bytes, content_type: str,
     ctype = content_type.split(";", 1)[0].strip().lower()
     form = ctype == FORM
     if form:
-        try:
-            params = parse_query(body.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise OAuthError(400, "invalid_request", "the form is not UTF-8") from None
-        for name in PARAMS:
-            values = params.get(name)
-            if values is None:
-                continue
-            if len(values) > 1:
-                raise OAuthError(400, "invalid_request", f"parameter {name} is repeated")
-            setattr(msg, name, values[0])
+        for name, value in _form(body, PARAMS).items():
+            setattr(msg, name, value)
     elif ctype in ("", "application/json") or ctype.endswith("+json"):
         if body.strip():
             try:
@@ -113,20 +194,8 @@ def build_request(body: bytes, content_type: str,
     else:
         raise OAuthError(400, "invalid_request",
                          f"unsupported content type {ctype!r}; send {FORM} or application/json")
-    basic = False
-    # Only HTTP Basic authenticates a client here; another scheme (say a Bearer token a
-    # client sends everywhere) is no client authentication and is ignored.
-    if authorization and authorization.lstrip()[:6].lower() == "basic ":
-        client_id, client_secret = parse_basic(authorization)
-        basic = True
-        if msg.client_secret:
-            raise OAuthError(400, "invalid_request",
-                             "the client authenticated with more than one method "
-                             "(HTTP Basic and client_secret in the body)")
-        if msg.client_id and msg.client_id != client_id:
-            raise OAuthError(400, "invalid_request",
-                             "client_id in the body differs from the HTTP Basic user")
-        msg.client_id, msg.client_secret = client_id, client_secret
+    msg.client_id, msg.client_secret, basic = client_credentials(
+        msg.client_id, msg.client_secret, authorization)
     if form and not msg.grant_type:
         raise OAuthError(400, "invalid_request", "grant_type is required")
     supported = msg.grant_type in ("", "client_credentials")
@@ -139,7 +208,8 @@ def build_request(body: bytes, content_type: str,
 
 
 def error_from_status(status: status_pb2.Status, basic: bool) -> OAuthError:
-    """A failed CreateToken call → its RFC 6749 §5.2 error."""
+    """A failed CreateToken (or introspection, revocation) call → its RFC 6749 §5.2
+    error."""
     reason = ""
     for d in status.details:
         if d.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -151,8 +221,10 @@ def error_from_status(status: status_pb2.Status, basic: bool) -> OAuthError:
     if code == code_pb2.UNAUTHENTICATED:
         return OAuthError(401, "invalid_client", status.message, basic_challenge=basic)
     if code == code_pb2.INVALID_ARGUMENT:
-        error = "unsupported_grant_type" if reason == "UNSUPPORTED_GRANT_TYPE" else (
-            "invalid_scope" if reason == "INVALID_SCOPE" else "invalid_request")
+        error = {"UNSUPPORTED_GRANT_TYPE": "unsupported_grant_type",
+                 "INVALID_SCOPE": "invalid_scope",
+                 "UNSUPPORTED_TOKEN_TYPE": "unsupported_token_type",  # RFC 7009 §2.2.1
+                 }.get(reason, "invalid_request")
         return OAuthError(400, error, status.message)
     if code == code_pb2.PERMISSION_DENIED:
         return OAuthError(400, "unauthorized_client", status.message)

@@ -32,7 +32,13 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from accounts_grpc.rest.routes import Route, routes_for
-from accounts_grpc.rest.transcode import SCALAR_MESSAGES, WRAPPERS, snake_case
+from accounts_grpc.rest.transcode import (
+    SCALAR_MESSAGES,
+    STANDARD_JSON,
+    WRAPPERS,
+    emits_null,
+    snake_case,
+)
 from accounts_grpc.rpc import registry  # imports every accounts.v1 module into the pool
 
 log = logging.getLogger("accounts_grpc.rest")
@@ -229,6 +235,21 @@ def _is_page_size(f: FieldDescriptor) -> bool:
             and "page_token" in owner.fields_by_name)
 
 
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` or ``null``: a field with presence, which responses write as ``null``
+    while it is unset (and which a request may send as ``null``, meaning unset)."""
+    if "$ref" in schema:
+        rest = {k: v for k, v in schema.items() if k != "$ref"}
+        return {"anyOf": [{"$ref": schema["$ref"]}, {"type": "null"}], **rest}
+    t = schema.get("type")
+    if isinstance(t, list):
+        if "null" not in t:
+            schema["type"] = [*t, "null"]
+    elif t is not None:
+        schema["type"] = [t, "null"]
+    return schema  # no "type" (google.protobuf.Value): null is in already
+
+
 def schema_name(full_name: str) -> str:
     prefix = PACKAGE + "."
     return full_name[len(prefix):] if full_name.startswith(prefix) else full_name
@@ -237,8 +258,10 @@ def schema_name(full_name: str) -> str:
 class SchemaBuilder:
     """Message and enum descriptors → JSON Schema (OpenAPI 3.1) components."""
 
-    def __init__(self, notes: dict[str, str]) -> None:
+    def __init__(self, notes: dict[str, str], output_only: Iterable[str] = ()) -> None:
         self.notes = notes
+        #: messages only ever sent, never received: every field they write is required
+        self.output_only = frozenset(output_only)
         self.schemas: dict[str, dict[str, Any]] = {}
         self._pending: list[Descriptor | EnumDescriptor] = []
 
@@ -312,14 +335,25 @@ class SchemaBuilder:
         return schema
 
     def _message(self, m: Descriptor) -> dict[str, Any]:
+        """A message's schema. Its JSON is grpc-gateway's (``transcode.message_json``):
+        a field with presence may be ``null``; a message that only responses carry lists
+        every field outside a oneof as required (all are always written). The messages a
+        standard shapes (``STANDARD_JSON``) require the standard's members only."""
+        standard = STANDARD_JSON.get(m.full_name)
         props: dict[str, Any] = {}
         required: list[str] = []
         for f in m.fields:
-            props[f.json_name] = self.field_schema(f)
-            if _FB.REQUIRED in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]:
+            field = self.field_schema(f)
+            props[f.json_name] = nullable(field) if emits_null(f) and standard is None \
+                else field
+            if (_FB.REQUIRED in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+                    or (m.full_name in self.output_only and f.containing_oneof is None)
+                    or (standard is not None and f.name in standard)):
                 required.append(f.json_name)
         schema: dict[str, Any] = {"type": "object"}
         note = self.notes.get(m.full_name)
+        if standard is not None:
+            note = f"{note} {STANDARD_NOTE}".strip() if note else STANDARD_NOTE
         if note:
             schema["description"] = note
         schema["properties"] = props
@@ -362,6 +396,8 @@ OAUTH2_ERROR_SCHEMA = {
     },
     "required": ["error"],
 }
+STANDARD_NOTE = ("Shaped by its standard, not by proto3 JSON: a member at its default is "
+                 "left out, except the required ones.")
 ERROR_RESPONSE = {
     "description": "An error: HTTP status from the gRPC code (grpc-gateway's table), the "
                    "status as JSON. 429 carries `Retry-After`.",
@@ -374,9 +410,19 @@ like grpc-gateway: the same RPCs, authorization and errors as over gRPC.
 - Authenticate with `Authorization: Bearer <token>`: a JWT from `POST /v1/token`
   (OAuth2 client credentials, RFC 6749 section 4.4) or a session token from
   `POST /v1/sessions`.
-- Bodies and responses are proto3 JSON: lowerCamelCase out (fields left at their
-  default are omitted, 64-bit integers are strings), either spelling in; an unknown
-  field is 400.
+- Bodies and responses are proto3 JSON as grpc-gateway v2 writes it: lowerCamelCase
+  out, either spelling in (an unknown field is 400); 64-bit integers are strings.
+- A response carries every field of its message, at its default too (`false`, `0`,
+  `""`, `[]`, `{}`, an enum's `*_UNSPECIFIED`): `"closed": false` is an account that is
+  not closed, never a field left out. A message field that is not set (a timestamp not
+  reached yet, say) is `null`; only an unset member of a oneof is left out. The schemas
+  of messages that only responses carry mark these fields `required`; error details
+  follow the same rule. A request may leave any field out.
+- Where a standard defines the JSON, the standard wins and members at their default are
+  left out: the JWK Set (`/.well-known/jwks.json`, RFC 7517: `keys` always; a key member
+  that does not apply to its key type is absent), the token response (`POST /v1/token`,
+  RFC 6749 section 5.1) and token introspection (`POST /v1/token:introspect`, RFC 7662:
+  `active` always; nothing else for an inactive token).
 - Fields not in the path or the body come from the query string: dotted names for
   nested fields, a repeated key for a list, field masks comma-separated, enums by name,
   timestamps in RFC 3339.
@@ -452,11 +498,28 @@ def _canonical(route: Route) -> tuple[Any, ...]:
     return (tuple(shape), t.verb)
 
 
+def _reachable(roots: Iterable[Descriptor], stop: Iterable[str] = ()) -> set[str]:
+    """Full names of the messages in ``roots`` and in their fields, at any depth; a
+    message named in ``stop`` is left out, and not walked into."""
+    stop = frozenset(stop)
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        m = todo.pop()
+        if m.full_name in seen or m.full_name in stop:
+            continue
+        seen.add(m.full_name)
+        todo.extend(f.message_type for f in m.fields if f.message_type is not None)
+    return seen
+
+
 class DocumentBuilder:
     def __init__(self, routes: Sequence[Route], notes: dict[str, str]) -> None:
         self.routes = routes
         self.notes = notes
-        self.schemas = SchemaBuilder(notes)
+        sent = _reachable((r.method.output_type for r in routes), stop=STANDARD_JSON)
+        received = _reachable(r.method.input_type for r in routes)
+        self.schemas = SchemaBuilder(notes, output_only=sent - received)
 
     def build(self) -> dict[str, Any]:
         paths: dict[str, dict[str, Any]] = {}
@@ -721,6 +784,71 @@ class DocumentBuilder:
                            {"type": "string"}),
             "/openapi.json": op("Operations_OpenApi", "This document.", "application/json",
                                 {"type": "object"}),
+            **self.oauth_paths(),
+        }
+
+    def oauth_paths(self) -> dict[str, Any]:
+        """The OAuth 2 endpoints that are no RPC (rest/oauth_endpoints.py): discovery
+        metadata (RFC 8414, OpenID Connect Discovery), introspection (RFC 7662) and
+        revocation (RFC 7009). Their JSON is the RFCs', not proto3 JSON."""
+        self.schemas.schemas.setdefault("OAuth2Error", OAUTH2_ERROR_SCHEMA)
+        error = {"content": {"application/json": {"schema": {"$ref": REF + "OAuth2Error"}}}}
+        metadata = {"type": "object", "description": "RFC 8414 authorization server "
+                    "metadata; issuer equals the iss of the tokens this server signs.",
+                    "required": ["issuer", "token_endpoint", "jwks_uri"],
+                    "additionalProperties": True,
+                    "properties": {k: {"type": "string"} for k in (
+                        "issuer", "token_endpoint", "jwks_uri", "introspection_endpoint",
+                        "revocation_endpoint")}}
+
+        def discovery(op_id: str, summary: str) -> dict[str, Any]:
+            return {"get": {"operationId": op_id, "summary": summary, "tags": ["OAuth2"],
+                            "security": [], "responses": {"200": {
+                                "description": "OK",
+                                "content": {"application/json": {"schema": metadata}}}}}}
+
+        def form_post(op_id: str, summary: str, ok: dict[str, Any]) -> dict[str, Any]:
+            form = {"type": "object", "required": ["token"], "properties": {
+                "token": {"type": "string"},
+                "token_type_hint": {"type": "string"},
+                "client_id": {"type": "string"},
+                "client_secret": {"type": "string"}}}
+            return {"post": {
+                "operationId": op_id, "summary": summary, "tags": ["OAuth2"],
+                "description": "Client authentication: HTTP Basic (client_secret_basic) or "
+                               "client_id and client_secret in the form "
+                               "(client_secret_post); failures count on the same limit as "
+                               "the token endpoint.",
+                "security": [],
+                "requestBody": {"required": True, "content": {
+                    "application/x-www-form-urlencoded": {"schema": form}}},
+                "responses": {
+                    "200": ok,
+                    "400": {"description": "invalid_request, unsupported_token_type or "
+                                           "unauthorized_client", **error},
+                    "401": {"description": "invalid_client", **error},
+                    "429": {"description": "temporarily_unavailable: too many failed "
+                                           "attempts (Retry-After)", **error}}}}
+
+        introspection = {"type": "object", "required": ["active"],
+                         "additionalProperties": True,
+                         "properties": {"active": {"type": "boolean"}}}
+        return {
+            "/.well-known/oauth-authorization-server": discovery(
+                "OAuth2_Metadata", "Authorization server metadata (RFC 8414)."),
+            "/.well-known/openid-configuration": discovery(
+                "OAuth2_OpenIdConfiguration", "OpenID Connect Discovery metadata (the same "
+                "document; no interactive flow exists)."),
+            "/oauth2/introspect": form_post(
+                "OAuth2_Introspect", "Token introspection (RFC 7662).",
+                {"description": "The token's state: {\"active\": false} for anything "
+                                "unknown, expired, revoked or out of the caller's reach.",
+                 "content": {"application/json": {"schema": introspection}}}),
+            "/oauth2/revoke": form_post(
+                "OAuth2_Revoke", "Token revocation (RFC 7009): session tokens; a JWT is "
+                "unsupported_token_type (rotate the client secret to revoke a client's "
+                "JWTs).",
+                {"description": "Revoked, or already invalid (RFC 7009 section 2.2)."}),
         }
 
 

@@ -1,4 +1,4 @@
-"""HTTP request parts → a request message (the gateway writes the response's JSON).
+"""HTTP request parts → a request message, and a response message → its JSON.
 
 grpc-gateway's rules, driven by the message descriptors:
 
@@ -11,10 +11,14 @@ grpc-gateway's rules, driven by the message descriptors:
   repeated; an unknown name, or one the path or the body already sets, is
   INVALID_ARGUMENT with a field violation;
 - JSON bodies are proto3 JSON (``json_format``), both spellings in, unknown fields
-  INVALID_ARGUMENT with the offending field named.
+  INVALID_ARGUMENT with the offending field named;
+- responses (and error details) are written as grpc-gateway v2's default marshaler
+  writes them: lowerCamelCase names and every field present, at its default if need be
+  (``false``, ``0``, ``""``, ``[]``, ``{}``; ``null`` for an unset message field), save
+  the few messages a standard shapes (JWKS, OAuth 2 token and introspection responses).
 
 No I/O here: the gateway hands in bytes and strings, and gets messages or
-``InvalidArgument`` back.
+``InvalidArgument`` back; it hands in response messages and gets JSON values back.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
@@ -466,3 +470,142 @@ def _json_type(value: Any) -> str:
         return "an array"
     return "an object"
 
+
+
+# -- responses ----------------------------------------------------------------------------
+#
+# grpc-gateway v2's default marshaler is protojson with ``EmitUnpopulated: true`` and
+# ``UseProtoNames: false`` (runtime/marshaler_registry.go), for responses and error
+# bodies alike. protojson then writes every field a message has (encode.go,
+# ``unpopulatedFieldRanger``): a field without presence at its default as ``false``,
+# ``0``, ``""``, ``[]`` or ``{}``; a field with presence that is unset (a singular
+# message field, a proto2 scalar) as ``null``; an unset oneof member (a proto3
+# ``optional`` field included: its synthetic oneof counts) or extension not at all.
+# Keys come in declaration order (``order.IndexNameFieldOrder``), ``@type`` first.
+# json_format's ``always_print_fields_with_no_presence`` does the first part; the
+# ``null``s and the order are done here, by a walk over the message beside its JSON.
+
+_SPECIAL_JSON = frozenset(  # well-known types with their own JSON form: nothing to add
+    f"google.protobuf.{n}"
+    for n in ("Timestamp", "Duration", "FieldMask", "Struct", "Value", "ListValue", "Empty")
+) | WRAPPERS
+_ANY = "google.protobuf.Any"
+
+#: Response messages that a standard, not protojson, shapes (they keep
+#: json_format's default: a member at its default is left out), with the members the
+#: standard requires, always written: RFC 7517 section 5 (a JWK Set has ``keys``; a JWK
+#: member that does not apply to the key type is absent, not empty), RFC 6749 section 5.1
+#: (the token response), RFC 7662 section 2.2 (``active``, and for an inactive token
+#: nothing else).
+STANDARD_JSON: dict[str, tuple[str, ...]] = {
+    "accounts.v1.GetJwksResponse": ("keys",),
+    "accounts.v1.CreateTokenResponse": ("access_token", "token_type"),
+    "accounts.v1.IntrospectTokenResponse": ("active",),
+}
+
+
+def emits_null(f: FieldDescriptor) -> bool:
+    """Whether grpc-gateway writes ``f`` as ``null`` while it is unset: a singular field
+    with presence, outside any oneof (the OpenAPI document makes these nullable)."""
+    return (not f.is_repeated and f.has_presence and f.containing_oneof is None
+            and not f.is_extension)
+
+
+# What to do with each field of a message type, in declaration order (protojson's):
+# (json name, proto name, what it holds, whether it is null when unset).
+_PLAIN, _MESSAGE, _MESSAGES, _MESSAGE_MAP = range(4)
+_Plan = tuple[tuple[str, str, int, bool], ...]
+_PLANS: dict[str, _Plan] = {}
+_ABSENT: Any = object()
+
+
+def _kind(f: FieldDescriptor) -> int:
+    mt = f.message_type
+    if mt is None or mt.full_name in _SPECIAL_JSON:
+        return _PLAIN
+    if mt.GetOptions().map_entry:
+        value = mt.fields_by_name["value"].message_type
+        return _MESSAGE_MAP if value is not None and value.full_name not in _SPECIAL_JSON \
+            else _PLAIN
+    return _MESSAGES if f.is_repeated else _MESSAGE
+
+
+def _plan(desc: Descriptor) -> _Plan:
+    plan = _PLANS.get(desc.full_name)
+    if plan is None:
+        plan = _PLANS[desc.full_name] = tuple((f.json_name, f.name, _kind(f), emits_null(f))
+                                              for f in desc.fields)
+    return plan
+
+
+def _map_key(key: Any) -> str:
+    return ("true" if key else "false") if isinstance(key, bool) else str(key)
+
+
+def _unpacked(msg: Any) -> Message | None:
+    """The message an Any holds (error details), or None for a type this process lacks."""
+    try:
+        desc = descriptor_pool.Default().FindMessageTypeByName(msg.TypeName())
+    except KeyError:
+        return None
+    inner: Message = message_factory.GetMessageClass(desc)()
+    return inner if msg.Unpack(inner) else None
+
+
+def _as_gateway(msg: Message, out: dict[str, Any]) -> dict[str, Any]:
+    """json_format's object for ``msg`` (fields without presence printed) → protojson's
+    with ``EmitUnpopulated``: an unset field with presence as ``null`` (json_format prints
+    every set field, so a missing key is an unset field), every key in declaration
+    order, ``@type`` first. Nested objects are redone in place of the old."""
+    desc: Any = msg.DESCRIPTOR
+    name = desc.full_name
+    if name in _SPECIAL_JSON:
+        return out
+    if name == _ANY:  # fields of the packed message beside "@type"
+        inner = _unpacked(msg)
+        return out if inner is None or inner.DESCRIPTOR.full_name in _SPECIAL_JSON \
+            else _as_gateway(inner, out)
+    new: dict[str, Any] = {"@type": out["@type"]} if "@type" in out else {}
+    for json_name, proto_name, kind, nullable in _plan(desc):
+        value = out.get(json_name, _ABSENT)
+        if value is _ABSENT:  # unset: null if it has presence, else (a oneof member) absent
+            if nullable:
+                new[json_name] = None
+            continue
+        if kind == _MESSAGE:
+            value = _as_gateway(getattr(msg, proto_name), value)
+        elif kind == _MESSAGES:
+            value = [_as_gateway(m, v) for m, v in zip(getattr(msg, proto_name), value,
+                                                          strict=True)]
+        elif kind == _MESSAGE_MAP:
+            value = {_map_key(k): _as_gateway(m, value[_map_key(k)])
+                     for k, m in getattr(msg, proto_name).items()}
+        new[json_name] = value
+    return new
+
+
+def message_json(msg: Message) -> dict[str, Any]:
+    """A message → its JSON object, as grpc-gateway v2 prints it (lowerCamelCase names,
+    every field written: see above), except the messages of STANDARD_JSON."""
+    desc: Any = msg.DESCRIPTOR
+    required = STANDARD_JSON.get(desc.full_name)
+    if required is not None:
+        out = json_format.MessageToDict(msg, preserving_proto_field_name=False)
+        names = [desc.fields_by_name[n].json_name for n in required]
+        if any(n not in out for n in names):  # a required member at its default
+            full = json_format.MessageToDict(msg, always_print_fields_with_no_presence=True)
+            out.update({n: full[n] for n in names if n not in out})
+        return out
+    out = json_format.MessageToDict(msg, always_print_fields_with_no_presence=True,
+                                    preserving_proto_field_name=False)
+    return _as_gateway(msg, out)
+
+
+def response_json(msg: Message, response_body: str = "") -> Any:
+    """The JSON value of a response: the whole message, or its field ``response_body``
+    (``google.api.http``'s ``response_body``), as grpc-gateway writes them."""
+    out = message_json(msg)
+    if not response_body:
+        return out
+    f: Any = msg.DESCRIPTOR.fields_by_name[response_body]
+    return out.get(f.json_name)

@@ -24,10 +24,20 @@ What a wrapped handler changes:
 - **The Pipeline** (authentication, authorization, errors, the call's log line) for
   accounts.v1 unary calls; a streaming accounts.v1 RPC (there is none) is refused, never
   served unauthenticated. Health and reflection are served as they are.
+- **The request id.** Every unary call, failed or refused as well as served, answers
+  ``x-request-id`` in its trailing metadata: the caller's own ``x-request-id`` when it is
+  well formed, a new one otherwise (``domain.call.request_id``: a malformed value is
+  replaced, never refused). For accounts.v1 the Pipeline gets it in the metadata, so the
+  call's log line names the very id the client was sent. Trailing, not initial: grpcio
+  sends a unary call's initial metadata, response and status in one batch, and
+  ``send_initial_metadata`` would split off a batch of its own, which cost about 140 µs a
+  call (GetMe, 2 cores: 0.78 ms against 0.64 ms); a unary client reads both at the same
+  moment anyway.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -41,7 +51,15 @@ from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from accounts_grpc.rpc import metrics
-from accounts_grpc.rpc.pipeline import CallFailed, Networks, Pipeline, client_address, peer_address
+from accounts_grpc.rpc.pipeline import (
+    REQUEST_ID_KEY,
+    CallFailed,
+    Networks,
+    Pipeline,
+    client_address,
+    peer_address,
+    request_id,
+)
 from accounts_grpc.rpc.status import grpc_code, status_for
 
 PACKAGE_PREFIX = "/accounts.v1."
@@ -268,6 +286,21 @@ def _identity(raw: bytes) -> bytes:
     return raw
 
 
+def _given_request_id(context: grpc.ServicerContext) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str):
+            return value
+    return None
+
+
+def _echo(context: grpc.ServicerContext, given: str | None) -> str:
+    """The call's request id (``given`` if well formed, else a new one), set as trailing
+    metadata; an abort replaces trailing metadata, so ``_abort`` adds it again."""
+    rid = request_id(given)
+    context.set_trailing_metadata(((REQUEST_ID_KEY, rid),))
+    return rid
+
+
 _Entry = tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler, grpc.RpcMethodHandler,
                CountingPool | StreamPool | None, int]
 
@@ -342,7 +375,7 @@ class PipelineInterceptor(grpc.ServerInterceptor):
         return deserializer or _identity, _message_name(method, deserializer)
 
     def _malformed(self, method: str, message: str, error: Exception,
-                   context: grpc.ServicerContext) -> NoReturn:
+                   context: grpc.ServicerContext, rid: str | None = None) -> NoReturn:
         why = _why(error)
         self._malformed_log.warning("malformed request to %s from %s: %s", method,
                                     peer_address(context.peer()), why)
@@ -351,15 +384,15 @@ class PipelineInterceptor(grpc.ServerInterceptor):
         _abort(context, status_for(
             "INVALID_ARGUMENT", f"the request is not a valid {message}: {why}",
             "MALFORMED_REQUEST", {"message_type": message},
-        ))
+        ), rid)
 
     def _parse(self, parse: Callable[[bytes], Any], raw: bytes, method: str, message: str,
-               context: grpc.ServicerContext) -> Any:
+               context: grpc.ServicerContext, rid: str | None = None) -> Any:
         """The request parsed, or the call aborted as MALFORMED_REQUEST."""
         try:
             return parse(raw)
         except MALFORMED as e:
-            self._malformed(method, message, e, context)
+            self._malformed(method, message, e, context, rid)
 
     def _pipeline_unary(self, method: str, handler: grpc.RpcMethodHandler) -> Any:
         inner = handler.unary_unary
@@ -368,15 +401,17 @@ class PipelineInterceptor(grpc.ServerInterceptor):
         parse, message = self._parser(method, handler)
 
         def unary(raw: bytes, context: grpc.ServicerContext) -> Any:
-            request = self._parse(parse, raw, method, message, context)
             metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+            # the id the client is sent is the one the Pipeline logs
+            rid = metadata[REQUEST_ID_KEY] = _echo(context, metadata.get(REQUEST_ID_KEY))
+            request = self._parse(parse, raw, method, message, context, rid)
             try:
                 return pipeline.call(
                     method, request, metadata, context.peer(), "grpc",
                     lambda req: inner(req, context),
                 )
             except CallFailed as e:
-                _abort(context, e.status)
+                _abort(context, e.status, rid)
 
         return grpc.unary_unary_rpc_method_handler(
             _on(self._lanes.unary, unary), response_serializer=handler.response_serializer)
@@ -387,7 +422,8 @@ class PipelineInterceptor(grpc.ServerInterceptor):
         parse, message = self._parser(method, handler)
 
         def unary(raw: bytes, context: grpc.ServicerContext) -> Any:
-            return inner(self._parse(parse, raw, method, message, context), context)
+            rid = _echo(context, _given_request_id(context))
+            return inner(self._parse(parse, raw, method, message, context, rid), context)
 
         return grpc.unary_unary_rpc_method_handler(
             _on(self._lanes.unary, unary), response_serializer=handler.response_serializer)
@@ -473,20 +509,31 @@ class PipelineInterceptor(grpc.ServerInterceptor):
                              peer_address(context.peer()), reason)
             if counted:
                 metrics.observe("grpc", method, code, 0.0)
-            context.abort_with_status(rpc_status)
+            context.abort_with_status(rpc_status.echoing(request_id(_given_request_id(context))))
 
         return grpc.stream_stream_rpc_method_handler(_on(self._lanes.refusals, refuse))
 
 
-def _abort(context: grpc.ServicerContext, status: status_pb2.Status) -> NoReturn:
-    context.abort_with_status(_RpcStatus(status))
+def _abort(context: grpc.ServicerContext, status: status_pb2.Status,
+           rid: str | None = None) -> NoReturn:
+    context.abort_with_status(_RpcStatus(status, rid))
     raise AssertionError("unreachable")  # abort_with_status raises
 
 
 class _RpcStatus(grpc.Status):  # type: ignore[misc]
-    """grpc.Status carrying google.rpc.Status details in ``grpc-status-details-bin``."""
+    """grpc.Status carrying google.rpc.Status details in ``grpc-status-details-bin``, and
+    the call's request id (when it has one) in ``x-request-id``."""
 
-    def __init__(self, status: Any) -> None:
+    def __init__(self, status: Any, rid: str | None = None) -> None:
         self.code = grpc_code(status)
         self.details = status.message
-        self.trailing_metadata = (("grpc-status-details-bin", status.SerializeToString()),)
+        self.trailing_metadata: tuple[tuple[str, str | bytes], ...] = (
+            ("grpc-status-details-bin", status.SerializeToString()),)
+        if rid:
+            self.trailing_metadata += ((REQUEST_ID_KEY, rid),)
+
+    def echoing(self, rid: str) -> _RpcStatus:
+        """This status, for a call whose request id is ``rid`` (nothing serialized again)."""
+        out = copy.copy(self)
+        out.trailing_metadata = (*self.trailing_metadata, (REQUEST_ID_KEY, rid))
+        return out

@@ -27,7 +27,14 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from accounts_grpc.auth.authenticate import Authenticator
-from accounts_grpc.domain.call import CallInfo, current_call, reset_call, set_call
+from accounts_grpc.domain.call import (
+    REQUEST_ID_KEY,
+    CallInfo,
+    current_call,
+    request_id,
+    reset_call,
+    set_call,
+)
 from accounts_grpc.domain.errors import DomainError, PermissionDenied
 from accounts_grpc.domain.principal import (
     Principal,
@@ -44,8 +51,8 @@ from accounts_grpc.store import errors as db
 log = logging.getLogger("accounts_grpc.calls")
 errlog = logging.getLogger("accounts_grpc.errors")
 
-__all__ = ["Admission", "CallFailed", "CallInfo", "Pipeline", "client_address",
-           "current_call", "peer_address"]
+__all__ = ["REQUEST_ID_KEY", "Admission", "CallFailed", "CallInfo", "Pipeline",
+           "client_address", "current_call", "peer_address", "request_id"]
 
 
 class CallFailed(Exception):
@@ -168,8 +175,11 @@ class Pipeline:
         code = "OK"
         principal: Principal | None = None
         token = None
-        ctok = set_call(CallInfo(method, transport, self.client_address(peer, metadata),
-                                 metadata))
+        # the edges (interceptor, REST shim) have put the id they echo in the metadata
+        # already; a caller that has not gets one made here
+        info = CallInfo(method, transport, self.client_address(peer, metadata), metadata,
+                        request_id(metadata.get(REQUEST_ID_KEY)))
+        ctok = set_call(info)
         try:
             principal = (self._admitted(method, metadata) if admitted is None
                          else admitted.principal)
@@ -230,25 +240,32 @@ class Pipeline:
             reset_call(ctok)
             elapsed = time.perf_counter() - start
             if code != "OK" or observe_ok:
-                _observe(transport, method, code, elapsed, principal)
+                _observe(info, code, elapsed, principal)
 
 
-def _observe(transport: str, method: str, code: str, elapsed: float,
-             principal: Principal | None) -> None:
+def _observe(info: CallInfo, code: str, elapsed: float, principal: Principal | None) -> None:
+    """The call's metrics and its one log line. The request id is safe to log as it is
+    (``domain.call.request_id`` lets only visible ASCII through), and so is the peer
+    (an IP address, or grpcio's own peer string)."""
+    transport, method = info.transport, info.method
     metrics.observe(transport, method, code, elapsed)
     if log.isEnabledFor(logging.INFO):
         log.info(
-            "%s %s %s %.1fms caller=%s",
+            "%s %s %s %.1fms caller=%s request_id=%s peer=%s",
             transport,
             method,
             code,
             elapsed * 1000,
             principal.user_id if principal else "-",
+            info.request_id,
+            info.peer or "-",
             extra={
                 "rpc_method": method,
                 "rpc_code": code,
                 "duration_ms": round(elapsed * 1000, 3),
                 "caller": principal.user_id if principal else None,
                 "transport": transport,
+                "request_id": info.request_id,
+                "peer": info.peer or None,
             },
         )

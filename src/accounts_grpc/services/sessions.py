@@ -26,6 +26,15 @@ RevokeSession, IntrospectToken.
 - IntrospectToken (RFC 7662) answers ``active: false`` and nothing else for any token
   that would not authenticate a call right now, and for tokens of another account
   unless the caller is ``admin``/``admin-reader``; it never changes the token's state.
+- The OAuth endpoints (rest/oauth_endpoints.py: RFC 7662 introspection, RFC 7009
+  revocation) authenticate a *client* by its credentials rather than a bearer token:
+  ``authenticate_client`` is CreateToken's check, through the same failed-attempt
+  limiter, and the caller it yields is the one the client's JWT would stand for. Then
+  introspection is IntrospectToken's rule, and ``revoke_token`` RevokeSession's: a
+  session token is revoked if the client may revoke that session; an unknown, expired
+  or revoked token needs nothing (RFC 7009 §2.2); a JWT that still works cannot be
+  revoked on its own (UNSUPPORTED_TOKEN_TYPE: it lives until its ``exp``, unless the
+  client secret is rotated, which revokes every JWT of that client).
 
 The statements are in store/sessions.py; here are the rules.
 """
@@ -41,6 +50,8 @@ from accounts_grpc.domain import policy
 from accounts_grpc.domain.call import current_call
 from accounts_grpc.domain.errors import (
     InvalidArgument,
+    NotFound,
+    PermissionDenied,
     Unauthenticated,
     not_found,
 )
@@ -94,6 +105,16 @@ class TokenInfo:
 INACTIVE = TokenInfo(active=False)
 
 
+@dataclass(frozen=True)
+class Issuer:
+    """What the authorization-server metadata (RFC 8414) says of the tokens."""
+
+    #: the ``iss`` of every JWT this server signs, exactly
+    issuer: str
+    #: the ``alg`` of the keys that verify tokens now (the JWKS), newest key first
+    signing_algs: tuple[str, ...]
+
+
 class SessionsService:
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
@@ -137,10 +158,35 @@ class SessionsService:
             generation=generation,
         )
 
+    def authenticate_client(self, client_id: str, client_secret: str) -> Principal:
+        """The caller of an OAuth endpoint that authenticates clients (RFC 7662, RFC 7009).
+
+        CreateToken's own check, so the same failed-attempt limiter counts it (a wrong
+        secret here is one more failure of that client at that address), and the caller
+        is the one the client's JWT would stand for: built by the one authenticator, from
+        the database now, rather than by a second copy of its rules. The JWT made on the
+        way is never shown to anyone.
+        """
+        issued = self.create_token(client_id, client_secret)
+        try:
+            return self.deps.authn.principal_for_token(issued.token, touch=False)
+        except Unauthenticated:  # the user was deleted, or its secret rotated, meanwhile
+            raise Unauthenticated("invalid client credentials", reason="INVALID_CLIENT") from None
+
     # -- GetJwks ---------------------------------------------------------------------------
     def jwks(self) -> list[dict[str, Any]]:
         """The public keys that verify tokens now (RFC 7517 members), newest first."""
         return self.deps.keys.jwks()
+
+    def issuer(self) -> Issuer:
+        """The issuer and signing algorithms the OAuth metadata documents."""
+        algs: list[str] = []
+        for key in self.jwks():
+            alg = key.get("alg")
+            if isinstance(alg, str) and alg not in algs:
+                algs.append(alg)
+        return Issuer(self.deps.settings.issuer,
+                      tuple(algs) or (self.deps.settings.signing_alg,))
 
     # -- CreateSession ---------------------------------------------------------------------
     def create_session(
@@ -234,31 +280,74 @@ class SessionsService:
             scope = repo.session_scope(uow.conn, session_id)
             if scope is None:
                 raise not_found("session", "id", session_id)
-            target = policy.Target(
-                account_id=scope.account_id,
-                consultancy_account_id=scope.consultancy_account_id,
-                account_closed=bool(scope.closed),
-                user_id=scope.user_id,
-                user_kind=scope.kind,
-            )
-            authorize_user(
-                uow.conn, p, policy.Action.USER_SELF, target, scope.roles,
-                what="session", key=session_id,
-            )
-            if scope.revoke_time is None:
-                repo.revoke(uow.conn, session_id, now=now_us())
-                audit.record(
-                    uow,
-                    account_id=scope.account_id,
-                    actor_user_id=p.user_id,
-                    action="session.revoke",
-                    resource_type="Session",
-                    resource_id=session_id,
-                    changed_fields=["revoke_time"],
-                )
+            self._revoke(uow, p, scope)
             row = repo.session_by_id(uow.conn, session_id)
             uow.commit()
         return row
+
+    def _revoke(self, uow: UnitOfWork, p: Principal, scope: Any) -> None:
+        """RevokeSession's rule and write, for the session ``scope`` describes."""
+        session_id = scope.id
+        target = policy.Target(
+            account_id=scope.account_id,
+            consultancy_account_id=scope.consultancy_account_id,
+            account_closed=bool(scope.closed),
+            user_id=scope.user_id,
+            user_kind=scope.kind,
+        )
+        authorize_user(
+            uow.conn, p, policy.Action.USER_SELF, target, scope.roles,
+            what="session", key=session_id,
+        )
+        if scope.revoke_time is None:
+            repo.revoke(uow.conn, session_id, now=now_us())
+            audit.record(
+                uow,
+                account_id=scope.account_id,
+                actor_user_id=p.user_id,
+                action="session.revoke",
+                resource_type="Session",
+                resource_id=session_id,
+                changed_fields=["revoke_time"],
+            )
+
+    def revoke_token(self, p: Principal, token: str) -> bool:
+        """RFC 7009 for the client ``p``: revoke the session a session token opens.
+
+        True if it was revoked now; False if there was nothing to revoke (an unknown,
+        expired or revoked token, or one of a closed account: RFC 7009 §2.2 answers
+        such a request as a success). A session the client may not revoke by
+        RevokeSession's rule (its user is another tenant's, or outranks the client) is
+        PERMISSION_DENIED: the token goes on working, so the client must not be told it
+        was revoked. A JWT that still works is INVALID_ARGUMENT UNSUPPORTED_TOKEN_TYPE
+        (RFC 7009 §2.2.1).
+        """
+        token = token.strip()
+        if not token:
+            raise InvalidArgument.field("token", "is required")
+        try:
+            q = self.deps.authn.principal_for_token(token, touch=False)
+        except Unauthenticated:
+            return False
+        if q.token_type != "session" or not q.session_id:
+            raise InvalidArgument.field(
+                "token",
+                "a JWT access token cannot be revoked on its own: it works until its exp "
+                "(rotating the client secret revokes every JWT of that client)",
+                reason="UNSUPPORTED_TOKEN_TYPE",
+            )
+        with self.deps.db.write() as uow:
+            scope = repo.session_scope(uow.conn, q.session_id)
+            if scope is None or scope.revoke_time is not None:
+                return False  # deleted or revoked since it was looked up
+            try:
+                self._revoke(uow, p, scope)
+            except NotFound:  # the client may not even see the session's user
+                raise PermissionDenied(
+                    "this client may not revoke that token", reason="SESSION_NOT_REVOCABLE"
+                ) from None
+            uow.commit()
+        return True
 
     # -- IntrospectToken -------------------------------------------------------------------
     def introspect(self, p: Principal, token: str) -> TokenInfo:
