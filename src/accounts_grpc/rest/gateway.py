@@ -47,6 +47,14 @@ from prometheus_client import generate_latest
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.validate import FORBIDDEN_CHARS
 from accounts_grpc.rest import oauth
+from accounts_grpc.rest.asgi import (
+    BodyTooLarge,
+    ClientGone,
+    Receive,
+    Scope,
+    Send,
+    read_body,
+)
 from accounts_grpc.rest.errors import Headers, error_response, shim_status
 from accounts_grpc.rest.oauth_endpoints import Networks, OAuthEndpoints
 from accounts_grpc.rest.openapi import render
@@ -71,9 +79,6 @@ SHUTTING_DOWN = status_for(
     "UNAVAILABLE", "the server stopped before the call finished; its outcome is unknown "
     "(a create with a request_id can be retried safely)", "SHUTTING_DOWN")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 JSON_TYPE = b"application/json"
 METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
@@ -139,14 +144,6 @@ class GatewayConfig:
             jwks_max_age=settings.jwks_max_age,
             trusted_proxies=settings.proxy_networks(),
         )
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class ClientGone(Exception):
-    pass
 
 
 def _unimplemented(rpc: str) -> CallFailed:
@@ -216,26 +213,6 @@ async def _send(send: Send, status: int, headers: Headers, body: bytes) -> None:
     headers.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-async def _read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
-    if declared is not None and declared > limit:
-        raise BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Gateway:
@@ -433,7 +410,7 @@ class Gateway:
                 await _send(send, *error_response(e.status))
                 return
             try:
-                body = await asyncio.wait_for(_read_body(receive, self.max_body, length),
+                body = await asyncio.wait_for(read_body(receive, self.max_body, length),
                                               self.body_timeout)
             except BodyTooLarge:
                 await self._too_large(route, send, start)
@@ -504,7 +481,7 @@ class Gateway:
         metadata, ctype, length = self._headers(scope)
         authorization = metadata.pop("authorization", None)  # credentials, not a bearer token
         try:
-            body = await _read_body(receive, self.max_body, length)
+            body = await read_body(receive, self.max_body, length)
         except BodyTooLarge:
             metrics.observe("rest", route.rpc, "RESOURCE_EXHAUSTED", time.perf_counter() - start)
             err = oauth.OAuthError(413, "invalid_request",

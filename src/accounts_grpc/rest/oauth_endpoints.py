@@ -58,6 +58,7 @@ from urllib.parse import urlsplit
 
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.rest import oauth
+from accounts_grpc.rest.asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body
 from accounts_grpc.rest.errors import Headers, error_response, shim_status
 from accounts_grpc.rpc import metrics
 from accounts_grpc.rpc.pipeline import Admission, CallFailed
@@ -65,9 +66,6 @@ from accounts_grpc.services.sessions import Issuer, SessionsService, TokenInfo
 
 log = logging.getLogger("accounts_grpc.rest")
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 Handler = Callable[[Scope, Receive, Send], Awaitable[int]]
 Networks = Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
 
@@ -196,32 +194,6 @@ def introspection_document(info: TokenInfo) -> dict[str, Any]:
 # -- the endpoints ----------------------------------------------------------------------------
 
 
-class ClientGone(Exception):
-    pass
-
-
-async def _read_body(receive: Receive, limit: int, declared: int | None) -> bytes:
-    """The request body, refused (413) past ``limit`` bytes, declared or received."""
-    too_large = oauth.OAuthError(413, "invalid_request",
-                                 f"the request body is larger than {limit} bytes")
-    if declared is not None and declared > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
 class OAuthEndpoints:
     """The handlers, by path, for the gateway's table of non-RPC paths (each answers and
     returns its HTTP status). The gateway lends what it shares with every call: the
@@ -335,8 +307,12 @@ class OAuthEndpoints:
             if scope.get("query_string"):
                 raise oauth.OAuthError(400, "invalid_request",
                                        "send the parameters in the body, not the query string")
-            body = await asyncio.wait_for(_read_body(receive, self.max_body, length),
-                                          self.body_timeout)
+            try:
+                body = await asyncio.wait_for(read_body(receive, self.max_body, length),
+                                              self.body_timeout)
+            except BodyTooLarge:
+                raise oauth.OAuthError(413, "invalid_request", "the request body is larger "
+                                       f"than {self.max_body} bytes") from None
             form = oauth.parse_token_form(body, ctype, authorization, bearer_hint=BEARER_HINT)
         except ClientGone:
             return 499
