@@ -363,6 +363,9 @@ class App:
         self.start()
         if ready is not None:
             ready()
-        while not stop.wait(3600):
+        # short waits: a process-directed signal may be delivered to one of grpc's or
+        # uvicorn's threads, and then the Python handler runs only when this (the main)
+        # thread next runs bytecode; a long wait would hold the drain back for its length
+        while not stop.wait(0.25):
             pass
         self.stop()
