@@ -14,7 +14,7 @@ SERVE_FLAGS = $(strip $(if $(GRPC_PORT),--grpc-port $(GRPC_PORT)) \
 FUZZ_EXAMPLES ?= 200
 FUZZ_SEED ?= random
 
-.PHONY: serve test fuzz gen lint bench openapi clean venv check-gen
+.PHONY: serve test fuzz gen lint bench openapi clean venv check-gen proto-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# build/proto-deps (the google/api protos ours import, from googleapis-common-protos) and
+# build/proto-released (protos/ at protos/RELEASED): plain `buf lint`, `buf build` and
+# `buf breaking --against build/proto-released` work offline, see buf.yaml
+proto-deps: $(STAMP)
+	$(PY) scripts/protogen.py deps
 
 $(BUF): package.json
 	npm install --no-audit --no-fund --silent
@@ -33,7 +39,7 @@ $(BUF): package.json
 serve: $(STAMP)
 	ACCOUNTS_PRINT_BOOTSTRAP="$${ACCOUNTS_PRINT_BOOTSTRAP:-true}" $(PY) -m accounts_grpc.cli serve $(SERVE_FLAGS)
 
-test: $(STAMP) $(BUF)
+test: $(STAMP) $(BUF) proto-deps
 	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # The fuzz tests of `make test`, longer: FUZZ_EXAMPLES cases per REST operation and per RPC,
@@ -44,7 +50,7 @@ fuzz: $(STAMP)
 		$(PYTEST_ARGS)
 
 # gen/ from the protos, then what the REST side is documented from (scripts/openapigen.py)
-gen: $(STAMP)
+gen: $(STAMP) proto-deps
 	$(PY) scripts/protogen.py gen
 	$(PY) scripts/openapigen.py descriptors
 	$(PY) scripts/openapigen.py openapi
@@ -53,8 +59,9 @@ check-gen: $(STAMP)
 	$(PY) scripts/protogen.py check
 	$(PY) scripts/openapigen.py check
 
-lint: $(STAMP) $(BUF)
+lint: $(STAMP) $(BUF) proto-deps
 	$(PY) scripts/protogen.py lint
+	$(PY) scripts/protogen.py breaking
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports --no-cache

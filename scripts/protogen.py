@@ -5,23 +5,31 @@ Usage (from anywhere; paths are relative to the repository root):
 
     python scripts/protogen.py gen                   # regenerate gen/accounts
     python scripts/protogen.py check                 # exit 1 if gen/ is stale
+    python scripts/protogen.py deps                  # lay down build/proto-deps, proto-released
     python scripts/protogen.py lint                  # buf lint (STANDARD + COMMENTS)
-    python scripts/protogen.py breaking --against REF  # buf breaking vs a git ref
+    python scripts/protogen.py breaking [--against REF]  # buf breaking vs protos/RELEASED or REF
 
 Code generation uses ``python -m grpc_tools.protoc`` (the protoc bundled with
 grpcio-tools, which also ships the google/protobuf well-known types) with
-googleapis-common-protos for ``google/api/*.proto``. buf's remote
-dependencies (BSR) are not reachable, so lint and breaking run on a
-FileDescriptorSet image built by protoc. Only the standard library and
-grpc_tools are used.
+googleapis-common-protos for ``google/api/*.proto``. buf's remote dependencies (BSR)
+are not reachable, so ``deps`` copies the google/api protos ours import from that
+package into build/proto-deps/, the second module of buf.yaml: plain ``buf lint``,
+``buf build`` and ``buf breaking`` then work from the root. A git input
+(``--against .git#ref=...``) cannot work, since build/ is not in git, so ``deps`` also
+lays down build/proto-released/: protos/ at the commit named in protos/RELEASED, with
+those deps, for ``buf breaking --against build/proto-released``. Only the standard
+library and grpc_tools are used.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
+import re
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -30,10 +38,18 @@ PROTO_ROOT = ROOT / "protos"
 GEN_ROOT = ROOT / "gen"
 PACKAGE_DIR = "accounts"  # gen/accounts, importable as the top-level package `accounts`
 BUILD_DIR = ROOT / "build"
-IMAGE = BUILD_DIR / "image.binpb"
+DEPS_DIR = BUILD_DIR / "proto-deps"  # google/api/*.proto, buf.yaml's second module
+RELEASED_DIR = BUILD_DIR / "proto-released"  # the contract at RELEASED_MARKER, with its deps
+RELEASED_MARKER = PROTO_ROOT / "RELEASED"  # the last commit whose protos are released
 BUF = ROOT / "node_modules" / ".bin" / "buf"
-BUF_CONFIG = ROOT / "buf.yaml"
-LINT_PATH = "accounts"  # lint our files only, not the google/* imports in the image
+IMPORT = re.compile(r'^import\s+(?:public\s+|weak\s+)?"([^"]+)"\s*;', re.MULTILINE)
+# buf.yaml of an against tree (no lint or breaking rules: the input's apply).
+AGAINST_BUF_YAML = b"""# Written by scripts/protogen.py: a released contract, for buf breaking.
+version: v2
+modules:
+  - path: protos
+  - path: deps
+"""
 
 # Files gen/ holds besides protoc's output (the before-stop hook ignores them).
 EXTRA_FILES = {
@@ -160,31 +176,95 @@ def ensure_buf() -> Path:
     return BUF
 
 
-def build_image(out: Path, proto_root: Path = PROTO_ROOT) -> None:
-    """Write a buf image (a FileDescriptorSet with imports and source info) to `out`."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Write aside and rename, so a concurrent lint never reads a half-written image.
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", dir=out.parent)
-    os.close(fd)
-    try:
-        protoc(
-            ["--include_imports", "--include_source_info", f"--descriptor_set_out={tmp}"],
-            proto_root,
-        )
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def googleapis_closure() -> dict[str, bytes]:
+    """The google/* protos that ours import, transitively, by import path. The
+    google/protobuf well-known types are left out: buf and protoc carry their own."""
+    source = googleapis_include()
+    ours = (path.read_text() for path in PROTO_ROOT.rglob("*.proto"))
+    wanted = [name for text in ours for name in IMPORT.findall(text)]
+    found: dict[str, bytes] = {}
+    while wanted:
+        name = wanted.pop()
+        if name in found or not name.startswith("google/") or name.startswith("google/protobuf/"):
+            continue
+        if not (source / name).is_file():
+            sys.exit(f"protogen: {name} is not in googleapis-common-protos ({source})")
+        found[name] = (source / name).read_bytes()
+        wanted += IMPORT.findall(found[name].decode())
+    return found
+
+
+def released_ref() -> str:
+    ref = RELEASED_MARKER.read_text().strip() if RELEASED_MARKER.is_file() else ""
+    if not ref:
+        sys.exit(f"protogen: {RELEASED_MARKER.relative_to(ROOT)} names no commit")
+    return ref
+
+
+def protos_at(ref: str) -> dict[str, bytes]:
+    """protos/*.proto as commit `ref` has them, read with git archive (no checkout)."""
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "protos"], cwd=ROOT, capture_output=True
+    )
+    if archive.returncode != 0:
+        sys.stderr.write(archive.stderr.decode(errors="replace"))
+        sys.exit(f"protogen: cannot read protos/ at {ref!r} (a commit of this clone's history)")
+    files: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        for member in tar.getmembers():
+            content = tar.extractfile(member) if member.name.endswith(".proto") else None
+            if content is not None:
+                files[member.name] = content.read()
+    return files
+
+
+def against_tree(ref: str, deps: dict[str, bytes]) -> dict[str, bytes]:
+    """A buf workspace of the contract at `ref`: its protos/ and today's google/api deps."""
+    named_deps = {f"deps/{name}": content for name, content in deps.items()}
+    return {"buf.yaml": AGAINST_BUF_YAML, **named_deps, **protos_at(ref)}
+
+
+def sync_tree(root: Path, files: dict[str, bytes]) -> None:
+    """Make root hold exactly `files`. Each is written aside and renamed into place, and an
+    unchanged one is left alone, so a buf run in a parallel test never reads a partial tree."""
+    for rel, content in files.items():
+        path = root / rel
+        if path.is_file() and path.read_bytes() == content:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+        os.replace(tmp, path)
+    for path in root.rglob("*"):
+        stale = path.relative_to(root).as_posix() not in files and not path.name.startswith(".")
+        if path.is_file() and stale:
+            path.unlink()
+
+
+def lay_deps() -> dict[str, bytes]:
+    deps = googleapis_closure()
+    sync_tree(DEPS_DIR, deps)
+    sync_tree(RELEASED_DIR, against_tree(released_ref(), deps))
+    return deps
+
+
+def cmd_deps(_: argparse.Namespace) -> int:
+    lay_deps()
+    print(
+        f"protogen: {DEPS_DIR.relative_to(ROOT)}/ (google/api) and "
+        f"{RELEASED_DIR.relative_to(ROOT)}/ (protos/ at {released_ref()[:12]}) are laid down"
+    )
+    return 0
 
 
 def run_buf(args: list[str]) -> int:
-    result = subprocess.run([str(ensure_buf()), *args, "--config", str(BUF_CONFIG)], cwd=ROOT)
-    return result.returncode
+    return subprocess.run([str(ensure_buf()), *args], cwd=ROOT).returncode
 
 
 def cmd_lint(_: argparse.Namespace) -> int:
-    build_image(IMAGE)
-    rc = run_buf(["lint", str(IMAGE), "--path", LINT_PATH])
+    lay_deps()
+    rc = run_buf(["lint"])
     if rc == 0:
         print("protogen: buf lint (STANDARD + COMMENTS) passed")
     else:
@@ -193,20 +273,15 @@ def cmd_lint(_: argparse.Namespace) -> int:
 
 
 def cmd_breaking(ns: argparse.Namespace) -> int:
-    build_image(IMAGE)
-    against = BUILD_DIR / "against.binpb"
+    deps = lay_deps()
+    ref = ns.against or released_ref()
     with tempfile.TemporaryDirectory(prefix="protogen-against-") as tmp:
-        archive = subprocess.run(
-            ["git", "archive", "--format=tar", ns.against, "protos"], cwd=ROOT, capture_output=True
-        )
-        if archive.returncode != 0:
-            sys.stderr.write(archive.stderr.decode(errors="replace"))
-            sys.exit(f"protogen: cannot read protos/ at {ns.against!r}")
-        subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-        build_image(against, Path(tmp, "protos"))
-    rc = run_buf(["breaking", str(IMAGE), "--against", str(against), "--path", LINT_PATH])
+        sync_tree(Path(tmp), against_tree(ref, deps))
+        rc = run_buf(["breaking", "--against", tmp])
     if rc == 0:
-        print(f"protogen: no breaking changes against {ns.against}")
+        print(f"protogen: no breaking changes against {ref}")
+    else:
+        print(f"protogen: breaking changes against {ref} (exit {rc})", file=sys.stderr)
     return rc
 
 
@@ -215,9 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("gen", help="regenerate gen/accounts from protos/").set_defaults(func=cmd_gen)
     sub.add_parser("check", help="fail if gen/ is stale").set_defaults(func=cmd_check)
-    sub.add_parser("lint", help="buf lint a protoc-built image").set_defaults(func=cmd_lint)
+    sub.add_parser("deps", help="lay down build/proto-deps and build/proto-released").set_defaults(
+        func=cmd_deps
+    )
+    sub.add_parser("lint", help="buf lint").set_defaults(func=cmd_lint)
     breaking = sub.add_parser("breaking", help="buf breaking against a git ref")
-    breaking.add_argument("--against", default="origin/main", help="git ref (default origin/main)")
+    breaking.add_argument("--against", help="git ref (default: the commit in protos/RELEASED)")
     breaking.set_defaults(func=cmd_breaking)
     ns = parser.parse_args(argv)
     return int(ns.func(ns))

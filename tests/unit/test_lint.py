@@ -1,6 +1,6 @@
 """The code stays lint-clean: ruff, mypy and the import contracts (lint-imports, the
-layers in pyproject.toml) run as part of the suite (buf lint and the freshness of gen/
-are in test_protos.py)."""
+layers in pyproject.toml) run as part of the suite (buf lint is in test_buf.py, the
+freshness of gen/ in test_protos.py)."""
 
 from __future__ import annotations
 
