@@ -7,6 +7,8 @@ Whatever a generated request holds, these must hold of its answer:
 - a 4xx/5xx body is the documented error ``{"code": int, "message": str, "details":
   [...]}`` (``error_body_shape``), except the RFC 6749 errors of the OAuth token endpoint
   (``{"error", "error_description"}``) and ``/.well-known/jwks.json``;
+- an error status is one the operation lists, not one left to its ``default``
+  (``error_status_listed``): the document names what each operation answers;
 - a secured operation authenticates before it reads the request: a negative case sent
   again without credentials is 401 (``authenticates_first``);
 - schemathesis's own checks: documented status codes, content types, headers and
@@ -60,6 +62,8 @@ TOKEN_PATH = "/v1/token"
 #: the OAuth 2 endpoints whose errors are RFC 6749 error objects (RFC 7662, RFC 7009)
 OAUTH_PATHS = {TOKEN_PATH, "/oauth2/introspect", "/oauth2/revoke"}
 JWKS_PATH = "/.well-known/jwks.json"
+#: the statuses whose body is an RFC 6749 error there (a 405 or 431 is a Status)
+OAUTH_STATUSES = {400, 401, 408, 413, 429, 503}
 OAUTH_ERRORS = {"invalid_request", "invalid_client", "unsupported_grant_type",
                 "unauthorized_client", "invalid_scope", "temporarily_unavailable",
                 "server_error", "unsupported_token_type"}
@@ -201,14 +205,14 @@ def flatmap_query(context: schemathesis.HookContext,
 
 def error_body_shape(ctx: CheckContext, response: Response, case: Case) -> bool | None:
     """A 4xx/5xx body is google.rpc.Status JSON, as grpc-gateway writes it (RFC 6749's
-    error object for the OAuth 2 endpoints' 400, 401 and 429)."""
+    error object for the OAuth 2 endpoints' own errors)."""
     if response.status_code < 400 or case.path == JWKS_PATH:
         return None
     content_type = (response.headers.get("content-type") or [""])[0]
     assert content_type.startswith("application/json"), \
         f"{response.status_code} with content-type {content_type!r}: {response.text[:200]}"
     body = response.json()
-    if case.path in OAUTH_PATHS and response.status_code in (400, 401, 429):
+    if case.path in OAUTH_PATHS and response.status_code in OAUTH_STATUSES:
         assert isinstance(body, dict) and body.get("error") in OAUTH_ERRORS, \
             f"{response.status_code} is not an RFC 6749 error: {str(body)[:300]}"
         assert isinstance(body.get("error_description", ""), str), body
@@ -218,6 +222,19 @@ def error_body_shape(ctx: CheckContext, response: Response, case: Case) -> bool 
     assert type(body["code"]) is int, f"code is not an integer: {body!r}"
     assert isinstance(body["message"], str), f"message is not a string: {body!r}"
     assert isinstance(body["details"], list), f"details is not a list: {body!r}"
+    return True
+
+
+def error_status_listed(ctx: CheckContext, response: Response, case: Case) -> bool | None:
+    """An error the operation answers is one of the statuses its responses list (each a
+    shared response of components/responses), not one only ``default`` covers."""
+    if response.status_code < 400 or case.method.upper() != case.operation.method.upper():
+        return None  # a method the path does not serve: the path's 405
+    listed = case.operation.definition.raw["responses"]
+    assert str(response.status_code) in listed, (
+        f"{case.operation.method.upper()} {case.operation.path} answered "
+        f"{response.status_code}, which it does not list ({', '.join(listed)}): "
+        f"{_message(response.text)}")
     return True
 
 
@@ -300,7 +317,8 @@ def test_rest_fuzz(case: Case, fuzz_server: Server) -> None:
               str(response.status_code))
     case.validate_response(
         response, headers=headers, transport_kwargs={"base_url": fuzz_server.http_url},
-        additional_checks=[error_body_shape, authenticates_first, allow_lists_the_routes])
+        additional_checks=[error_body_shape, error_status_listed, authenticates_first,
+                           allow_lists_the_routes])
 
 
 # -- NUL in every string ----------------------------------------------------------------------
@@ -386,7 +404,8 @@ def test_rest_nul_in_every_string(fuzz_server: Server, label: str) -> None:
         response = case.call(base_url=fuzz_server.http_url)
         TALLY.add(label, "nul", str(response.status_code))
         try:
-            case.validate_response(response, checks=[not_a_server_error, error_body_shape],
+            case.validate_response(response, checks=[not_a_server_error, error_body_shape,
+                                                   error_status_listed],
                                    transport_kwargs={"base_url": fuzz_server.http_url})
         except FailureGroup as group:
             titles = "; ".join(sorted({f.title for f in group.exceptions}))

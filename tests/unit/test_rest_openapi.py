@@ -6,12 +6,14 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from openapi_spec_validator import validate
 
-from accounts_grpc.rest import openapi
+from accounts_grpc.rest import errors, openapi
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPIGEN = ROOT / "scripts" / "openapigen.py"
@@ -36,7 +38,7 @@ def test_openapi_has_comments_schemas_and_security() -> None:
     doc = openapi.document()
     schemas = doc["components"]["schemas"]
     for name in ("Account", "User", "UserGroup", "Partition", "Session", "Jwk", "AuditEvent",
-                 "GetAccountRequest", "CreateTokenResponse", "Status", "UserKind"):
+                 "CreateAccountRequest", "CreateTokenResponse", "Status", "UserKind"):
         assert name in schemas, name
     assert schemas["Account"]["description"].startswith("An Account is")
     assert schemas["Account"]["properties"]["createTime"]["readOnly"] is True
@@ -46,8 +48,9 @@ def test_openapi_has_comments_schemas_and_security() -> None:
     get = doc["paths"]["/v1/accounts/{id}"]["get"]
     assert get["operationId"] == "AccountService_GetAccount"
     assert get["description"].startswith("Gets an account")
-    assert get["responses"]["default"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/Status"}
+    assert get["responses"]["default"] == {"$ref": "#/components/responses/Error"}
+    assert doc["components"]["responses"]["Error"]["content"]["application/json"][
+        "schema"] == {"$ref": "#/components/schemas/Status"}
     assert doc["paths"]["/v1/token"]["post"]["security"] == []
     assert doc["paths"]["/.well-known/jwks.json"]["get"]["security"] == []
     assert "security" not in doc["paths"]["/v1/me"]["get"]  # the global bearer applies
@@ -146,3 +149,109 @@ def test_page_sizes_are_non_negative() -> None:
              for p in op.get("parameters", ()) if p["name"] == "pageSize"]
     assert len(sizes) >= 10
     assert all(p["schema"]["minimum"] == 0 for p in sizes)
+
+
+def _refs(node: Any) -> Iterator[str]:
+    """Every ``$ref`` in a part of the document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "$ref" and isinstance(v, str):
+                yield v
+            else:
+                yield from _refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _refs(v)
+
+
+def test_no_unused_components() -> None:
+    """Every schema and response in components is reached from some operation, directly
+    or through other components (redocly's no-unused-components, which counts a schema
+    used by an unused one as used; this walk does not)."""
+    doc = openapi.document()
+    components = doc["components"]
+    reached: set[str] = set()
+    todo = list(_refs(doc["paths"]))
+    while todo:
+        ref = todo.pop()
+        if ref in reached:
+            continue
+        reached.add(ref)
+        _, _, kind, name = ref.split("/")
+        todo.extend(_refs(components[kind][name]))
+    for kind in ("schemas", "responses"):
+        defined = {f"#/components/{kind}/{name}" for name in components[kind]}
+        assert defined - reached == set(), f"unused {kind}"
+        assert {r for r in reached if r.startswith(f"#/components/{kind}/")} <= defined
+
+
+def _operations(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            yield f"{method.upper()} {path}", op
+
+
+def _body_schema(doc: dict[str, Any], response: dict[str, Any]) -> str:
+    """The name of the schema of an error response's JSON body."""
+    if "$ref" in response:
+        response = doc["components"]["responses"][response["$ref"].rsplit("/", 1)[-1]]
+    return str(response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1])
+
+
+# What the shim can answer besides grpc-gateway's table: a late body (408), a large body
+# (413), a large head (431), the wrong method (405, a path's, not an operation's).
+SHIM_STATUSES = {408, 413, 431}
+OAUTH_OPERATIONS = {"POST /v1/token", "POST /oauth2/introspect", "POST /oauth2/revoke"}
+
+
+def test_every_operation_describes_its_errors() -> None:
+    """Each operation lists the 4xx and 5xx statuses it can answer and a ``default``, each
+    a shared response of components/responses: a Status for the transcoded RPCs, an RFC
+    6749 error for the OAuth 2 endpoints (431, refused with the head before any route, is
+    a Status everywhere); only statuses the shim can answer at all."""
+    doc = openapi.document()
+    possible = {str(s) for s in (*errors.HTTP_STATUS.values(), *SHIM_STATUSES) if s >= 400}
+    rpc_tags = {t["name"] for t in doc["tags"]} - {"Operations", "OAuth2"}
+    statuses: dict[str, set[str]] = {}
+    for where, op in _operations(doc):
+        responses = op["responses"]
+        failures = {s for s in responses if s == "default" or int(s) >= 400}
+        assert "default" in failures, where
+        assert any(s.startswith("4") for s in failures), f"{where}: no 4xx"
+        assert failures - {"default"} <= possible, where
+        statuses[where] = failures - {"default"}
+        for status in failures:
+            if where == "GET /readyz" and status == "503":
+                assert _body_schema(doc, responses[status]) == "Readiness"
+                continue
+            assert set(responses[status]) == {"$ref"}, f"{where} {status}: inline"
+            expected = ("OAuth2Error" if where in OAUTH_OPERATIONS and status != "431"
+                        else "Status")
+            assert _body_schema(doc, responses[status]) == expected, f"{where} {status}"
+        if op["tags"][0] in rpc_tags and where not in OAUTH_OPERATIONS:
+            assert {"400", "431", "503"} <= statuses[where], where
+            assert ("401" in statuses[where]) == (op.get("security") != []), where
+            assert ({"408", "413"} <= statuses[where]) == ("requestBody" in op), where
+            assert "429" not in statuses[where], f"{where}: only client auth is rate limited"
+    assert all("412" not in s for s in statuses.values())  # FAILED_PRECONDITION is 400
+    assert statuses["GET /v1/me"] == {"400", "401", "431", "503"}
+    assert statuses["GET /.well-known/jwks.json"] == {"400", "431", "503"}
+    assert statuses["POST /v1/accounts/{account_id}/userGroups"] == {
+        "400", "401", "403", "404", "408", "409", "413", "431", "503"}
+    assert statuses["PATCH /v1/accounts/{id}"] >= {"403", "404", "409"}
+    assert statuses["GET /v1/accounts/{id}"] == {"400", "401", "404", "431", "503"}
+    assert "404" in statuses["GET /v1/accounts:lookup"]  # by email
+    assert {"403", "404"} <= statuses["POST /v1/sessions"]  # the user is in the body
+    assert {"403", "404"} <= statuses["GET /v1/users/{user_id}/sessions"]
+    assert "409" not in statuses["DELETE /v1/sessions/{id}"]
+    assert "403" not in statuses["POST /v1/token:introspect"]
+    assert "403" in statuses["GET /v1/accounts/{account_id}/auditlog"]  # a role
+    assert statuses["POST /v1/token"] == {"400", "401", "413", "429", "431", "503"}
+    assert statuses["POST /oauth2/revoke"] == {"400", "401", "408", "413", "429", "431", "503"}
+    assert statuses["GET /healthz"] == {"431"}
+    assert statuses["GET /readyz"] == {"431", "503"}
+    shared = doc["components"]["responses"]
+    assert shared["Unauthenticated"]["headers"]["WWW-Authenticate"]["required"] is True
+    assert shared["OAuth2TooManyAttempts"]["headers"]["Retry-After"]["required"] is True
+    enum = doc["components"]["schemas"]["OAuth2Error"]["properties"]["error"]["enum"]
+    assert "unsupported_token_type" in enum  # RFC 7009, from /oauth2/revoke

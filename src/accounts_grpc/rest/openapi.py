@@ -31,6 +31,8 @@ from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from accounts_grpc.domain import roles as R
+from accounts_grpc.rest.oauth import TOKEN_RPC
 from accounts_grpc.rest.routes import Route, routes_for
 from accounts_grpc.rest.transcode import (
     SCALAR_MESSAGES,
@@ -263,7 +265,6 @@ class SchemaBuilder:
         #: messages only ever sent, never received: every field they write is required
         self.output_only = frozenset(output_only)
         self.schemas: dict[str, dict[str, Any]] = {}
-        self._pending: list[Descriptor | EnumDescriptor] = []
 
     def type_schema(self, f: FieldDescriptor) -> dict[str, Any]:
         """The schema of one value of ``f`` (an element, for a repeated field)."""
@@ -319,7 +320,7 @@ class SchemaBuilder:
         if name not in self.schemas:
             self.schemas[name] = {}  # placeholder, breaks cycles
             self.schemas[name] = (self._enum(d) if isinstance(d, EnumDescriptor)
-                                  else self._message(d))
+                                  else self.message_schema(d))
         return name
 
     def _enum(self, e: EnumDescriptor) -> dict[str, Any]:
@@ -334,7 +335,7 @@ class SchemaBuilder:
             schema["description"] = text
         return schema
 
-    def _message(self, m: Descriptor) -> dict[str, Any]:
+    def message_schema(self, m: Descriptor) -> dict[str, Any]:
         """A message's schema. Its JSON is grpc-gateway's (``transcode.message_json``):
         a field with presence may be ``null``; a message that only responses carry lists
         every field outside a oneof as required (all are always written). The messages a
@@ -387,22 +388,154 @@ ANY_SCHEMA = {
 }
 OAUTH2_ERROR_SCHEMA = {
     "type": "object",
-    "description": "An RFC 6749 section 5.2 error.",
+    "description": "An RFC 6749 section 5.2 error (RFC 7009 adds unsupported_token_type).",
     "properties": {
         "error": {"type": "string", "enum": [
             "invalid_request", "invalid_client", "unsupported_grant_type",
-            "unauthorized_client", "invalid_scope", "temporarily_unavailable", "server_error"]},
+            "unauthorized_client", "invalid_scope", "unsupported_token_type",
+            "temporarily_unavailable", "server_error"]},
         "error_description": {"type": "string"},
     },
     "required": ["error"],
 }
+READINESS_SCHEMA = {
+    "type": "object",
+    "description": "What `/readyz` answers: ready, or why not (`draining`, `database "
+                   "unreachable`).",
+    "properties": {"ready": {"type": "boolean"}, "reason": {"type": "string"}},
+    "required": ["ready"],
+}
+METADATA_SCHEMA = {
+    "type": "object",
+    "description": "RFC 8414 authorization server metadata, also the OpenID Provider "
+                   "metadata; issuer equals the iss of the tokens this server signs.",
+    "required": ["issuer", "token_endpoint", "jwks_uri"],
+    "additionalProperties": True,
+    "properties": {k: {"type": "string"} for k in (
+        "issuer", "token_endpoint", "jwks_uri", "introspection_endpoint",
+        "revocation_endpoint")},
+}
+TOKEN_FORM_SCHEMA = {
+    "type": "object",
+    "description": "An RFC 7662 introspection or RFC 7009 revocation request.",
+    "required": ["token"],
+    "properties": {k: {"type": "string"} for k in (
+        "token", "token_type_hint", "client_id", "client_secret")},
+}
+INTROSPECTION_SCHEMA = {
+    "type": "object",
+    "description": "An RFC 7662 introspection response: `active`, and for an active "
+                   "token its members.",
+    "required": ["active"],
+    "additionalProperties": True,
+    "properties": {"active": {"type": "boolean"}},
+}
 STANDARD_NOTE = ("Shaped by its standard, not by proto3 JSON: a member at its default is "
                  "left out, except the required ones.")
-ERROR_RESPONSE = {
-    "description": "An error: HTTP status from the gRPC code (grpc-gateway's table), the "
-                   "status as JSON. 429 carries `Retry-After`.",
-    "content": {"application/json": {"schema": {"$ref": REF + "Status"}}},
+
+# -- error responses ----------------------------------------------------------------------
+
+RESPONSES = "#/components/responses/"
+
+
+def _header(description: str, *, required: bool, integer: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": 1} if integer else {"type": "string"}
+    return {"description": description, "required": required, "schema": schema}
+
+
+def _error(schema: str, description: str, headers: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
+    """A components/responses entry: an error whose body is the schema ``schema``."""
+    out: dict[str, Any] = {"description": description}
+    if headers:
+        out["headers"] = headers
+    out["content"] = {"application/json": {"schema": {"$ref": REF + schema}}}
+    return out
+
+
+_RETRY_AFTER = "Seconds to wait before trying again."
+_MAYBE_RETRY_AFTER = {"Retry-After": _header(
+    _RETRY_AFTER + " Sent with OVERLOADED (every worker busy).", required=False, integer=True)}
+
+#: The error responses of the transcoded RPCs, by HTTP status: a google.rpc.Status as
+#: grpc-gateway writes it (rest/errors.py), the status from grpc-gateway's table.
+#: FAILED_PRECONDITION is 400 there, so no RPC answers 412.
+RPC_ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "400": ("BadRequest", _error(
+        "Status", "INVALID_ARGUMENT (a google.rpc.BadRequest names each bad field: in the "
+        "path, the query or the body), FAILED_PRECONDITION (the resource's state forbids "
+        "the call, e.g. ACCOUNT_CLOSED) or OUT_OF_RANGE.")),
+    "401": ("Unauthenticated", _error(
+        "Status", "UNAUTHENTICATED: no bearer token, or one that is malformed, expired or "
+        "revoked.", {"WWW-Authenticate": _header(
+            "The challenge, `Bearer realm=\"accounts-grpc\"`.", required=True)})),
+    "403": ("PermissionDenied", _error(
+        "Status", "PERMISSION_DENIED: the RPC needs a role the caller lacks "
+        "(ROLE_REQUIRED), or the caller may see the resource but not do this to it.")),
+    "404": ("NotFound", _error(
+        "Status", "NOT_FOUND (reason `<KIND>_NOT_FOUND`): no such resource, or one the "
+        "caller may not see.")),
+    "408": ("RequestTimeout", _error(
+        "Status", "DEADLINE_EXCEEDED (REQUEST_BODY_TIMEOUT): the body did not arrive within "
+        "the server's `--http-body-timeout`; the connection is closed.")),
+    "409": ("Conflict", _error(
+        "Status", "ALREADY_EXISTS (a name, email or id that must be unique is taken) or "
+        "ABORTED (ETAG_MISMATCH, or a concurrent change): read again and retry.")),
+    "413": ("ContentTooLarge", _error(
+        "Status", "RESOURCE_EXHAUSTED (REQUEST_TOO_LARGE): the body is larger than the "
+        "server's `--http-max-body-bytes` (1 MiB by default).")),
+    "431": ("HeaderFieldsTooLarge", _error(
+        "Status", "RESOURCE_EXHAUSTED (REQUEST_HEADERS_TOO_LARGE): the request head is "
+        "larger than `--http-max-header-bytes` or has more than `--http-max-headers` "
+        "fields; the connection is closed. Any request may get it.")),
+    "503": ("Unavailable", _error(
+        "Status", "UNAVAILABLE (the database is down or busy, or the server is shutting "
+        "down) or RESOURCE_EXHAUSTED (OVERLOADED: every worker is busy): retry, later or "
+        "elsewhere.", _MAYBE_RETRY_AFTER)),
+    "default": ("Error", _error(
+        "Status", "Any other error, its HTTP status from its gRPC code (grpc-gateway's "
+        "table), e.g. INTERNAL 500; and the HTTP server's refusal of a request head it "
+        "cannot parse or that arrives too late, before any route is chosen.")),
 }
+#: The error responses of the OAuth 2 endpoints (rest/oauth.py, rest/oauth_endpoints.py):
+#: RFC 6749 section 5.2 error objects, never a Status.
+OAUTH2_ERRORS: dict[str, tuple[str, dict[str, Any]]] = {
+    "400": ("OAuth2InvalidRequest", _error(
+        "OAuth2Error", "invalid_request (a malformed, incomplete or repeated parameter), "
+        "unsupported_grant_type, invalid_scope; at introspection and revocation also "
+        "unsupported_token_type (a JWT cannot be revoked alone) and unauthorized_client "
+        "(a token the client may not revoke).")),
+    "401": ("OAuth2InvalidClient", _error(
+        "OAuth2Error", "invalid_client: no client authentication, or a wrong client id or "
+        "secret.", {"WWW-Authenticate": _header(
+            "The challenge, `Basic realm=\"accounts-grpc\"`.", required=True)})),
+    "408": ("OAuth2RequestTimeout", _error(
+        "OAuth2Error", "invalid_request: the body did not arrive within the server's "
+        "`--http-body-timeout`.")),
+    "413": ("OAuth2ContentTooLarge", _error(
+        "OAuth2Error", "invalid_request: the body is larger than the server's "
+        "`--http-max-body-bytes`.")),
+    "429": ("OAuth2TooManyAttempts", _error(
+        "OAuth2Error", "temporarily_unavailable: too many failed attempts for this client "
+        "or from this address.", {"Retry-After": _header(
+            _RETRY_AFTER, required=True, integer=True)})),
+    "503": ("OAuth2Unavailable", _error(
+        "OAuth2Error", "temporarily_unavailable: the database is down or busy, or every "
+        "worker is busy.", _MAYBE_RETRY_AFTER)),
+    "default": ("OAuth2ServerError", _error(
+        "OAuth2Error", "server_error (or temporarily_unavailable), its HTTP status from "
+        "the gRPC code of the failure.")),
+}
+
+
+def error_responses(table: dict[str, tuple[str, dict[str, Any]]], statuses: Iterable[str]
+                    ) -> dict[str, Any]:
+    """References to the responses for ``statuses`` and ``default``: ``table``'s, else
+    the RPCs' (the HTTP server's own refusal of a head, 431, is a Status on any path)."""
+    return {s: {"$ref": RESPONSES + (table[s] if s in table else RPC_ERRORS[s])[0]}
+            for s in (*sorted(set(statuses)), "default")}
+
+
 DESCRIPTION = """\
 The REST shim of accounts-grpc, transcoded from the gRPC API (package `accounts.v1`)
 like grpc-gateway: the same RPCs, authorization and errors as over gRPC.
@@ -431,7 +564,9 @@ like grpc-gateway: the same RPCs, authorization and errors as over gRPC.
   ALREADY_EXISTS/ABORTED 409, RESOURCE_EXHAUSTED 429 with `Retry-After`,
   UNIMPLEMENTED 501, UNAVAILABLE 503). A known path with the wrong method is 405 with
   `Allow`; a request body over the server's limit (`--http-max-body-bytes`, 1 MiB by
-  default) is 413.
+  default) is 413. Each operation lists the error statuses it can answer, and `default`
+  the rest; FAILED_PRECONDITION is 400 (grpc-gateway's table), so nothing answers 412.
+  The OAuth 2 endpoints answer RFC 6749 error objects instead.
 """
 
 
@@ -513,10 +648,31 @@ def _reachable(roots: Iterable[Descriptor], stop: Iterable[str] = ()) -> set[str
     return seen
 
 
+USER_REF = PACKAGE + ".UserRef"
+#: What a route's shape does not tell about its RPC's errors (services/ decide them):
+#: a read that may be PERMISSION_DENIED (another user's sessions: USER_SELF, whose denial
+#: does not hide the user), a POST that writes nothing, and a write without an etag or a
+#: unique key to conflict on.
+DENIED_READS = frozenset({"/accounts.v1.SessionService/ListSessions"})
+READ_ONLY_POSTS = frozenset({"/accounts.v1.SessionService/IntrospectToken"})
+NO_CONFLICT = frozenset({"/accounts.v1.SessionService/RevokeSession"})
+
+
+def _names_resource(route: Route) -> bool:
+    """Whether the request names a resource (NOT_FOUND when it is missing or hidden): a
+    path variable, or a field that refers to a user."""
+    return bool(route.path_chains) or any(
+        f.message_type is not None and f.message_type.full_name == USER_REF
+        for f in route.method.input_type.fields)
+
+
 class DocumentBuilder:
     def __init__(self, routes: Sequence[Route], notes: dict[str, str]) -> None:
         self.routes = routes
         self.notes = notes
+        #: RPCs with a route that names a resource: the other routes of the RPC find it
+        #: by a query parameter (GET /v1/accounts:lookup?email=...)
+        self.finds = {r.rpc for r in routes if _names_resource(r)}
         sent = _reachable((r.method.output_type for r in routes), stop=STANDARD_JSON)
         received = _reachable(r.method.input_type for r in routes)
         self.schemas = SchemaBuilder(notes, output_only=sent - received)
@@ -541,9 +697,6 @@ class DocumentBuilder:
         self.schemas.schemas.setdefault("Status", STATUS_SCHEMA)
         self.schemas.schemas.setdefault("Any", ANY_SCHEMA)
         self.schemas.schemas.setdefault("OAuth2Error", OAUTH2_ERROR_SCHEMA)
-        # every message and enum of the package, used by a route or not
-        for d in self._package_types():
-            self.schemas.add(d)
         services = []
         seen: set[str] = set()
         for r in self.routes:
@@ -555,6 +708,9 @@ class DocumentBuilder:
                 services.append(tag)
         services.append({"name": "Operations",
                          "description": "Health, readiness, metrics and this document."})
+        services.append({"name": "OAuth2",
+                         "description": "Authorization server metadata, introspection and "
+                                        "revocation, as their RFCs shape them."})
         return {
             "openapi": "3.1.0",
             "info": {
@@ -565,10 +721,13 @@ class DocumentBuilder:
             },
             "servers": [{"url": "/"}],
             "tags": services,
-            "security": [{"bearer": []}],
+            # either scheme: the OAuth 2 one says where a client gets its bearer token
+            "security": [{"bearer": []}, {"oauth2": []}],
             "paths": paths,
             "components": {
                 "schemas": dict(sorted(self.schemas.schemas.items())),
+                "responses": dict(sorted(
+                    entry for table in (RPC_ERRORS, OAUTH2_ERRORS) for entry in table.values())),
                 "securitySchemes": {
                     "bearer": {
                         "type": "http",
@@ -585,35 +744,6 @@ class DocumentBuilder:
                 },
             },
         }
-
-    def _package_types(self) -> Iterable[Descriptor | EnumDescriptor]:
-        files = {r.service.file for r in self.routes}
-        todo = list(files)
-        seen = set()
-        while todo:
-            f = todo.pop()
-            if f.name in seen or f.package != PACKAGE:
-                continue
-            seen.add(f.name)
-            todo.extend(f.dependencies)
-        pool_files = sorted(seen)
-        out: list[Descriptor | EnumDescriptor] = []
-        pool = descriptor_pool.Default()
-        for name in pool_files:
-            fd = pool.FindFileByName(name)
-
-            def walk(m: Descriptor) -> None:
-                if m.GetOptions().map_entry:
-                    return
-                out.append(m)
-                for n in m.nested_types:
-                    walk(n)
-                out.extend(m.enum_types)
-
-            for m in fd.message_types_by_name.values():
-                walk(m)
-            out.extend(fd.enum_types_by_name.values())
-        return out
 
     def _param_desc(self, f: FieldDescriptor) -> str:
         return self.notes.get(f.full_name, "")
@@ -695,8 +825,8 @@ class DocumentBuilder:
         req = route.method.input_type
         if route.body == "*":
             top = {c[0].name for c in route.path_chains if len(c) == 1}
-            if top:
-                full = self.schemas.schemas[self.schemas.add(req)]
+            if top:  # the message without its path fields, inline (no component)
+                full = self.schemas.message_schema(req)
                 schema = {k: v for k, v in full.items() if k not in ("properties", "required")}
                 excluded = {req.fields_by_name[t].json_name for t in top}
                 schema["properties"] = {n: s for n, s in full["properties"].items()
@@ -743,76 +873,84 @@ class DocumentBuilder:
             schema = {"$ref": REF + self.schemas.add(out_desc)}
         ok = {"description": self.notes.get(out_desc.full_name, "OK") or "OK",
               "content": {"application/json": {"schema": schema}}}
-        if route.rpc == "/accounts.v1.SessionService/CreateToken":
-            oauth_error = {"content": {"application/json": {
-                "schema": {"$ref": REF + "OAuth2Error"}}}}
-            return {
-                "200": ok,
-                "400": {"description": "invalid_request or unsupported_grant_type", **oauth_error},
-                "401": {"description": "invalid_client; carries `WWW-Authenticate: Basic`",
-                        **oauth_error},
-                "429": {"description": "Too many failed attempts for this client or address; "
-                                       "retry after `Retry-After` seconds",
-                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-                        **oauth_error},
-                "default": ERROR_RESPONSE,
-            }
-        return {"200": ok, "default": ERROR_RESPONSE}
+        if route.rpc == TOKEN_RPC:  # RFC 6749's errors (rest/oauth.py); no body timeout
+            return {"200": ok, **error_responses(
+                OAUTH2_ERRORS, ("400", "401", "413", "429", "431", "503"))}
+        return {"200": ok, **error_responses(RPC_ERRORS, self.rpc_error_statuses(route))}
+
+    def rpc_error_statuses(self, route: Route) -> set[str]:
+        """The error statuses a transcoded RPC's route can answer: any request may be
+        malformed (400; an unknown query parameter too), its head too large (431), the
+        server busy or the database down (503); then by what the route does: a secured
+        one authenticates (401) and may need a role (403); a write may be denied on the
+        resource (403) and conflict (409); a body may be late (408) or too large (413);
+        a named resource may be missing (404). No route answers 429: only client
+        authentication is rate limited (the OAuth 2 endpoints)."""
+        rpc = route.rpc
+        writes = route.http_method != "GET" and rpc not in READ_ONLY_POSTS
+        statuses = {"400", "431", "503"}
+        if not route.public:
+            statuses.add("401")
+            if writes or set(route.roles) - {R.MEMBER} or rpc in DENIED_READS:
+                statuses.add("403")
+        if rpc in self.finds:
+            statuses.add("404")
+        if writes and rpc not in NO_CONFLICT:
+            statuses.add("409")
+        if route.body:
+            statuses |= {"408", "413"}
+        return statuses
 
     def ops_paths(self) -> dict[str, Any]:
-        def op(op_id: str, summary: str, content_type: str, schema: dict[str, Any],
-               extra: dict[str, Any] | None = None) -> dict[str, Any]:
-            responses: dict[str, Any] = {"200": {"description": "OK", "content": {
-                content_type: {"schema": schema}}}}
-            responses.update(extra or {})
-            return {"get": {"operationId": op_id, "summary": summary, "tags": ["Operations"],
-                            "security": [], "responses": responses}}
+        """The operations endpoints (rest/gateway.py): they answer 200, or refuse the head
+        as any request (431); ``/readyz`` is 503 with its own body when not ready."""
+        self.schemas.schemas.setdefault("Readiness", READINESS_SCHEMA)
+        ready = {"application/json": {"schema": {"$ref": REF + "Readiness"}}}
 
-        ready = {"type": "object", "properties": {"ready": {"type": "boolean"},
-                                                  "reason": {"type": "string"}}}
+        def op(op_id: str, summary: str, content: dict[str, Any],
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+            responses = {"200": {"description": "OK", "content": content}, **(extra or {}),
+                         **error_responses(RPC_ERRORS, ("431",))}
+            return {"get": {"operationId": op_id, "summary": summary, "tags": ["Operations"],
+                            "security": [], "responses": dict(sorted(responses.items()))}}
+
+        text = {"text/plain": {"schema": {"type": "string"}}}
         return {
-            "/healthz": op("Operations_Healthz", "The process is up.", "text/plain",
-                           {"type": "string"}),
+            "/healthz": op("Operations_Healthz", "The process is up.", text),
             "/readyz": op("Operations_Readyz",
                           "Ready for traffic: the database answers and the server is not "
-                          "draining.", "application/json", ready,
+                          "draining.", ready,
                           {"503": {"description": "Not ready (draining or database down).",
-                                   "content": {"application/json": {"schema": ready}}}}),
+                                   "content": ready}}),
             "/metrics": op("Operations_Metrics",
                            "Prometheus metrics (text format 0.0.4): calls, latencies and "
-                           "errors per RPC, code and transport.", "text/plain",
-                           {"type": "string"}),
-            "/openapi.json": op("Operations_OpenApi", "This document.", "application/json",
-                                {"type": "object"}),
+                           "errors per RPC, code and transport.", text),
+            "/openapi.json": op("Operations_OpenApi", "This document.",
+                                {"application/json": {"schema": {"type": "object"}}}),
             **self.oauth_paths(),
         }
 
     def oauth_paths(self) -> dict[str, Any]:
         """The OAuth 2 endpoints that are no RPC (rest/oauth_endpoints.py): discovery
         metadata (RFC 8414, OpenID Connect Discovery), introspection (RFC 7662) and
-        revocation (RFC 7009). Their JSON is the RFCs', not proto3 JSON."""
-        self.schemas.schemas.setdefault("OAuth2Error", OAUTH2_ERROR_SCHEMA)
-        error = {"content": {"application/json": {"schema": {"$ref": REF + "OAuth2Error"}}}}
-        metadata = {"type": "object", "description": "RFC 8414 authorization server "
-                    "metadata; issuer equals the iss of the tokens this server signs.",
-                    "required": ["issuer", "token_endpoint", "jwks_uri"],
-                    "additionalProperties": True,
-                    "properties": {k: {"type": "string"} for k in (
-                        "issuer", "token_endpoint", "jwks_uri", "introspection_endpoint",
-                        "revocation_endpoint")}}
+        revocation (RFC 7009). Their JSON is the RFCs', not proto3 JSON; so are the
+        errors of introspection and revocation. The metadata, read through the call
+        pipeline, fails as the RPCs do (a Status)."""
+        schemas = self.schemas.schemas
+        for name, schema in (("OAuth2Error", OAUTH2_ERROR_SCHEMA),
+                             ("AuthorizationServerMetadata", METADATA_SCHEMA),
+                             ("OAuth2TokenRequest", TOKEN_FORM_SCHEMA),
+                             ("TokenIntrospection", INTROSPECTION_SCHEMA)):
+            schemas.setdefault(name, schema)
+        metadata = {"application/json": {"schema": {"$ref": REF + "AuthorizationServerMetadata"}}}
 
         def discovery(op_id: str, summary: str) -> dict[str, Any]:
             return {"get": {"operationId": op_id, "summary": summary, "tags": ["OAuth2"],
-                            "security": [], "responses": {"200": {
-                                "description": "OK",
-                                "content": {"application/json": {"schema": metadata}}}}}}
+                            "security": [], "responses": {
+                                "200": {"description": "OK", "content": metadata},
+                                **error_responses(RPC_ERRORS, ("431", "503"))}}}
 
         def form_post(op_id: str, summary: str, ok: dict[str, Any]) -> dict[str, Any]:
-            form = {"type": "object", "required": ["token"], "properties": {
-                "token": {"type": "string"},
-                "token_type_hint": {"type": "string"},
-                "client_id": {"type": "string"},
-                "client_secret": {"type": "string"}}}
             return {"post": {
                 "operationId": op_id, "summary": summary, "tags": ["OAuth2"],
                 "description": "Client authentication: HTTP Basic (client_secret_basic) or "
@@ -821,18 +959,11 @@ class DocumentBuilder:
                                "the token endpoint.",
                 "security": [],
                 "requestBody": {"required": True, "content": {
-                    "application/x-www-form-urlencoded": {"schema": form}}},
-                "responses": {
-                    "200": ok,
-                    "400": {"description": "invalid_request, unsupported_token_type or "
-                                           "unauthorized_client", **error},
-                    "401": {"description": "invalid_client", **error},
-                    "429": {"description": "temporarily_unavailable: too many failed "
-                                           "attempts (Retry-After)", **error}}}}
+                    "application/x-www-form-urlencoded": {
+                        "schema": {"$ref": REF + "OAuth2TokenRequest"}}}},
+                "responses": {"200": ok, **error_responses(
+                    OAUTH2_ERRORS, ("400", "401", "408", "413", "429", "431", "503"))}}}
 
-        introspection = {"type": "object", "required": ["active"],
-                         "additionalProperties": True,
-                         "properties": {"active": {"type": "boolean"}}}
         return {
             "/.well-known/oauth-authorization-server": discovery(
                 "OAuth2_Metadata", "Authorization server metadata (RFC 8414)."),
@@ -843,7 +974,8 @@ class DocumentBuilder:
                 "OAuth2_Introspect", "Token introspection (RFC 7662).",
                 {"description": "The token's state: {\"active\": false} for anything "
                                 "unknown, expired, revoked or out of the caller's reach.",
-                 "content": {"application/json": {"schema": introspection}}}),
+                 "content": {"application/json": {
+                     "schema": {"$ref": REF + "TokenIntrospection"}}}}),
             "/oauth2/revoke": form_post(
                 "OAuth2_Revoke", "Token revocation (RFC 7009): session tokens; a JWT is "
                 "unsupported_token_type (rotate the client secret to revoke a client's "
