@@ -10,6 +10,10 @@ work). The control rows (a target with only ``member``, directly or through a gr
 granting it; one holding the caller's own rank through a group) are allowed, so the
 matrix fails both ways.
 
+The RFC 7009 revocation endpoint (``POST /oauth2/revoke``), which revokes a session as
+RevokeSession does, follows the same rule for a machine account-admin's client: a session
+of a user who outranks it, however, is not revoked (400 ``unauthorized_client``).
+
 Then the reported escalation, end to end (a machine user put into a group granting
 ``admin-reader``), and the other half of the fix: RotateClientSecret revokes, for this
 server, the JWTs issued with the old secret (UNAUTHENTICATED ``TOKEN_REVOKED``,
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+import httpx
 import jwt
 import pytest
 from accounts.v1 import account_service_pb2 as acs
@@ -65,6 +70,13 @@ class Tenant:
     caller: Persona  # the account's account-admin (its first user)
     device: Dev
     groups: dict[str, str] = field(default_factory=dict)  # role -> id of a group granting it
+    machine: Target | None = None  # the account's machine account-admin (OAuth client)
+
+    def client(self) -> Target:
+        """A MACHINE account-admin of the account: a client of the OAuth endpoints."""
+        if self.machine is None:
+            self.machine = make_target(self, MACHINE, ("account-admin",), ())
+        return self.machine
 
     def group(self, role: str) -> str:
         """A group of the account granting ``role`` (made by the admin on first use)."""
@@ -423,6 +435,26 @@ def test_a_user_acts_on_itself_whatever_its_groups_grant(tenant: Tenant) -> None
     rotated = _users(t).RotateClientSecret(us.RotateClientSecretRequest(id=me.id), metadata=md)
     expect_error(_me, t, token, code=C.UNAUTHENTICATED, reason="TOKEN_REVOKED")
     assert _me(t, machine_token(t.server, me.client_id, rotated.client_secret)) == me.id
+
+
+@pytest.mark.parametrize("roles", [*PRIVILEGED, *ALLOWED])
+def test_oauth_revocation_follows_the_same_rule(tenant: Tenant, roles: str) -> None:
+    t = tenant
+    direct, via = {**PRIVILEGED, **ALLOWED}[roles]
+    client = t.client()
+    x = make_target(t, HUMAN, direct, via)
+    ctx = _prepare_session(t, x)
+    before = snapshot(t.server)
+    r = httpx.post(f"{t.server.http_url}/oauth2/revoke", timeout=10,
+                   auth=(client.client_id, client.client_secret), data={"token": ctx["token"]})
+    if roles in ALLOWED:
+        assert r.status_code == 200, r.text
+        _revoke_session_done(t, x, ctx, None)
+        return
+    assert r.status_code == 400 and r.json()["error"] == "unauthorized_client", r.text
+    assert "through its user groups" in r.json()["error_description"]
+    assert snapshot(t.server) == before, "a refused revocation changed nothing"
+    _session_intact(t, x, ctx)
 
 
 # -- the reported escalation, end to end ----------------------------------------------------

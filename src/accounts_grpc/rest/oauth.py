@@ -34,6 +34,7 @@ from accounts.v1 import session_service_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from accounts_grpc.domain.errors import InvalidArgument
+from accounts_grpc.domain.validate import forbidden_char
 from accounts_grpc.rest.errors import (
     REALM,
     SERVER_OVERLOAD,
@@ -153,7 +154,9 @@ def parse_token_form(body: bytes, content_type: str, authorization: str | None,
     client must authenticate (HTTP Basic or ``client_id`` and ``client_secret`` in the
     form): without credentials, 401 ``invalid_client``; a Bearer token is not client
     authentication (``bearer_hint`` tells the caller where a Bearer token does work).
-    ``token_type_hint`` is taken as given: a hint only (RFC 7009 §2.1), never refused.
+    ``token_type_hint`` is taken as given: a hint only (RFC 7009 §2.1), an unknown one
+    never refused. A value holding a character no string may hold (``forbidden_char``,
+    as for every RPC's strings) is ``invalid_request``: it never reaches the database.
     """
     ctype = content_type.split(";", 1)[0].strip().lower()
     if ctype != FORM:
@@ -172,8 +175,13 @@ def parse_token_form(body: bytes, content_type: str, authorization: str | None,
     token = params.get("token", "")
     if not token.strip():
         raise OAuthError(400, "invalid_request", "token is required")
-    return TokenForm(client_id, client_secret, token.strip(),
-                     params.get("token_type_hint", ""), basic)
+    hint = params.get("token_type_hint", "")
+    for name, value in (("client_id", client_id), ("client_secret", client_secret),
+                        ("token", token), ("token_type_hint", hint)):
+        why = forbidden_char(value)
+        if why is not None:
+            raise OAuthError(400, "invalid_request", f"{name}: {why}")
+    return TokenForm(client_id, client_secret, token.strip(), hint, basic)
 
 
 def build_request(body: bytes, content_type: str,
