@@ -7,7 +7,9 @@ Three tables:
   core, a row per RPC and database, each against its baseline row of the same pass;
 - signing algorithms (``algs_text``/``algs_markdown``): PyJWT sign/verify per algorithm on
   one core beside CreateToken with the server signing with it;
-- every core (``cores_text``/``cores_markdown``): ``--processes 2`` against 1, unpinned.
+- every core (``cores_text``/``cores_markdown``): ``--processes 2`` against 1, unpinned;
+- tracing (``tracing_text``/``tracing_markdown``): GetMe with OpenTelemetry tracing off
+  and on, side by side, and what tracing costs the server per call.
 
 With ``--repeat N`` each row shows its best pass (the most rps: other load only ever
 slows a run down), its ratios are those of the best rows, and "spread" gives the min,
@@ -423,6 +425,66 @@ def cores_markdown(cores: list[CoresResult]) -> str:
     return _md_table(CORES_HEADERS, cores_rows(cores))
 
 
+# -- tracing ---------------------------------------------------------------------------------
+@dataclass
+class TracingResult:
+    key: str
+    title: str
+    off: RowResult | None = None  # no OTLP endpoint: nothing installed (best pass)
+    on: RowResult | None = None  # every call sampled and exported (best pass)
+    cost_us: float | None = None  # on's server CPU per call minus off's
+    spread: list[float] | None = None  # of that cost over the passes, each pass's own
+    spans_per_call: float | None = None  # spans the sink received per call (estimate)
+
+
+def tracing_cost(off: RowResult | None, on: RowResult | None) -> float | None:
+    """The server CPU time tracing adds to a call, in microseconds."""
+    if off is None or on is None or off.status != "ok" or on.status != "ok" \
+            or off.server_us_per_call is None or on.server_us_per_call is None:
+        return None
+    return on.server_us_per_call - off.server_us_per_call
+
+
+TRACING_HEADERS = ("row", "off rps", "p50 ms", "p99 ms", "srv us/call", "on rps", "p50 ms",
+                   "p99 ms", "srv us/call", "cost us/call", "spread", "on / off rps",
+                   "spans/call", "notes")
+
+
+def _tracing_cells(r: RowResult | None) -> tuple[str, ...]:
+    if r is None:
+        return ("-", "", "", "")
+    if r.status != "ok":
+        return (f"n/a ({r.reason})", "", "", "")
+    return (f"{r.rps:,.0f}", _f(r.p50_ms, ".2f"), _f(r.p99_ms, ".2f"),
+            _f(r.server_us_per_call, ",.0f"))
+
+
+def tracing_rows(results: list[TracingResult]) -> list[tuple[str, ...]]:
+    out = []
+    for t in results:
+        ratio = None
+        if t.off is not None and t.on is not None and t.off.status == t.on.status == "ok" \
+                and t.off.rps > 0:
+            ratio = t.on.rps / t.off.rps
+        notes = []
+        for tag, r in (("off", t.off), ("on", t.on)):
+            if r is not None and r.status == "ok":
+                notes += [f"{tag}: {n}" for n in row_notes(r) if n != r.note]
+        out.append((t.title, *_tracing_cells(t.off), *_tracing_cells(t.on),
+                    _f(t.cost_us, "+,.0f"), _spread(t.spread, "+.0f"), _f(ratio, ".2f"),
+                    _f(t.spans_per_call, ".1f"), "; ".join(notes)))
+    return out
+
+
+def tracing_text(results: list[TracingResult]) -> str:
+    return _text_table(TRACING_HEADERS, tracing_rows(results),
+                       {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
+
+
+def tracing_markdown(results: list[TracingResult]) -> str:
+    return _md_table(TRACING_HEADERS, tracing_rows(results))
+
+
 # -- sweep, JSON -----------------------------------------------------------------------------
 def sweep_text(points: list[dict[str, Any]]) -> str:
     hdr = ("grpc workers", "max rpcs asked", "GetMe JWT rps", "p50 ms", "p99 ms", "echo rps",
@@ -442,12 +504,14 @@ def sweep_text(points: list[dict[str, Any]]) -> str:
 def to_json(results: dict[str, RowResult], meta: dict[str, Any],
             sweep: list[dict[str, Any]] | None = None, *,
             algs: list[AlgResult] | None = None, cores: list[CoresResult] | None = None,
+            tracing: list[TracingResult] | None = None,
             passes: list[dict[str, Any]] | None = None) -> str:
     return json.dumps({
         "meta": meta,
         "rows": [asdict(r) for r in _ordered(results)],
         "algs": [asdict(a) for a in algs or []],
         "cores": [asdict(c) for c in cores or []],
+        "tracing": [asdict(t) for t in tracing or []],
         "passes": passes or [],
         "sweep": sweep or [],
     }, indent=2, sort_keys=False, default=str)

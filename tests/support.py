@@ -212,9 +212,30 @@ def expect_error(fn: Any, *args: Any, code: grpc.StatusCode, reason: str | None 
 def sample(text: str, name: str, **labels: str) -> float:
     """The value of one sample of the Prometheus text exposition (0 if absent)."""
     for line in text.splitlines():
+        if line.startswith(name + " ") and not labels:
+            return float(line.rsplit(" ", 1)[1])
         if not line.startswith(name + "{"):
             continue
         got = dict(re.findall(r'(\w+)="([^"]*)"', line[len(name):line.rindex("}") + 1]))
         if all(got.get(k) == v for k, v in labels.items()):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def exposition_problems(text: str) -> list[str]:
+    """What a scraper would get twice or for nothing in a /metrics text, parsed as
+    prometheus_client's own parser reads it: a series (name and labels) given twice, and
+    ``_created`` series (which double the output)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    seen: set[tuple[str, frozenset[tuple[str, str]]]] = set()
+    problems = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            if key in seen:
+                problems.append(f"twice: {s.name} {s.labels}")
+            seen.add(key)
+            if s.name.endswith("_created"):
+                problems.append(f"a _created series: {s.name} {s.labels}")
+    return problems

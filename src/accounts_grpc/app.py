@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 from cryptography.fernet import Fernet
 
+from accounts_grpc import tracing
 from accounts_grpc.auth.authenticate import Authenticator
 from accounts_grpc.auth.jwt_tokens import JwtService
 from accounts_grpc.auth.keys import KeyStore, load_kek
@@ -226,7 +227,11 @@ class App:
         self.reuse_port = worker is not None
         if not self.reuse_port:  # a worker's ports are the supervisor's, checked there
             _check_ports(settings)  # first: a failed start changes nothing
+        # OpenTelemetry when configured (this process's own provider), before the engine
+        # and the servers, which are instrumented as they are made (tracing.py)
+        tracing.setup(settings.otlp_endpoint)
         self.db = open_database(settings, auto_migrate=auto_migrate)
+        self.db.watch_pool(metrics.pool_state)
         self.keys = KeyStore(self.db, load_key_encryption_key(settings), settings)
         ensure_signing_key(self.keys, settings)
         self.jwts = JwtService(self.keys, settings)
@@ -289,6 +294,7 @@ class App:
         if self.http:
             self.http.start()
         metrics.process_started()
+        log.info("%s", tracing.status())
         if self.worker is not None:  # the supervisor says where it serves, once
             log.info("worker %d serving (pid %d)", self.worker, os.getpid())
             return
@@ -321,6 +327,7 @@ class App:
             log.info("not serving: new calls are still taken for %.1fs", delay)
             time.sleep(delay)
         log.info("draining (grace %.1fs)", grace)
+        self.services.events.close()  # open WatchEvents streams end (UNAVAILABLE) at once
         deadline = time.monotonic() + grace
         grpc_done = self.grpc.begin_stop(grace)
         if self.http:
@@ -329,6 +336,7 @@ class App:
             log.warning("calls still running at the end of the grace are cancelled")
         self.grpc.stop(grace)  # returns once every call has ended
         self.db.dispose()
+        tracing.flush()
         self._stopped.set()
         log.info("stopped")
 

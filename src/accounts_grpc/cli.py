@@ -1,4 +1,4 @@
-"""`accounts-grpc serve | migrate | bootstrap | keys rotate | keys list`.
+"""`accounts-grpc serve | migrate | bootstrap | keys rotate | keys list | keys retire`.
 
 Every setting is a flag and an ``ACCOUNTS_*`` variable (config.py); ``--help`` of each
 command lists those it uses, with their variable and default. Output meant for scripts
@@ -14,16 +14,17 @@ starts each of them as ``serve`` again, told by its environment that it is a wor
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from accounts_grpc import logs
-from accounts_grpc.config import Settings
+from accounts_grpc.config import Settings, read_tls
 
 if TYPE_CHECKING:
     from accounts_grpc.app import App
@@ -112,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
         k = ksub.add_parser(name, help=help_, description=help_)
         Settings.add_arguments(k, KEYS_FLAGS)
         k.add_argument("--json", action="store_true", help="print JSON")
+    retire_help = ("take a signing key out of service now (a leaked key): it leaves the "
+                   "JWKS, servers refuse its tokens once they re-read the keys, and "
+                   "verifiers following WatchEvents are told at once; the one key that "
+                   "signs cannot be retired (rotate first)")
+    k = ksub.add_parser("retire", help=retire_help, description=retire_help)
+    Settings.add_arguments(k, KEYS_FLAGS)
+    k.add_argument("kid", help="the key id (`keys list`)")
+    k.add_argument("--json", action="store_true", help="print JSON")
     return p
 
 
@@ -136,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bootstrap":
         return _bootstrap(settings, as_json=args.json)
     if args.command == "keys":
-        return _keys(settings, args.keys_command, as_json=args.json)
+        return _keys(settings, args.keys_command, as_json=args.json,
+                     kid=getattr(args, "kid", ""))
     # serve
     from accounts_grpc import supervisor
 
@@ -148,10 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if print_bootstrap is None:
         raw = os.environ.get(PRINT_BOOTSTRAP_ENV, "")
         print_bootstrap = raw.strip().lower() in ("1", "true", "yes", "on")
+    read_tls(settings)  # a TLS file that will not do: one line, before anything starts
+    first_steps = functools.partial(_print_first_steps, clients=_clients(settings))
     processes = settings.process_count()
     if processes > 1:
         code = supervisor.Supervisor(
-            settings, processes, first_steps=_print_first_steps if print_bootstrap else None
+            settings, processes, first_steps=first_steps if print_bootstrap else None
         ).run()
         # the workers are gone and everything is cleaned up: skip the interpreter's
         # teardown, which takes a good part of a second (supervisor.serve_worker)
@@ -160,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os._exit(code)
     app = app_mod.App(settings)
     if print_bootstrap:
-        _print_first_steps(app.db, app.grpc_port, app.http_port)
+        first_steps(app.db, app.grpc_port, app.http_port)
     app.serve_forever()
     _exit_if_calls_linger(app)
     return 0
@@ -201,7 +213,7 @@ def _bootstrap(settings: Settings, *, as_json: bool) -> int:
     return 0
 
 
-def _keys(settings: Settings, action: str, *, as_json: bool) -> int:
+def _keys(settings: Settings, action: str, *, as_json: bool, kid: str = "") -> int:
     from accounts_grpc.app import ensure_signing_key, load_key_encryption_key, open_database
     from accounts_grpc.auth.keys import KeyStore
 
@@ -212,6 +224,12 @@ def _keys(settings: Settings, action: str, *, as_json: bool) -> int:
         ks = KeyStore(db, kek, settings)
         # exits if this key-encryption key is not the servers'
         ensure_signing_key(ks, settings, signer=False)
+        if action == "retire":
+            try:
+                ks.retire(kid)
+            except (LookupError, ValueError) as e:
+                print(f"accounts-grpc: {e.args[0]}", file=sys.stderr)
+                return 2
         k = ks.rotate() if action == "rotate" else None
         keys = ks.list_keys()
     finally:
@@ -265,7 +283,28 @@ def _key_json(k: Any, now: int) -> dict[str, Any]:
     }
 
 
-def _print_first_steps(db: Database, port: int, http_port: int | None) -> None:
+class _Clients(NamedTuple):
+    """How the first steps' grpcurl and curl reach this server."""
+
+    grpcurl: str = "-plaintext"
+    curl: str = ""  # flags, each followed by a space; set: https
+    files: str = ""  # what the files they name are
+
+
+def _clients(settings: Settings) -> _Clients:
+    if not settings.tls_cert_file:
+        return _Clients()
+    grpcurl, curl = "-cacert CA.pem", "--cacert CA.pem "
+    files = "CA.pem: the CA that signed --tls-cert-file"
+    if settings.tls_client_ca_file:
+        grpcurl += " -cert CLIENT.pem -key CLIENT-KEY.pem"
+        curl += "--cert CLIENT.pem --key CLIENT-KEY.pem "
+        files += "; CLIENT*.pem: a client certificate and key from --tls-client-ca-file's CA"
+    return _Clients(grpcurl, curl, f"({files})\n")
+
+
+def _print_first_steps(db: Database, port: int, http_port: int | None, *,
+                       clients: _Clients = _Clients()) -> None:
     """On a database without users: bootstrap an admin and say how to use it (stderr)."""
     from accounts_grpc.services.bootstrap import bootstrap, has_users
 
@@ -275,12 +314,13 @@ def _print_first_steps(db: Database, port: int, http_port: int | None) -> None:
         return
     r = bootstrap(db)
     creds = json.dumps({"client_id": r.client_id, "client_secret": r.client_secret})
-    grpcurl = ".venv/bin/grpcurl -plaintext"
+    grpcurl = f".venv/bin/grpcurl {clients.grpcurl}"
     rest = ""
     if http_port is not None:
+        base = f"https://localhost:{http_port}" if clients.curl else f"localhost:{http_port}"
         rest = f"""
 or over REST (RFC 6749 client credentials):
-  curl -s localhost:{http_port}/v1/token -d grant_type=client_credentials \\
+  curl -s {clients.curl}{base}/v1/token -d grant_type=client_credentials \\
        -d client_id={r.client_id} -d client_secret={r.client_secret}
 """
     print(
@@ -292,7 +332,7 @@ Get a token and call the API with it:
   TOKEN=$({grpcurl} -d '{creds}' localhost:{port} accounts.v1.SessionService/CreateToken \\
           | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
   {grpcurl} -H "authorization: Bearer $TOKEN" localhost:{port} accounts.v1.UserService/GetMe
-{rest}""",
+{rest}{clients.files}""",
         file=sys.stderr,
         flush=True,
     )

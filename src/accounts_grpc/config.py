@@ -48,14 +48,37 @@ class Settings:
         "REST: 503 with Retry-After) at once",
     )
     grpc_max_streams: int = _opt(
-        32,
-        "streams (reflection, health Watch) open at once, each on a thread of its own "
-        "beside the workers; past that a new one gets RESOURCE_EXHAUSTED (TOO_MANY_STREAMS)",
+        160,
+        "streams (WatchEvents, reflection, health Watch) open at once, each on a thread of "
+        "its own beside the workers (REST WatchEvents streams count apart, against the same "
+        "number); past that a new one gets RESOURCE_EXHAUSTED (TOO_MANY_STREAMS)",
     )
     grpc_max_streams_per_peer: int = _opt(
         8, "streams open at once from one client address; past that: RESOURCE_EXHAUSTED"
     )
+    grpc_message_timeout: float = _opt(
+        10.0, "seconds a unary call (or a health Watch) has to send its request message; "
+        "then it ends with DEADLINE_EXCEEDED"
+    )
+    grpc_max_unsent: int = _opt(
+        64, "calls whose request message is still missing after a second, in all, each "
+        "holding a thread beside the workers until it comes; past that such a call ends "
+        "with RESOURCE_EXHAUSTED"
+    )
+    grpc_max_unsent_per_peer: int = _opt(
+        16, "the same from one client address; while it has that many, its new calls get "
+        "RESOURCE_EXHAUSTED (TOO_MANY_PENDING_CALLS, retry in 1 s) at once"
+    )
     shutdown_grace: float = _opt(10.0, "seconds in-flight calls get to finish on SIGTERM/SIGINT")
+    # -- WatchEvents (services/feed.py, services/events.py) --
+    feed_poll_interval: float = _opt(
+        0.2, "seconds between two reads of new audit events by the one poller of a process "
+        "that serves open WatchEvents streams (it stops while none is open)"
+    )
+    watch_recheck_interval: float = _opt(
+        10.0, "seconds between two checks of an open WatchEvents stream's caller (its token "
+        "still valid, the caller still allowed); a failed check ends the stream"
+    )
     drain_delay: float = _opt(
         5.0,
         "seconds a draining server keeps serving after it turns NOT_SERVING (health, "
@@ -71,6 +94,10 @@ class Settings:
     issuer: str = _opt("accounts-grpc", "JWT iss claim, checked on every token")
     audience: str = _opt("accounts-grpc", "JWT aud claim, checked on every token")
     token_lifetime: int = _opt(86400, "lifetime of a CreateToken JWT, seconds")
+    delegation_max_lifetime: int = _opt(
+        3600, "the longest lifetime of a delegated token (ExchangeToken, RFC 8693), seconds; "
+        "it never outlives the token it was exchanged for either"
+    )
     session_ttl: int = _opt(
         30 * 86400, "a session expires this many seconds after its last activity (sliding)"
     )
@@ -158,6 +185,34 @@ class Settings:
     http_idle_timeout: float = _opt(
         75.0, "seconds an idle keep-alive HTTP connection stays open"
     )
+    tls_cert_file: str = _opt(
+        "",
+        "PEM certificate chain (the server's certificate first): the gRPC and the HTTP port "
+        "speak TLS only, with --tls-key-file; empty: both speak plaintext only (a port is "
+        "one or the other, never both)",
+    )
+    tls_key_file: str = _opt("", "PEM private key (unencrypted) of --tls-cert-file")
+    tls_client_ca_file: str = _opt(
+        "",
+        "PEM CA certificate(s): mutual TLS, every client of either port must present a "
+        "certificate signed by one of them (callers still authenticate with a token); needs "
+        "--tls-cert-file; empty: no client certificate is asked for",
+    )
+    cors_allowed_origins: str = _opt(
+        "",
+        "comma-separated origins (https://app.example.com, as a browser sends Origin) whose "
+        "pages may call the REST shim: preflights are answered and responses name the "
+        "origin; empty: no CORS headers at all, so browsers refuse cross-origin calls",
+    )
+    cors_allow_credentials: bool = _opt(
+        False,
+        "answer those origins with Access-Control-Allow-Credentials: true, for browser "
+        "requests sent with credentials (cookies, TLS client certificates, a browser's "
+        "stored HTTP authentication); a token in the Authorization header needs none",
+    )
+    cors_max_age: int = _opt(
+        600, "seconds a browser may cache a preflight's answer (Chromium keeps at most 7200)"
+    )
     db_pool_size: int = _opt(
         0,
         "database connections kept open per process, reused by every call; 0: as many as "
@@ -178,6 +233,13 @@ class Settings:
     )
     log_level: str = _opt("INFO", "log level: DEBUG, INFO, WARNING, ERROR")
     log_json: bool = _opt(False, "log one JSON object per line instead of text")
+    otlp_endpoint: str = _opt(
+        "",
+        "OpenTelemetry tracing: the OTLP/HTTP collector to send spans to, e.g. "
+        "http://otel-collector:4318 (they go to its /v1/traces); empty: the standard "
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, and without "
+        "those no tracing at all. Service name, sampler, headers: the OTEL_* variables",
+    )
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
@@ -210,6 +272,10 @@ class Settings:
     def rest_workers(self) -> int:
         """Threads the REST shim runs its calls on."""
         return max(4, min(32, self.grpc_workers))
+
+    def cors_origins(self) -> tuple[str, ...]:
+        """``cors_allowed_origins`` as a tuple (checked by the settings' own checks)."""
+        return tuple(o.strip() for o in self.cors_allowed_origins.split(",") if o.strip())
 
     def process_count(self) -> int:
         """``processes`` resolved: 0 is the number of cores this process may use, the
@@ -349,13 +415,20 @@ def _problems(s: Settings) -> Iterator[str]:
     yield from need(s.grpc_max_queued_calls >= 0, "grpc_max_queued_calls", ">= 0")
     yield from need(s.grpc_max_streams >= 1, "grpc_max_streams", "at least 1")
     yield from need(s.grpc_max_streams_per_peer >= 1, "grpc_max_streams_per_peer", "at least 1")
+    yield from need(s.grpc_message_timeout > 0, "grpc_message_timeout", "more than 0 seconds")
+    yield from need(s.grpc_max_unsent >= 1, "grpc_max_unsent", "at least 1")
+    yield from need(s.grpc_max_unsent_per_peer >= 1, "grpc_max_unsent_per_peer", "at least 1")
     yield from need(s.shutdown_grace >= 0, "shutdown_grace", ">= 0")
+    yield from need(0 < s.feed_poll_interval <= 60, "feed_poll_interval", "in (0, 60]")
+    yield from need(s.watch_recheck_interval > 0, "watch_recheck_interval", "> 0")
     yield from need(s.drain_delay >= 0, "drain_delay", ">= 0")
     yield from need(s.processes >= 0, "processes", ">= 0 (0: one per core)")
     yield from need(bool(s.issuer), "issuer", "set")
     yield from need(bool(s.audience), "audience", "set")
     # expires_in is an int32 on the wire
     yield from need(1 <= s.token_lifetime <= 366 * 86400, "token_lifetime",
+                    "between 1 and 31622400 seconds")
+    yield from need(1 <= s.delegation_max_lifetime <= 366 * 86400, "delegation_max_lifetime",
                     "between 1 and 31622400 seconds")
     yield from need(s.session_ttl >= 1, "session_ttl", "at least 1 second")
     yield from need(s.activity_interval >= 0, "activity_interval", ">= 0")
@@ -385,7 +458,108 @@ def _problems(s: Settings) -> Iterator[str]:
         s.proxy_networks()
     except ValueError:
         yield from need(False, "trusted_proxies", "addresses or CIDR networks, comma-separated")
+    if bool(s.tls_cert_file) != bool(s.tls_key_file):
+        given, missing = (("tls_cert_file", "tls_key_file") if s.tls_cert_file
+                          else ("tls_key_file", "tls_cert_file"))
+        yield from need(False, missing,
+                        f"set too when {Settings.flag(given)} is (both or neither)")
+    yield from need(bool(s.tls_cert_file) or not s.tls_client_ca_file, "tls_client_ca_file",
+                    "empty without --tls-cert-file and --tls-key-file (mutual TLS is TLS too)")
+    bad = [o for o in s.cors_origins() if not _is_origin(o)]
+    if bad:
+        yield (f"cors_allowed_origins ({Settings.env_name('cors_allowed_origins')}) must be "
+               "origins as a browser sends them (scheme://host or scheme://host:port, "
+               "lowercase, no default port, path or trailing slash; never *), "
+               f"comma-separated, not {', '.join(bad)!r}")
+    yield from need(0 <= s.cors_max_age <= 86400, "cors_max_age", "between 0 and 86400 seconds")
     yield from need(s.log_level.upper() in LOG_LEVELS, "log_level", " or ".join(LOG_LEVELS))
+    yield from need(not s.otlp_endpoint or re.match(r"https?://[^/?#\s]+", s.otlp_endpoint)
+                    is not None, "otlp_endpoint", "an http:// or https:// URL, or empty")
+
+
+#: an origin as the Fetch standard serializes it (Origin header): no path, default port left out
+_ORIGIN = re.compile(r"(https?)://(\[[0-9a-f:.]+\]|[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)"
+                     r"(?::([1-9][0-9]{0,4}))?")
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _is_origin(value: str) -> bool:
+    m = _ORIGIN.fullmatch(value)
+    if m is None:
+        return False
+    return m[3] is None or (int(m[3]) <= 65535 and _DEFAULT_PORTS[m[1]] != m[3])
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """The PEM files the ``--tls-*`` settings name, read and checked (``read_tls``)."""
+
+    cert_chain: bytes
+    private_key: bytes
+    #: the CAs client certificates must be signed by (mutual TLS); None: none is asked for
+    client_ca: bytes | None
+
+
+def read_tls(settings: Settings) -> TlsMaterial | None:
+    """The TLS files, read and checked together, or None (plaintext). A file missing or
+    unreadable, one that holds no PEM certificate (or key), an encrypted key, or a key
+    that is not the certificate's is a StartupError naming its setting: found at start,
+    not at a client's first handshake (where grpc would only log it)."""
+    if not settings.tls_cert_file:
+        return None
+    import ssl
+
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    cert_path, key_path = settings.tls_cert_file, settings.tls_key_file
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    cert_pem = _read_file("tls_cert_file", cert_path)
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        raise StartupError("tls_cert_file", f"{cert_path} holds no PEM certificate") from None
+    key_pem = _read_file("tls_key_file", key_path)
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:  # it wants a password
+        raise StartupError("tls_key_file", f"{key_path} is encrypted: the server needs the "
+                           "key unencrypted (protect the file instead)") from None
+    except (ValueError, UnsupportedAlgorithm):
+        raise StartupError("tls_key_file", f"{key_path} holds no PEM private key") from None
+    if key.public_key().public_bytes(*spki) != chain[0].public_key().public_bytes(*spki):
+        raise StartupError("tls_key_file", f"{key_path} is not the key of the certificate "
+                           f"in {cert_path} (the first one there must be the server's)")
+    client_ca = None
+    if settings.tls_client_ca_file:
+        client_ca = _read_file("tls_client_ca_file", settings.tls_client_ca_file)
+        try:
+            x509.load_pem_x509_certificates(client_ca)
+        except ValueError:
+            raise StartupError("tls_client_ca_file", f"{settings.tls_client_ca_file} holds "
+                               "no PEM certificate") from None
+    # what the HTTP side (Python's ssl, OpenSSL) will do with them, once, now
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_path, key_path)
+    except (ssl.SSLError, OSError) as e:
+        raise StartupError("tls_cert_file", f"{cert_path} with {key_path} cannot serve "
+                           f"TLS: {e}") from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cadata=client_ca.decode("ascii", "replace"))
+        except (ssl.SSLError, ValueError) as e:
+            raise StartupError("tls_client_ca_file", f"{settings.tls_client_ca_file} "
+                               f"cannot verify clients: {e}") from None
+    return TlsMaterial(cert_pem, key_pem, client_ca)
+
+
+def _read_file(setting: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise StartupError(setting, f"cannot read {path}: {e.strerror or e}") from None
 
 
 def _coerce(f: dataclasses.Field[Any], raw: Any) -> Any:

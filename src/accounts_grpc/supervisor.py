@@ -40,6 +40,11 @@ Metrics: prometheus_client's multiprocess mode. ``PROMETHEUS_MULTIPROC_DIR`` is 
 directory in each worker's environment (set before the worker imports the library) and
 is removed at exit; ``mark_process_dead`` is called for each worker that exits. Every
 worker's ``/metrics`` sums all of them (rpc/metrics.py).
+
+Tracing: each worker, a new interpreter, sets up its own OpenTelemetry provider and
+exporter as its App is built, and exports what is left as it drains (tracing.py); the
+workers inherit the ``OTEL_*`` variables with the rest of the environment, and the
+supervisor itself traces nothing.
 """
 
 from __future__ import annotations

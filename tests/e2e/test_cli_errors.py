@@ -199,3 +199,69 @@ def test_no_key_encryption_key_on_postgresql(tmp_path: Path) -> None:
         line = fails(*SERVE_2, "--database-url", url)
         assert "PostgreSQL needs an explicit key-encryption key" in line, line
         assert "--key-encryption-key (ACCOUNTS_KEY_ENCRYPTION_KEY)" in line, line
+
+
+# -- TLS and CORS --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pem(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """PEM files, good and bad, by name."""
+    import trustme
+    from cryptography.hazmat.primitives import serialization
+
+    d = tmp_path_factory.mktemp("pem")
+    ca = trustme.CA()
+    leaf, other = ca.issue_cert("localhost"), ca.issue_cert("localhost")
+    key = serialization.load_pem_private_key(leaf.private_key_pem.bytes(), password=None)
+    files = {
+        "cert": leaf.cert_chain_pems[0].bytes(),
+        "key": leaf.private_key_pem.bytes(),
+        "other_key": other.private_key_pem.bytes(),
+        "encrypted_key": key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(SECRET.encode())),
+        "ca": ca.cert_pem.bytes(),
+        "junk": b"not PEM at all\n",
+    }
+    for name, data in files.items():
+        (d / f"{name}.pem").write_bytes(data)
+    return {name: str(d / f"{name}.pem") for name in [*files, "missing"]}
+
+
+@pytest.mark.parametrize("cert, key, ca, setting, says", [
+    ("missing", "key", "", "tls_cert_file", "cannot read {missing}: No such file"),
+    ("junk", "key", "", "tls_cert_file", "{junk} holds no PEM certificate"),
+    ("cert", "junk", "", "tls_key_file", "{junk} holds no PEM private key"),
+    ("cert", "other_key", "", "tls_key_file", "{other_key} is not the key of the certificate "
+     "in {cert}"),
+    ("cert", "encrypted_key", "", "tls_key_file", "{encrypted_key} is encrypted"),
+    ("cert", "key", "junk", "tls_client_ca_file", "{junk} holds no PEM certificate"),
+    ("cert", "key", "missing", "tls_client_ca_file", "cannot read {missing}"),
+])
+@pytest.mark.parametrize("command", ["serve-1", "serve-2"])
+def test_a_tls_file_that_will_not_do(command: str, cert: str, key: str, ca: str, setting: str,
+                                     says: str, pem: dict[str, str], tmp_path: Path) -> None:
+    line = fails(*COMMANDS[command], *sqlite(tmp_path), f"--key-encryption-key={new_key()}",
+                 "--tls-cert-file", pem[cert], "--tls-key-file", pem[key],
+                 "--tls-client-ca-file", pem[ca] if ca else "")
+    assert names(setting) + says.format(**pem) in line, line
+    assert not (tmp_path / "accounts.db").exists(), "a failed start changes nothing"
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--tls-cert-file", "cert.pem"],
+     "tls_key_file (ACCOUNTS_TLS_KEY_FILE) must be set too when --tls-cert-file is"),
+    (["--tls-key-file", "key.pem"],
+     "tls_cert_file (ACCOUNTS_TLS_CERT_FILE) must be set too when --tls-key-file is"),
+    (["--tls-client-ca-file", "ca.pem"],
+     "tls_client_ca_file (ACCOUNTS_TLS_CLIENT_CA_FILE) must be empty without --tls-cert-file"),
+    (["--cors-allowed-origins", "https://app.example.com,*"],
+     "cors_allowed_origins (ACCOUNTS_CORS_ALLOWED_ORIGINS) must be origins as a browser "
+     "sends them"),
+    (["--cors-allowed-origins", "https://app.example.com/"], "not 'https://app.example.com/'"),
+])
+def test_settings_that_go_together(flags: list[str], says: str, tmp_path: Path) -> None:
+    for command in ("serve-1", "serve-2"):
+        line = fails(*COMMANDS[command], *sqlite(tmp_path), *flags)
+        assert says in line, line

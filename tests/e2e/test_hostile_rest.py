@@ -1,5 +1,6 @@
 """What the REST port refuses: forged client addresses, oversized or slow request heads,
-slow bodies, bodies from strangers, and characters no field may hold (on both databases).
+requests that are not HTTP, idle connections, slow bodies, bodies from strangers, and
+characters no field may hold (on both databases, the OAuth endpoints' forms included).
 
 Raw sockets where the point is what a misbehaving client sends; httpx elsewhere.
 """
@@ -7,6 +8,8 @@ Raw sockets where the point is what a misbehaving client sends; httpx elsewhere.
 from __future__ import annotations
 
 import json
+import logging
+import re
 import socket
 import time
 import uuid
@@ -24,13 +27,15 @@ LIMITS = dict(auth_max_failures=MAX_FAILURES, auth_max_failures_per_address=MAX_
               auth_failure_window=60, auth_block_seconds=60)
 HEADER_TIMEOUT = 1.0
 BODY_TIMEOUT = 1.0
+IDLE_TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module")
 def guarded(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(backend, tmp_path_factory.mktemp("guarded"),
                         http_header_timeout=HEADER_TIMEOUT, http_body_timeout=BODY_TIMEOUT,
-                        http_max_header_bytes=8192, http_max_headers=40) as srv:
+                        http_idle_timeout=IDLE_TIMEOUT, http_max_header_bytes=8192,
+                        http_max_headers=40) as srv:
         yield srv
 
 
@@ -149,6 +154,67 @@ def test_slowloris_connections_are_closed_while_others_are_served(guarded: Serve
             s.close()
 
 
+def _response_head(s: socket.socket) -> bytes:
+    """The head of one whole response read from a kept-alive connection (its body too)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"closed before the response was whole: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length: *(\d+)", head)
+    assert length is not None, head
+    while len(body) < int(length.group(1)):
+        body += s.recv(65536)
+    return head
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(
+        guarded: Server) -> None:
+    with socket.create_connection(("127.0.0.1", guarded.app.http_port),
+                                  timeout=IDLE_TIMEOUT + 10) as s:
+        for _ in range(3):  # kept alive while requests come
+            s.sendall(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            head = _response_head(s)
+            assert _status(head) == 200 and b"connection: close" not in head.lower()
+        # then idle: the server closes it (a TimeoutError here: it was kept open)
+        assert s.recv(65536) == b""
+
+
+NOT_HTTP = {
+    "garbage": b"GARBAGE\r\n\r\n",
+    "control character in a header": b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-c: a\x01b\r\n\r\n",
+    "header without a colon": b"GET /healthz HTTP/1.1\r\nhost x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", list(NOT_HTTP.values()), ids=list(NOT_HTTP))
+def test_a_request_that_is_not_http_gets_400_in_the_error_shape(guarded: Server,
+                                                                raw: bytes) -> None:
+    out = _raw(guarded, raw)
+    assert _status(out) == 400, out
+    body = json.loads(out.split(b"\r\n\r\n", 1)[1])
+    assert body["code"] == 3, body
+    assert [d.get("reason") for d in body["details"]] == ["MALFORMED_HTTP_REQUEST"], body
+    assert b"connection: close" in out.lower()
+
+
+def test_a_flood_of_bad_requests_logs_a_few_lines(guarded: Server,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """Each request httptools refuses (not HTTP, or a head past the limits) is a warning
+    of uvicorn's; anyone can send them at will, so they are logged at most once a second."""
+    caplog.set_level(logging.WARNING)
+    time.sleep(1.1)  # the throttle's window of earlier tests' lines is over
+    caplog.clear()
+    too_many = b"GET /healthz HTTP/1.1\r\n" + b"".join(b"x%d: v\r\n" % i for i in range(60))
+    statuses = {_status(_raw(guarded, (NOT_HTTP["garbage"], too_many + b"\r\n")[i % 2]))
+                for i in range(200)}
+    assert statuses == {400, 431}
+    lines = [r for r in caplog.records if r.name.startswith("uvicorn")]
+    assert 1 <= len(lines) < 20, [r.getMessage() for r in lines]
+    assert not any(r.exc_info for r in caplog.records)
+
+
 def test_a_slow_body_gets_408(guarded: Server) -> None:
     head = (f"POST /v1/accounts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
             f"authorization: Bearer {guarded.admin_token}\r\ncontent-length: 100\r\n\r\n")
@@ -210,6 +276,33 @@ def test_nul_in_the_token_endpoint_is_invalid_request(guarded: Server) -> None:
         "grant_type": "client_credentials", "client_id": "\x00", "client_secret": "x"})
     assert r.status_code == 400, r.text
     assert r.json()["error"] == "invalid_request"
+
+
+@pytest.mark.parametrize("path", ["/oauth2/introspect", "/oauth2/revoke"])
+def test_control_characters_in_an_oauth_form_are_invalid_request(
+        guarded: Server, path: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The introspection and revocation forms are checked as every RPC's strings are:
+    the same answer on both databases, and nothing reaches the database (PostgreSQL
+    refused a NUL in client_id there, with another answer than SQLite's)."""
+    caplog.set_level(logging.INFO)
+    form = {"client_id": guarded.admin_client_id, "client_secret": guarded.admin_client_secret,
+            "token": "st_unknown", "token_type_hint": "access_token"}
+    sent: list[tuple[dict[str, str], tuple[str, str] | None, str, str]] = [
+        ({**form, name: f"a{c}b"}, None, name, c) for name in form for c in ("\x00", "\x1b")]
+    sent.append(({"token": "st_unknown"}, ("a\x00b", "secret"), "client_id", "\x00"))
+    sent.append(({"token": "st_unknown"}, (guarded.admin_client_id, "s\x9b"), "client_secret",
+                 "\x9b"))
+    for data, basic, name, c in sent:
+        r = httpx.post(f"{guarded.http_url}{path}", data=data, auth=basic, timeout=10)
+        assert r.status_code == 400, (name, r.text)
+        body = r.json()
+        assert body["error"] == "invalid_request", body
+        assert body["error_description"].startswith(
+            f"{name}: must not contain U+{ord(c):04X} at offset 1"), body
+    assert not [r.getMessage() for r in caplog.records if r.name == "accounts_grpc.errors"]
+    # well-formed, the same request is answered
+    r = httpx.post(f"{guarded.http_url}{path}", data=form, timeout=10)
+    assert r.status_code == 200, r.text
 
 
 def test_a_lone_surrogate_in_json_is_400(guarded: Server) -> None:

@@ -40,9 +40,10 @@ from accounts.v1 import (
 from accounts.v1 import user_group_pb2 as ugpb
 from accounts.v1 import user_group_service_pb2 as ugspb
 
+from accounts_grpc.config import Settings
 from tests import support
 from tests.serving import CLI, LoggedProcess, clean_env, cli
-from tests.support import sample
+from tests.support import exposition_problems, sample
 
 ME = "/accounts.v1.UserService/GetMe"
 CREATE_GROUP = "/accounts.v1.UserGroupService/CreateUserGroup"
@@ -210,18 +211,25 @@ def test_both_workers_serve_grpc_and_rest_and_metrics_sum_them(
 
         # whichever worker answers /metrics, it counts every worker's calls (each worker
         # served only a part of them, as the log shows)
+        me = {"grpc_service": "accounts.v1.UserService", "grpc_method": "GetMe"}
         for _ in range(6):
             text = c.metrics()
-            assert sample(text, "accounts_rpc_calls_total", transport="grpc", method=ME,
-                          code="OK") == grpc_calls
-            assert sample(text, "accounts_rpc_calls_total", transport="rest", method=ME,
-                          code="OK") == rest_calls
-            assert sample(text, "accounts_rpc_duration_seconds_count", transport="grpc",
-                          method=ME) == grpc_calls
+            assert sample(text, "grpc_server_handled_total", **me, grpc_code="OK") == grpc_calls
+            assert sample(text, "http_server_request_duration_seconds_count", **me,
+                          http_response_status_code="200") == rest_calls
+            assert sample(text, "grpc_server_handling_seconds_count", **me) == grpc_calls
             assert "accounts_serving_processes 2.0" in text
-            starts = re.findall(r'^accounts_process_start_time_seconds\{pid="(\d+)"\}', text,
-                                re.M)
-            assert sorted(map(int, starts)) == sorted(c.worker_pids().values())
+            # every live worker's process metrics, one series each (read from /proc)
+            pids = sorted(c.worker_pids().values())
+            for name in ("process_start_time_seconds", "process_cpu_seconds_total",
+                         "process_resident_memory_bytes", "process_open_fds"):
+                found = re.findall(rf'^{name}\{{pid="(\d+)"\}}', text, re.M)
+                assert sorted(map(int, found)) == pids, name
+            # no series twice, none _created, and the gauges summed over the workers
+            assert exposition_problems(text) == []
+            assert sample(text, "accounts_db_pool_size") == 2 * Settings().pool_size()
+            assert sample(text, "accounts_calls_in_flight", transport="grpc") == 0
+            assert sample(text, "accounts_calls_in_flight", transport="rest") == 1  # this one
 
 
 # -- a worker killed is replaced; the calls go on ------------------------------------------------
@@ -446,8 +454,9 @@ def test_concurrent_creates_from_two_processes_are_neither_lost_nor_doubled(
         by_worker = c.calls_by_worker("grpc", CREATE_GROUP)
         assert set(by_worker) == {1, 2}, f"both processes wrote: {by_worker}"
         assert "database is locked" not in c.log
-        assert sample(c.metrics(), "accounts_rpc_calls_total", transport="grpc",
-                      method=CREATE_GROUP, code="OK") == threads * per_thread
+        assert sample(c.metrics(), "grpc_server_handled_total",
+                      grpc_service="accounts.v1.UserGroupService",
+                      grpc_method="CreateUserGroup", grpc_code="OK") == threads * per_thread
 
 
 def _sa_url(url: str) -> str:

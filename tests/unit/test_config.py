@@ -77,9 +77,14 @@ def test_every_setting_reads_its_variable() -> None:
         raw = {"signing_alg": "ES256", "log_level": "DEBUG", "database_url": "sqlite:///x.db",
                "http_max_body_bytes": "4096", "grpc_port": "7", "http_port": "7",
                "request_id_ttl": "7200", "trusted_proxies": "10.0.0.0/8",
-               "http_max_header_bytes": "4096", "http_max_headers": "50"}.get(
-                   f.name, samples[kind])
-        s = Settings.load(env={Settings.env_name(f.name): raw})
+               "http_max_header_bytes": "4096", "http_max_headers": "50",
+               "cors_allowed_origins": "https://app.example.com",
+               "otlp_endpoint": "http://otel-collector:4318"}.get(f.name, samples[kind])
+        # the settings that are set only together (TLS: certificate and key, and a CA)
+        tls = {"tls_cert_file", "tls_key_file", "tls_client_ca_file"}
+        together = {Settings.env_name(n): "x" for n in ("tls_cert_file", "tls_key_file")
+                    if f.name in tls}
+        s = Settings.load(env={**together, Settings.env_name(f.name): raw})
         assert getattr(s, f.name) != f.default or raw == str(f.default), f.name
 
 

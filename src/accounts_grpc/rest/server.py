@@ -11,25 +11,35 @@ What a hostile client can hold is bounded, each by a setting:
 - it must arrive within ``http_header_timeout`` of the connection opening or of the
   request's first byte (a slowloris client is closed, not waited for);
 - the body within ``http_body_timeout`` (408, in the gateway), an idle keep-alive
-  connection closes after ``http_idle_timeout``.
+  connection closes after ``http_idle_timeout``;
+- a request that is not HTTP/1.1 httptools can parse gets 400 in the same error shape,
+  and uvicorn's warning of it is logged at most once a second.
 uvicorn's ``proxy_headers`` is off: the client's address is the peer's, and only the
 pipeline reads X-Forwarded-For, and only from ``--trusted-proxies``.
+
+With ``--tls-cert-file`` the port speaks HTTPS only (uvicorn's ``ssl_*`` settings; the
+head timeout starts once the TLS handshake is done, which asyncio bounds at 60 s).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
+import ssl
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from accounts_grpc import tracing
 from accounts_grpc.config import Settings
 from accounts_grpc.rest.errors import error_response, shim_status
 from accounts_grpc.rest.gateway import GatewayConfig, create_http_app
+from accounts_grpc.rpc.interceptor import ThrottledLog
 
 
 @dataclass(frozen=True)
@@ -42,11 +52,28 @@ class HeadLimits:
 def _refusal(status: int, code: str, message: str, reason: str) -> bytes:
     """A whole HTTP/1.1 response in the shim's error shape, closing the connection."""
     _code, headers, body = error_response(shim_status(code, message, reason), status)
-    phrase = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}[status]
+    phrase = {400: b"Bad Request", 408: b"Request Timeout",
+              431: b"Request Header Fields Too Large"}[status]
     lines = [b"HTTP/1.1 %d %s" % (status, phrase)]
     lines += [k + b": " + v for k, v in headers]
     lines += [b"content-length: %d" % len(body), b"connection: close", b"", body]
     return b"\r\n".join(lines)
+
+
+class _ThrottledWarnings:
+    """uvicorn's protocol logger with its warnings at most one a second: it warns of every
+    request httptools cannot parse (431 refusals included), which any client sends at
+    will, so a flood of them cannot flood the log."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._logger = logger
+        self.warning = ThrottledLog(logger).warning
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._logger, name)
+
+
+_PROTOCOL_LOG = _ThrottledWarnings(logging.getLogger("uvicorn.error"))
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -71,6 +98,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             with contextlib.suppress(OSError, AttributeError):  # not TCP (a Unix socket)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(transport)
+        self.logger = _PROTOCOL_LOG  # type: ignore[assignment]  # a Logger to uvicorn
         self._in_head = True
         self._head_bytes = 0
         self._head_fields = 0
@@ -117,8 +145,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._too_large(f"a head larger than {self.limits.max_bytes} bytes")
 
     def send_400_response(self, msg: str) -> None:
-        if not self._refused:  # a refusal has answered already
-            super().send_400_response(msg)
+        """Not HTTP/1.1 that httptools can parse: 400 in the shim's error shape (uvicorn's
+        is plain text), unless a refusal has answered already."""
+        if not self._refused:
+            self._refuse(400, "INVALID_ARGUMENT", "the request is not valid HTTP/1.1",
+                         "MALFORMED_HTTP_REQUEST")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -179,6 +210,19 @@ def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
+def _tls_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's TLS settings from ours (the files are checked at start, config.read_tls):
+    TLS only on the port, and with a client CA, a client certificate signed by it."""
+    if not settings.tls_cert_file:
+        return {}
+    options: dict[str, Any] = {"ssl_certfile": settings.tls_cert_file,
+                               "ssl_keyfile": settings.tls_key_file}
+    if settings.tls_client_ca_file:
+        options.update(ssl_ca_certs=settings.tls_client_ca_file,
+                       ssl_cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
 class HttpServer:
     """The REST gateway ``gateway_config`` describes, served on ``settings``' HTTP address
     with its head, idle and shutdown limits. ``reuse_port``: listen with SO_REUSEPORT, as
@@ -193,7 +237,7 @@ class HttpServer:
             "limits": HeadLimits(settings.http_max_header_bytes, settings.http_max_headers,
                                  settings.http_header_timeout)})
         config = uvicorn.Config(
-            self.gateway,
+            tracing.asgi(self.gateway),  # OpenTelemetry's middleware, only while tracing is on
             loop="uvloop",
             http=protocol,
             lifespan="off",
@@ -203,6 +247,7 @@ class HttpServer:
             proxy_headers=False,  # X-Forwarded-For only from --trusted-proxies (pipeline)
             timeout_keep_alive=settings.http_idle_timeout,  # type: ignore[arg-type]
             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
+            **_tls_options(settings),
         )
         # uvicorn installs no signal handlers off the main thread; App handles SIGTERM.
         self._server = uvicorn.Server(config)
