@@ -16,6 +16,7 @@ from accounts.v1 import user_service_pb2 as upb
 from accounts.v1 import user_service_pb2_grpc
 
 from accounts_grpc.config import Settings
+from tests.e2e.test_hostile_grpc import silent_calls, wait_for
 from tests.support import Server, failure, running_server
 
 
@@ -109,3 +110,17 @@ def test_grpc_past_the_bound_is_overloaded_with_retry_info(tight: Server) -> Non
         assert f.code == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
         assert f.reason == "OVERLOADED" and f.retry_seconds == 1  # type: ignore[attr-defined]
     tight.stubs.users.GetMe(upb.GetMeRequest(), metadata=tight.admin, timeout=10)
+
+
+def test_calls_waiting_for_their_message_take_no_worker(backend: str, tmp_path: Path) -> None:
+    """One worker, and 10 calls that never send their request message (no token needed):
+    a worker's place is taken only once a call's message has come, so an authenticated
+    call is served meanwhile. grpcio alone read the message on the worker, which the
+    first silent call then held until its deadline."""
+    with (running_server(backend, tmp_path, grpc_workers=1, grpc_max_queued_calls=20) as srv,
+          silent_calls([srv.channel], 10, "127.0.0.1") as calls):
+        wait_for(lambda: srv.app.grpc.lanes.unary.held == 10, "the silent calls are in")
+        for _ in range(3):
+            me = srv.stubs.users.GetMe(upb.GetMeRequest(), metadata=srv.admin, timeout=10)
+            assert me.user.id
+        assert not any(c.done() for c in calls)

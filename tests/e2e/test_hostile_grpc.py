@@ -8,12 +8,14 @@ import functools
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from accounts.v1 import session_service_pb2 as spb
 from accounts.v1 import user_pb2
@@ -24,9 +26,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from accounts_grpc.rpc.interceptor import MALFORMED, ThrottledLog
 from tests.e2e.auth_helpers import hold_write_lock
-from tests.support import Failure, Server, failure, running_server
+from tests.support import Failure, Server, failure, running_server, sample
 
 GET_USER = "/accounts.v1.UserService/GetUser"
+GET_ME = "/accounts.v1.UserService/GetMe"
 CREATE_SESSION = "/accounts.v1.SessionService/CreateSession"
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
@@ -262,8 +265,7 @@ def get_me_256(srv: Server) -> None:
 def test_64_open_streams_do_not_starve_256_unary_calls(
     backend: str, tmp_path: Path, overrides: dict[str, Any], admitted: int, scope: str
 ) -> None:
-    with running_server(backend, tmp_path, **overrides) as srv:
-        assert srv.app.settings.grpc_max_streams == 32
+    with running_server(backend, tmp_path, grpc_max_streams=32, **overrides) as srv:
         with reflection_streams(srv.channel, 64) as (opened, refused):
             assert len(opened) == admitted and len(refused) == 64 - admitted
             for f in refused:
@@ -348,6 +350,151 @@ def test_watches_opened_and_cancelled_at_once_do_not_freeze_the_server(server: S
     assert check.status == health_pb2.HealthCheckResponse.SERVING
     server.stubs.users.GetMe(upb.GetMeRequest(), metadata=server.admin, timeout=5)
     wait_for(lambda: server.app.grpc.lanes.streams.held == 0, "every watch was released")
+
+
+# -- calls whose request message never comes ---------------------------------------------------
+
+ATTACKER, OTHER = "203.0.113.7", "198.51.100.8"  # as a trusted proxy (127.0.0.1) names them
+
+
+@contextmanager
+def silent_calls(channels: list[grpc.Channel], n: int, address: str) -> Iterator[list[Any]]:
+    """``n`` GetMe calls from ``address`` (X-Forwarded-For), spread over ``channels``,
+    whose request stream sends nothing until the block ends (no token either)."""
+    never = threading.Event()
+
+    def silent() -> Iterator[bytes]:
+        never.wait(60)
+        yield from ()
+
+    calls = [channels[i % len(channels)].stream_unary(
+        GET_ME, request_serializer=None, response_deserializer=None,
+    ).future(silent(), metadata=(("x-forwarded-for", address),), timeout=60) for i in range(n)]
+    try:
+        yield calls
+    finally:
+        never.set()
+        for c in calls:
+            c.cancel()
+
+
+def handled(srv: Server) -> dict[str, float]:
+    text = httpx.get(f"{srv.http_url}/metrics", timeout=10).text
+    return {code: sample(text, "grpc_server_handled_total", grpc_method="GetMe", grpc_code=code)
+            for code in ("DeadlineExceeded", "ResourceExhausted")}
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+def test_unary_calls_whose_message_never_comes_do_not_starve_the_others(
+        backend: str, tmp_path: Path, connections: int) -> None:
+    """70 calls that never send their request message, from one address over one or
+    several connections: grpcio alone would hold a worker for each until its deadline
+    (70 took all 64 workers: GetMe timed out). Now others are served meanwhile; 16 of
+    them (the per-address cap) are kept until the message timeout, the rest end sooner."""
+    with running_server(backend, tmp_path, trusted_proxies="127.0.0.1",
+                        grpc_message_timeout=4.0) as srv:
+        unsent = srv.app.grpc.lanes.unsent
+        assert unsent.per_peer == 16
+        channels = [grpc.insecure_channel(srv.address) for _ in range(connections)]
+        before = handled(srv)
+        try:
+            with silent_calls(channels, 70, ATTACKER) as calls:
+                health = health_pb2_grpc.HealthStub(srv.channel)
+                for _ in range(2):  # while all 70 wait, and once 16 are kept
+                    me = srv.stubs.users.GetMe(upb.GetMeRequest(), metadata=srv.admin,
+                                               timeout=10)
+                    assert me.user.id
+                    assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status
+                    wait_for(lambda: unsent.unsent(ATTACKER) == 16, "16 unsent calls kept", 30)
+                ended = [failure(c.exception(timeout=30)) for c in calls]
+        finally:
+            for c in channels:
+                c.close()
+        codes = Counter(f.code for f in ended)
+        assert codes == {grpc.StatusCode.DEADLINE_EXCEEDED: 16,
+                         grpc.StatusCode.RESOURCE_EXHAUSTED: 54}, codes
+        for f in ended:
+            if f.code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                assert f.message == "the request message did not come within 4 s"
+            else:
+                assert "calls from your address have not sent their request message" in f.message
+                assert "retry in 1 s" in f.message
+        wait_for(lambda: srv.app.grpc.lanes.unary.held == 0 and unsent.total == 0,
+                 "every call has ended")
+        after = handled(srv)
+        assert after["DeadlineExceeded"] - before["DeadlineExceeded"] == 16
+        assert after["ResourceExhausted"] - before["ResourceExhausted"] == 54
+
+
+def test_past_the_per_address_cap_new_calls_are_refused_at_once(backend: str,
+                                                                tmp_path: Path) -> None:
+    """While an address has as many unsent calls as its cap, its new calls are refused at
+    once (a call cannot be told apart before its message is read), with ErrorInfo and
+    RetryInfo; another address is served, its own unsent calls included."""
+    with running_server(backend, tmp_path, trusted_proxies="127.0.0.1",
+                        grpc_max_unsent_per_peer=4, grpc_message_timeout=60.0) as srv:
+        unsent = srv.app.grpc.lanes.unsent
+        with silent_calls([srv.channel], 4, ATTACKER) as kept:
+            wait_for(lambda: unsent.unsent(ATTACKER) == 4, "4 unsent calls kept")
+            with silent_calls([srv.channel], 1, ATTACKER) as [fifth]:
+                refused = fifth.exception(timeout=10)  # long before the message timeout
+                f = failure(refused)
+                assert (f.code, f.domain, f.reason, f.retry_seconds) == (
+                    grpc.StatusCode.RESOURCE_EXHAUSTED, "accounts.v1", "TOO_MANY_PENDING_CALLS",
+                    1), f
+                assert f.metadata == {"limit": "4", "scope": "client"}
+                assert "x-request-id" in dict(refused.trailing_metadata())
+            from_there = (*srv.admin, ("x-forwarded-for", ATTACKER))
+            with pytest.raises(grpc.RpcError) as e:
+                srv.stubs.users.GetMe(upb.GetMeRequest(), metadata=from_there, timeout=10)
+            assert failure(e.value).reason == "TOO_MANY_PENDING_CALLS"
+            with silent_calls([srv.channel], 1, OTHER):
+                wait_for(lambda: unsent.unsent(OTHER) == 1, "the other address's call kept")
+                me = srv.stubs.users.GetMe(upb.GetMeRequest(), timeout=10,
+                                           metadata=(*srv.admin, ("x-forwarded-for", OTHER)))
+                assert me.user.id
+            assert not any(c.done() for c in kept)
+        wait_for(lambda: unsent.total == 0 and srv.app.grpc.lanes.unary.held == 0,
+                 "every call has ended")
+
+
+def test_a_unary_call_is_answered_from_its_one_message(server: Server) -> None:
+    """None is INVALID_ARGUMENT (grpcio said UNIMPLEMENTED); a second one is never read,
+    as grpcio reads none for a unary method."""
+    get_me = server.channel.stream_unary(GET_ME, request_serializer=None,
+                                         response_deserializer=upb.GetMeResponse.FromString)
+    f = malformed(lambda: get_me(iter(()), metadata=server.admin, timeout=10))
+    assert f.message.endswith("the call ended without a request message (this method takes "
+                              "exactly one)"), f.message
+    me = get_me(iter([b"", GARBAGE]), metadata=server.admin, timeout=10)
+    assert me.user.id
+    check = server.channel.stream_unary(HEALTH_CHECK, request_serializer=None,
+                                        response_deserializer=None)
+    malformed(lambda: check(iter(()), timeout=10))
+
+
+def test_watches_whose_message_never_comes_are_capped_then_ended(backend: str,
+                                                                 tmp_path: Path) -> None:
+    """A Watch's one request message is read the same way: the per-address stream cap
+    holds before it comes, and a Watch without one ends at the message timeout."""
+    with running_server(backend, tmp_path, grpc_max_streams_per_peer=3,
+                        grpc_message_timeout=2.0) as srv:
+        never = threading.Event()
+
+        def silent() -> Iterator[bytes]:
+            never.wait(60)
+            yield from ()
+
+        watch = srv.channel.stream_stream(HEALTH_WATCH, request_serializer=None,
+                                          response_deserializer=None)
+        try:
+            calls = [watch(silent(), timeout=60) for _ in range(4)]
+            codes = Counter(c.code() for c in calls)
+        finally:
+            never.set()
+        assert codes == {grpc.StatusCode.DEADLINE_EXCEEDED: 3,
+                         grpc.StatusCode.RESOURCE_EXHAUSTED: 1}, codes
+        wait_for(lambda: srv.app.grpc.lanes.streams.held == 0, "the streams were released")
 
 
 # -- overload -----------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from google.rpc import error_details_pb2
 
 from accounts_grpc.rest import oauth
 from accounts_grpc.rest.routes import Route, routes_for
+from accounts_grpc.rest.transcode import output_only
 from accounts_grpc.rpc import registry
 from accounts_grpc.rpc.pipeline import Admission, CallFailed
 from tests.support import Server, failure
@@ -190,6 +191,9 @@ def _rest_cases(route: Route) -> Iterator[RestCase]:
         if leaf.proto in taken or any(leaf.proto.startswith(p + ".") for p in taken) \
                 or leaf.chain[-1].containing_oneof in oneofs:
             continue
+        if route.body and any(output_only(f) for f in leaf.chain) and (
+                route.body == "*" or leaf.chain[0].name == route.body):
+            continue  # a JSON body may not name it at all (tests/unit/test_rest_transcode.py)
         value, why = bad_value(n)
         n += 1
         path = _path(route, ids)

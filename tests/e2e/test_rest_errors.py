@@ -6,13 +6,16 @@ BadRequest for INVALID_ARGUMENT); never a 500 for something the client did.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from accounts.v1 import user_pb2, user_service_pb2
 
-from tests.support import Server
+from tests.support import Server, expect_error
 
 ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
@@ -133,6 +136,107 @@ def test_bad_enum_value_is_400(http: httpx.Client) -> None:
     body = error(http.post("/v1/accounts", json={
         "account": {"name": "x"}, "firstUser": {"kind": "USER_KIND_ROBOT"}}), 400, 3)
     assert "first_user.kind" in violations(body)
+
+
+def new_account(http: httpx.Client) -> tuple[str, dict[str, Any]]:
+    """A new account through REST: its id and its first user (HUMAN)."""
+    tag = uuid.uuid4().hex[:8]
+    r = http.post("/v1/accounts", json={
+        "account": {"name": f"Shim {tag}", "email": f"ops-{tag}@example.com"},
+        "firstUser": {"kind": "USER_KIND_HUMAN", "email": f"ada-{tag}@example.com"}})
+    assert r.status_code == 200, r.text
+    return r.json()["account"]["id"], r.json()["firstUser"]
+
+
+def test_output_only_field_in_the_body_is_400_whatever_its_value(http: httpx.Client) -> None:
+    """The document makes ``id`` readOnly: a body naming it is refused even as ``null``,
+    which protojson would read as unset (make fuzz, seed 11878080409866917103, had
+    200 for exactly this request, the curl below); nothing is written."""
+    _, user = new_account(http)
+    path = f"/v1/users/{user['id']}"
+    before = http.get(path).json()
+    r = http.patch(path, content=b'{"id": null, "roles": null, "email": ""}',
+                   headers={"content-type": "application/json"})
+    body = error(r, 400, 3)
+    assert info(body)["reason"] == "FIELD_NOT_UPDATABLE"
+    assert violations(body) == {"user.id": "is output-only and cannot be set"}
+    assert "user.id" in body["message"]
+    for value in ("", user["accountId"], None):  # at its default, unchanged, null
+        body = error(http.patch(path, json={"accountId": value, "firstName": "Eve"}), 400, 3)
+        assert violations(body) == {"user.account_id": "is output-only and cannot be set"}
+    assert http.get(path).json() == before
+
+
+def test_output_only_refusal_is_the_services_for_a_set_value(server: Server,
+                                                             http: httpx.Client) -> None:
+    """What the shim answers for an output-only field at its default is what the services
+    answer over gRPC when it holds a value: FIELD_NOT_UPDATABLE in an update,
+    INVALID_ARGUMENT on create, naming the same field."""
+    account_id, user = new_account(http)
+    users = server.stubs.users
+    grpc_update = expect_error(
+        users.UpdateUser, user_service_pb2.UpdateUserRequest(
+            user=user_pb2.User(id=user["id"], client_id="c1", first_name="Eve")),
+        metadata=server.admin, code=grpc.StatusCode.INVALID_ARGUMENT)
+    rest_update = error(http.patch(f"/v1/users/{user['id']}",
+                                   json={"clientId": "", "firstName": "Eve"}), 400, 3)
+    assert grpc_update.reason == info(rest_update)["reason"] == "FIELD_NOT_UPDATABLE"
+    assert [f for f, _ in grpc_update.violations] == list(violations(rest_update)) \
+        == ["user.client_id"]
+    email = f"bo-{uuid.uuid4().hex[:8]}@example.com"
+    grpc_create = expect_error(
+        users.CreateUser, user_service_pb2.CreateUserRequest(
+            account_id=account_id, user=user_pb2.User(kind=user_pb2.USER_KIND_HUMAN,
+                                                      email=email, client_id="c1")),
+        metadata=server.admin, code=grpc.StatusCode.INVALID_ARGUMENT)
+    rest_create = error(http.post(f"/v1/accounts/{account_id}/users", json={
+        "kind": "USER_KIND_HUMAN", "email": email, "clientId": None}), 400, 3)
+    assert grpc_create.reason == info(rest_create)["reason"] == "INVALID_ARGUMENT"
+    assert [f for f, _ in grpc_create.violations] == list(violations(rest_create)) \
+        == ["user.client_id"]
+    listed = http.get(f"/v1/accounts/{account_id}/users").json()["users"]
+    assert [u["id"] for u in listed] == [user["id"]]  # nothing was created
+
+
+def test_null_the_document_forbids_is_400(http: httpx.Client) -> None:
+    """``null`` for a field whose schema is not nullable (a list, a string, a oneof
+    member) is a wrong JSON type, not "unset"; nothing is written."""
+    _, user = new_account(http)
+    path = f"/v1/users/{user['id']}"
+    before = http.get(path).json()
+    body = error(http.patch(path, json={"roles": None, "email": ""}), 400, 3)
+    assert info(body)["reason"] == "INVALID_JSON"
+    assert violations(body) == {"user.roles": "must not be null"}
+    body = error(http.patch(path, json={"firstName": None}), 400, 3)
+    assert violations(body) == {"user.first_name": "must not be null"}
+    body = error(http.post("/v1/sessions", json={"user": {"userId": None}}), 400, 3)
+    assert violations(body) == {"user.user_id": "must not be null"}
+    assert http.get(path).json() == before
+
+
+def test_null_the_document_allows_means_unset(http: httpx.Client) -> None:
+    """A message field is nullable: ``null`` is the field left out."""
+    tag = uuid.uuid4().hex[:8]
+    account = {"name": f"Shim {tag}", "email": f"ops-{tag}@example.com"}
+    body = error(http.post("/v1/accounts", json={"account": account, "firstUser": None}),
+                 400, 3)
+    assert list(violations(body)) == ["first_user.email"]  # the service: no first user
+    made = http.post("/v1/accounts", json={
+        "account": account, "requestId": uuid.uuid4().hex,
+        "firstUser": {"kind": "USER_KIND_HUMAN", "email": f"ada-{tag}@example.com"}})
+    assert made.status_code == 200, made.text
+
+
+def test_path_wins_over_a_body_field_the_document_allows(http: httpx.Client) -> None:
+    """grpc-gateway's rule where the body may name the field the path sets (``id`` of a
+    whole-body route, not output-only): the path's account is closed, not the body's."""
+    a, _ = new_account(http)
+    b, _ = new_account(http)
+    r = http.post(f"/v1/accounts/{a}:close", json={"id": b})
+    assert r.status_code == 200, r.text
+    closed = r.json()["account"]
+    assert closed["id"] == a and closed["closed"] is True
+    assert http.get(f"/v1/accounts/{b}").json()["account"]["closed"] is False
 
 
 def test_oversize_body_is_413(server: Server, http: httpx.Client) -> None:

@@ -173,13 +173,16 @@ def test_update_account_with_update_mask_query_parameter(http: httpx.Client) -> 
     assert ok(r)["account"]["secondaryColor"] == "#000000"
 
 
-def test_update_account_path_wins_over_body(http: httpx.Client) -> None:
+def test_update_account_body_cannot_name_another_account(http: httpx.Client) -> None:
+    """The path names the account; the body's ``id`` is output-only, so refused (not
+    overridden by the path): neither account changes."""
     a = create_account(http)["account"]
     b = create_account(http)["account"]
     r = http.patch(f"/v1/accounts/{a['id']}", params={"updateMask": "primaryColor"},
                    json={"id": b["id"], "primaryColor": "#0000ff"})
-    assert ok(r)["account"]["id"] == a["id"]
-    assert ok(http.get(f"/v1/accounts/{a['id']}"))["account"]["primaryColor"] == "#0000ff"
+    assert r.status_code == 400, r.text
+    assert r.json()["details"][0]["reason"] == "FIELD_NOT_UPDATABLE"
+    assert ok(http.get(f"/v1/accounts/{a['id']}"))["account"]["primaryColor"] == "#112233"
     assert ok(http.get(f"/v1/accounts/{b['id']}"))["account"]["primaryColor"] == "#112233"
 
 

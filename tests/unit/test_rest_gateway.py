@@ -139,7 +139,7 @@ def test_not_implemented_rpc_is_501(gw: Gateway) -> None:
 def test_body_field_path_and_query_are_combined_path_wins(gw: Gateway) -> None:
     status, _, body = request(
         gw, "PATCH", "/v1/accounts/from%20path",
-        body=json.dumps({"id": "from body", "name": "N", "primary_color": "#fff"}).encode(),
+        body=json.dumps({"name": "N", "primary_color": "#fff"}).encode(),  # id: output-only
         query=b"updateMask=name,primaryColor",
         headers=[(b"authorization", b"Bearer t"), (b"x-request-id", b"r1"),
                  (b"cookie", b"not passed")])

@@ -12,9 +12,18 @@ from accounts.v1 import (
     partition_service_pb2,
     session_pb2,
     session_service_pb2,
+    user_group_service_pb2,
     user_service_pb2,
 )
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+from google.api import field_behavior_pb2
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    struct_pb2,
+    timestamp_pb2,
+    wrappers_pb2,
+)
 from google.rpc import error_details_pb2
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,16 +31,20 @@ from hypothesis import strategies as st
 from accounts_grpc.domain.errors import InvalidArgument
 from accounts_grpc.rest.errors import error_response, http_status, retry_after
 from accounts_grpc.rest.oauth import OAuthError, build_request, parse_basic
+from accounts_grpc.rest.openapi import SchemaBuilder
 from accounts_grpc.rest.routes import Router, routes_for
 from accounts_grpc.rest.transcode import (
+    OUTPUT_ONLY_TEXT,
     STANDARD_JSON,
     Problem,
     QueryBinder,
+    accepts_null,
     convert_scalar,
     emits_null,
     load_json,
     merge_json,
     message_json,
+    output_only,
     parse_query,
     resolve,
     response_json,
@@ -211,7 +224,6 @@ def test_body_field_goes_into_that_field() -> None:
     ({"account": {"roles": "admin"}}, "account.roles", "must be a JSON array"),
     ({"account": "x"}, "account", "must be a JSON object, not a string"),
     ({"firstUser": {"kind": "NOPE"}}, "first_user.kind", "NOPE"),
-    ({"account": {"createTime": "yesterday"}}, "account.create_time", "timestamp"),
     ({"requestId": 3}, "request_id", "must be a string, not a number"),
 ])
 def test_body_errors_name_the_field(body: object, field: str, fragment: str) -> None:
@@ -222,6 +234,147 @@ def test_body_errors_name_the_field(body: object, field: str, fragment: str) -> 
     assert list(v) == [field], v
     assert fragment in v[field]
     assert ei.value.reason == "INVALID_JSON"
+
+
+def test_body_timestamp_error_names_the_field() -> None:
+    """(Every Timestamp of an accounts.v1 request is output-only: a message of this file's.)"""
+    with pytest.raises(InvalidArgument) as ei:
+        merge_json(_dynamic_messages()["Outer"](), {"inner": {"when": "yesterday"}}, "*")
+    v = violations(ei.value)
+    assert list(v) == ["inner.when"] and "timestamp" in v["inner.when"], v
+    assert ei.value.reason == "INVALID_JSON"
+
+
+# The document marks output-only fields readOnly, which a request may not carry: the shim
+# refuses them whatever they hold (protojson would read null or "" as unset), with the
+# reason the services give a set output-only field (FIELD_NOT_UPDATABLE in an update).
+@pytest.mark.parametrize(("cls", "body_field", "body", "reason", "fields"), [
+    # the fuzz finding (make fuzz, seed 11878080409866917103)
+    (user_service_pb2.UpdateUserRequest, "user", {"id": None, "roles": None, "email": ""},
+     "FIELD_NOT_UPDATABLE", ["user.id"]),
+    (user_service_pb2.UpdateUserRequest, "user", {"id": "", "firstName": "x"},
+     "FIELD_NOT_UPDATABLE", ["user.id"]),
+    (user_service_pb2.UpdateUserRequest, "user",
+     {"createTime": "2024-05-01T12:00:00Z", "update_time": None, "clientId": "c"},
+     "FIELD_NOT_UPDATABLE", ["user.create_time", "user.update_time", "user.client_id"]),
+    (user_group_service_pb2.UpdateUserGroupRequest, "user_group", {"memberIds": []},
+     "FIELD_NOT_UPDATABLE", ["user_group.member_ids"]),
+    (user_service_pb2.CreateUserRequest, "user", {"kind": "USER_KIND_HUMAN", "accountId": ""},
+     "INVALID_ARGUMENT", ["user.account_id"]),
+    (account_service_pb2.CreateAccountRequest, "*",
+     {"account": {"name": "A", "closed": False}, "firstUser": {"client_id": None}},
+     "INVALID_ARGUMENT", ["account.closed", "first_user.client_id"]),
+    (partition_service_pb2.RegisterDevicesRequest, "*",
+     {"devices": [{"deviceId": "d1"}, {"deviceId": "d2", "partitionId": ""}]},
+     "INVALID_ARGUMENT", ["devices[1].partition_id"]),
+    (user_service_pb2.UpsertUserOrderRequest, "*", {"order": {"id": None}},
+     "INVALID_ARGUMENT", ["order.id"]),
+])
+def test_body_naming_an_output_only_field_is_refused_whatever_its_value(
+        cls: Any, body_field: str, body: object, reason: str, fields: list[str]) -> None:
+    with pytest.raises(InvalidArgument) as ei:
+        merge_json(cls(), body, body_field)
+    assert violations(ei.value) == dict.fromkeys(fields, OUTPUT_ONLY_TEXT)
+    assert ei.value.reason == reason
+    assert ei.value.code == "INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize(("cls", "body_field", "body", "field"), [
+    (user_service_pb2.UpdateUserRequest, "user", {"roles": None, "email": ""}, "user.roles"),
+    (user_service_pb2.UpdateUserRequest, "user", {"email": None}, "user.email"),
+    (user_service_pb2.CreateUserRequest, "user", {"kind": None}, "user.kind"),
+    (account_service_pb2.CreateAccountRequest, "*", {"requestId": None}, "request_id"),
+    # a oneof member: the document does not make it nullable
+    (session_service_pb2.CreateSessionRequest, "*", {"user": {"userId": None}}, "user.user_id"),
+    (partition_service_pb2.RegisterDevicesRequest, "*",
+     {"devices": [{"deviceId": "d1"}, {"meterId": None}]}, "devices[1].meter_id"),
+    (user_group_service_pb2.AddUserGroupMembersRequest, "*", {"userIds": None}, "user_ids"),
+])
+def test_body_null_where_the_document_forbids_it_is_refused(
+        cls: Any, body_field: str, body: object, field: str) -> None:
+    with pytest.raises(InvalidArgument) as ei:
+        merge_json(cls(), body, body_field)
+    assert violations(ei.value) == {field: "must not be null"}
+    assert ei.value.reason == "INVALID_JSON"
+
+
+def test_body_null_where_the_document_allows_it_means_unset() -> None:
+    msg = account_service_pb2.CreateAccountRequest()
+    merge_json(msg, {"account": None, "firstUser": None}, "*")
+    assert not msg.HasField("account") and not msg.HasField("first_user")
+    msg = session_service_pb2.CreateSessionRequest()
+    merge_json(msg, {"user": {"externalId": "e1", "accountId": "a1"}}, "*")
+    assert msg.user.external_id == "e1"
+    m = _null_messages()
+    holder = m()
+    merge_json(holder, {"label": None, "anything": None, "child": None,
+                        "children": [{"label": None}], "byName": {"k": {"child": None}}}, "*")
+    assert not holder.HasField("label") and not holder.HasField("child")
+    assert holder.anything.WhichOneof("kind") == "null_value"
+    assert len(holder.children) == 1 and holder.by_name["k"].HasField("child") is False
+
+
+@pytest.mark.parametrize(("body", "refused", "reason"), [
+    ({"maybe": None}, "maybe", "must not be null"),  # proto3 optional: in a (synthetic) oneof
+    ({"two": None}, "two", "must not be null"),  # a oneof member, a message
+    ({"byName": None}, "by_name", "must not be null"),
+    ({"children": None}, "children", "must not be null"),
+    ({"plain": None}, "plain", "must not be null"),
+    ({"secret": None}, "secret", OUTPUT_ONLY_TEXT),
+    ({"child": {"child": {"secret": ""}}}, "child.child.secret", OUTPUT_ONLY_TEXT),
+    ({"children": [{}, {"secret": "s"}]}, "children[1].secret", OUTPUT_ONLY_TEXT),
+    ({"byName": {"k": {"secret": None}}}, "by_name[k].secret", OUTPUT_ONLY_TEXT),
+    ({"byName": {"k": {"plain": None}}}, "by_name[k].plain", "must not be null"),
+])
+def test_body_refusals_at_any_depth(body: dict[str, Any], refused: str, reason: str) -> None:
+    with pytest.raises(InvalidArgument) as ei:
+        merge_json(_null_messages()(), body, "*")
+    assert violations(ei.value) == {refused: reason}
+
+
+def test_body_output_only_fields_are_named_before_nulls() -> None:
+    """One error, one reason: every output-only field it names, else every bad null."""
+    with pytest.raises(InvalidArgument) as ei:
+        merge_json(_null_messages()(), {"plain": None, "secret": 1, "child": {"secret": 2}},
+                   "*")
+    assert violations(ei.value) == {"secret": OUTPUT_ONLY_TEXT, "child.secret": OUTPUT_ONLY_TEXT}
+    with pytest.raises(InvalidArgument) as ei:
+        merge_json(_null_messages()(), {"plain": None, "children": None}, "*")
+    assert violations(ei.value) == {"plain": "must not be null", "children": "must not be null"}
+
+
+def _admits_null(schema: dict[str, Any]) -> bool:
+    kind = schema.get("type")
+    if kind is not None:
+        return "null" in kind if isinstance(kind, list) else kind == "null"
+    if "anyOf" in schema:
+        return any(_admits_null(s) for s in schema["anyOf"])
+    return "$ref" not in schema  # {}: google.protobuf.Value, anything
+
+
+def _body_messages() -> list[Any]:
+    """Every message a JSON request body can carry, at any depth."""
+    todo = [r.method.input_type for r in routes_for(registry.service_descriptors()) if r.body]
+    seen: dict[str, Any] = {}
+    while todo:
+        d = todo.pop()
+        if d.full_name in seen or d.full_name.startswith("google.protobuf."):
+            continue
+        seen[d.full_name] = d
+        todo += [f.message_type for f in d.fields if f.message_type is not None]
+    return list(seen.values())
+
+
+def test_refusals_follow_the_openapi_document() -> None:
+    """Output-only is the document's readOnly, nullable its schemas that admit null."""
+    messages = [*_body_messages(), _null_messages().DESCRIPTOR]
+    assert len(messages) > 10
+    for desc in messages:
+        props = SchemaBuilder({}).message_schema(desc)["properties"]
+        for f in desc.fields:
+            schema = props[f.json_name]
+            assert output_only(f) is bool(schema.get("readOnly")), f.full_name
+            assert accepts_null(f) is _admits_null(schema), (f.full_name, schema)
 
 
 @pytest.mark.parametrize("value", [[1], "x", 3, None, True])
@@ -383,6 +536,51 @@ def _dynamic_messages() -> dict[str, Any]:
         pool.Add(fdp)
     return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"jd.{n}"))
             for n in ("Outer", "Inner")}
+
+
+def _null_messages() -> Any:
+    """``jn.Holder``: what accounts.v1 request bodies lack, to test which JSON nulls are
+    taken (a wrapper, a Value, a oneof, a proto3 ``optional``, a map) and output-only
+    fields inside lists and maps."""
+    pool = descriptor_pool.Default()
+    try:
+        return message_factory.GetMessageClass(pool.FindMessageTypeByName("jn.Holder"))
+    except KeyError:
+        pass
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name="json_nulls_test.proto", package="jn", syntax="proto3",
+        dependency=[wrappers_pb2.DESCRIPTOR.name, struct_pb2.DESCRIPTOR.name,
+                    field_behavior_pb2.DESCRIPTOR.name])
+    holder = fdp.message_type.add(name="Holder")
+    entry = holder.nested_type.add(name="ByNameEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+                    type_name=".jn.Holder")
+    holder.oneof_decl.add(name="pick")
+    holder.oneof_decl.add(name="_maybe")
+    add = holder.field.add
+    add(name="label", number=1, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+        type_name=".google.protobuf.StringValue")
+    add(name="anything", number=2, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+        type_name=".google.protobuf.Value")
+    add(name="plain", number=3, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
+    add(name="maybe", number=4, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL,
+        proto3_optional=True, oneof_index=1)
+    add(name="child", number=5, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+        type_name=".jn.Holder")
+    add(name="children", number=6, type=_F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+        type_name=".jn.Holder")
+    add(name="by_name", number=7, type=_F.TYPE_MESSAGE, label=_F.LABEL_REPEATED,
+        type_name=".jn.Holder.ByNameEntry")
+    add(name="one", number=8, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL, oneof_index=0)
+    add(name="two", number=9, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+        type_name=".jn.Holder", oneof_index=0)
+    secret = add(name="secret", number=10, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
+    secret.options.Extensions[field_behavior_pb2.field_behavior].append(
+        field_behavior_pb2.OUTPUT_ONLY)
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("jn.Holder"))
 
 
 def test_response_json_writes_every_field_like_protojson_emit_unpopulated() -> None:

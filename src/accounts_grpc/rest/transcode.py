@@ -11,7 +11,10 @@ grpc-gateway's rules, driven by the message descriptors:
   repeated; an unknown name, or one the path or the body already sets, is
   INVALID_ARGUMENT with a field violation;
 - JSON bodies are proto3 JSON (``json_format``), both spellings in, unknown fields
-  INVALID_ARGUMENT with the offending field named;
+  INVALID_ARGUMENT with the offending field named; and what protojson would take but the
+  OpenAPI document forbids is refused, not read as unset: an output-only field named at
+  any depth, whatever its value (the document's ``readOnly``), and ``null`` for a field
+  whose schema is not nullable (``accepts_null``);
 - responses (and error details) are written as grpc-gateway v2's default marshaler
   writes them: lowerCamelCase names and every field present, at its default if need be
   (``false``, ``0``, ``""``, ``[]``, ``{}``; ``null`` for an unset message field), save
@@ -27,9 +30,11 @@ import base64
 import json
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from functools import cache
 from typing import Any
 
+from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
@@ -414,6 +419,97 @@ def _diagnose(desc: Descriptor, value: Any, prefix: list[str]) -> Problem | None
     return None
 
 
+_OUTPUT_ONLY = field_behavior_pb2.OUTPUT_ONLY
+#: what a JSON body is told for an output-only field, as the services word it
+OUTPUT_ONLY_TEXT = "is output-only and cannot be set"
+_VALUE = "google.protobuf.Value"
+
+
+@cache
+def output_only(f: FieldDescriptor) -> bool:
+    """Whether ``f`` is ``google.api.field_behavior = OUTPUT_ONLY`` (``readOnly`` in the
+    OpenAPI document, which forbids it in a request)."""
+    return _OUTPUT_ONLY in f.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+
+
+@cache
+def accepts_null(f: FieldDescriptor) -> bool:
+    """Whether a JSON body may send ``f`` as ``null`` (read as unset): where the OpenAPI
+    document's schema admits null (``openapi.SchemaBuilder``), that is a field that
+    ``emits_null`` (outside the messages a standard shapes), a wrapper, a
+    ``google.protobuf.Value``; never a repeated field or a map, a scalar without presence
+    or a oneof member."""
+    if f.is_repeated:
+        return False
+    mt = f.message_type
+    if mt is not None and (mt.full_name in WRAPPERS or mt.full_name == _VALUE):
+        return True
+    owner = f.containing_type
+    return emits_null(f) and (owner is None or owner.full_name not in STANDARD_JSON)
+
+
+#: a field the walk refuses: (whether for being output-only, else for a null, the problem)
+_Refusal = tuple[bool, Problem]
+
+
+def _object_refusals(desc: Descriptor, value: Any, prefix: list[str]) -> Iterator[_Refusal]:
+    """The fields of a JSON object for ``desc`` that the document forbids, at any depth.
+    Anything else wrong (an unknown name, a wrong type) is json_format's to find."""
+    if not isinstance(value, dict):
+        return
+    for key, item in value.items():
+        f = field_by_any_name(desc, key) if isinstance(key, str) else None
+        if f is None:
+            continue
+        path = [*prefix, f.name]
+        if output_only(f):
+            yield True, Problem(".".join(path), OUTPUT_ONLY_TEXT)
+        else:
+            yield from _value_refusals(f, item, path)
+
+
+def _value_refusals(f: FieldDescriptor, value: Any, path: list[str]) -> Iterator[_Refusal]:
+    """``_object_refusals`` of the JSON value of ``f``: a forbidden null, or what the
+    messages inside it hold (a null list item or map value json_format refuses itself)."""
+    if value is None:
+        if not accepts_null(f):
+            yield False, Problem(".".join(path), "must not be null")
+        return
+    mt = f.message_type
+    if mt is None or mt.full_name.startswith("google.protobuf."):
+        return
+    if mt.GetOptions().map_entry:
+        inner = mt.fields_by_name["value"].message_type
+        if inner is not None and isinstance(value, dict):
+            for key, item in value.items():
+                yield from _object_refusals(inner, item, [*path[:-1], f"{path[-1]}[{key}]"])
+    elif f.is_repeated:
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                yield from _object_refusals(mt, item, [*path[:-1], f"{path[-1]}[{i}]"])
+    else:
+        yield from _object_refusals(mt, value, path)
+
+
+def _refuse(request: Descriptor, refusals: Iterable[_Refusal]) -> None:
+    """INVALID_ARGUMENT for the output-only fields found, else for the forbidden nulls.
+
+    The reason is the services' for an output-only value: FIELD_NOT_UPDATABLE in an
+    AIP-134 update (a request with an ``update_mask``), INVALID_ARGUMENT elsewhere.
+    """
+    found = list(refusals)
+    if not found:
+        return
+    named = [p for is_output_only, p in found if is_output_only]
+    if named:
+        mask = request.fields_by_name.get("update_mask")
+        update = mask is not None and mask.message_type is not None \
+            and mask.message_type.full_name == "google.protobuf.FieldMask"
+        raise invalid(named, reason="FIELD_NOT_UPDATABLE" if update else "INVALID_ARGUMENT",
+                      what="output-only field in the request")
+    raise invalid([p for _, p in found], reason="INVALID_JSON", what="wrong JSON type")
+
+
 def load_json(body: bytes, loads: Callable[[bytes], Any] = json.loads) -> Any:
     """Bytes → a JSON value; malformed JSON is INVALID_ARGUMENT (field ``body``)."""
     try:
@@ -431,6 +527,7 @@ def merge_json(msg: Message, value: Any, body_field: str) -> None:
             raise invalid([Problem("body", f"must be a JSON object, not {_json_type(value)}")],
                           reason="INVALID_JSON", what="wrong JSON type")
         target, prefix, data = msg, [], value
+        _refuse(desc, _object_refusals(desc, value, []))
     else:
         f = desc.fields_by_name[body_field]
         is_msg = f.message_type is not None and not f.is_repeated and (
@@ -446,6 +543,8 @@ def merge_json(msg: Message, value: Any, body_field: str) -> None:
             target.SetInParent()
         else:
             target, prefix, data = msg, [], {f.json_name: value}
+        # the body field itself may be output-only: the document drops its readOnly
+        _refuse(desc, _value_refusals(f, value, [body_field]))
     try:
         json_format.ParseDict(data, target, ignore_unknown_fields=False)
     except json_format.ParseError as e:
@@ -599,6 +698,13 @@ def message_json(msg: Message) -> dict[str, Any]:
     out = json_format.MessageToDict(msg, always_print_fields_with_no_presence=True,
                                     preserving_proto_field_name=False)
     return _as_gateway(msg, out)
+
+
+def stream_chunk(key: str, value: Any) -> bytes:
+    """One line of a server stream, as grpc-gateway's ``ForwardResponseStream`` writes it
+    with its JSON marshaler and newline delimiter: ``{"result": <message>}`` for each
+    message, ``{"error": <status>}`` for the failure that ends the stream."""
+    return json.dumps({key: value}, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
 def response_json(msg: Message, response_body: str = "") -> Any:

@@ -15,6 +15,18 @@ What a wrapped handler changes:
   address, checked as the stream starts), and RetryInfo. A refusal runs on a small pool of
   its own and is declared stream-stream, so it never waits for a thread held by admitted
   calls, nor for the client's request message.
+- **The request message.** grpcio reads the one request message of a unary-request
+  method on the worker, before the handler runs: a client that never sent it held a
+  worker until its deadline, with no token. Every such method (unary calls, health
+  ``Watch``, ``WatchEvents``) is declared request-streaming instead, and the wrapper
+  reads the message itself, its wait bounded by ``Unsent``: a call still without one
+  after a second counts against its client address (``--grpc-max-unsent-per-peer``) and
+  in all (``--grpc-max-unsent``), and ends at ``--grpc-message-timeout``. A unary call
+  waits for its message on a thread beside the workers and takes one of the workers'
+  places (``Lanes.places``, first come first served) only once it has it. As with grpcio,
+  nothing after the first message is read (checking would cost a second round trip).
+  Per call this costs about 3 µs in the wrapper (GetMe over a channel, 2 shared cores:
+  server CPU +6 to +24 µs on about 400-500 µs, latency within the noise).
 - **Parsing.** grpcio gets ``request_deserializer=None`` (raw bytes) and the wrapper
   parses: bytes that are not the request message (garbage, invalid UTF-8 in a string,
   nesting deeper than protobuf's limit of 100, another message type that does not parse)
@@ -22,7 +34,8 @@ What a wrapped handler changes:
   second, where grpcio would answer INTERNAL and log a traceback for each. In a request
   stream, a bad message ends the stream the same way.
 - **The Pipeline** (authentication, authorization, errors, the call's log line) for
-  accounts.v1 unary calls; a streaming accounts.v1 RPC (there is none) is refused, never
+  accounts.v1 unary calls and server streams (``WatchEvents``, on the stream pool and
+  counted against its caps); any other streaming accounts.v1 RPC is refused, never
   served unauthenticated. Health and reflection are served as they are.
 - **The request id.** Every unary call, failed or refused as well as served, answers
   ``x-request-id`` in its trailing metadata: the caller's own ``x-request-id`` when it is
@@ -41,6 +54,7 @@ import copy
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NoReturn, ParamSpec, TypeVar
@@ -224,24 +238,221 @@ class StreamPool(ThreadPoolExecutor):
                     del self._by_peer[slot.peer]
 
 
+#: a request message normally comes with its call; one still missing after this long (at
+#: most half the message timeout) makes the call *unsent*
+UNSENT_AFTER = 1.0
+
+
+class _Wait:
+    """A call waiting for its request message (``Unsent.enter`` to ``leave``)."""
+
+    __slots__ = ("context", "ended", "peer", "since", "unsent")
+
+    def __init__(self, context: grpc.ServicerContext, peer: str, since: float) -> None:
+        self.context = context
+        self.peer = peer
+        self.since = since
+        self.unsent = False
+        #: why the watchdog ended it: (code, message), for the log and the metrics
+        self.ended: tuple[grpc.StatusCode, str] | None = None
+
+
+class Unsent:
+    """The calls waiting for their request message, and the one thread that ends those
+    that wait too long.
+
+    grpcio reads a call's request message on the thread that serves it, so a call whose
+    message never comes would hold its thread until its deadline (for ever without one),
+    and needs no token to do it. A message normally comes with its call: waiting a
+    moment is nothing, and a burst of good calls from one address (a thousand at once
+    kept 30 to 80 of them waiting, up to 0.8 s) must not be refused for it. So the limits
+    count the calls still waiting after ``UNSENT_AFTER``, the *unsent* ones:
+
+    - at most ``per_peer`` of them from one client address and ``cap`` in all are kept
+      (each holds a thread beside the workers'); another is ended then with
+      RESOURCE_EXHAUSTED;
+    - while an address has ``per_peer`` of them, ``enter`` refuses its new calls (the
+      caller answers TOO_MANY_PENDING_CALLS with RetryInfo), and for ``timeout`` after
+      one of its calls was ended, so is any call past ``per_peer`` of its calls waiting
+      at once (a client that opens them again and again gets no second burst);
+    - a call whose message has not come ``timeout`` after it started is ended with
+      DEADLINE_EXCEEDED.
+
+    The watchdog can only cancel a call (grpcio lets a call's own thread alone abort
+    it): its client sees the code and message, without ErrorInfo or a request id.
+    """
+
+    def __init__(self, cap: int, per_peer: int, timeout: float) -> None:
+        self.cap = cap
+        self.per_peer = per_peer
+        self.timeout = timeout
+        self._after = min(UNSENT_AFTER, timeout / 2)
+        self._lock = threading.Lock()
+        #: the calls waiting, oldest first (a dict keeps its order; a set would not)
+        self._waits: dict[_Wait, None] = {}
+        self._waiting: dict[str, int] = {}  # address → calls waiting (unsent or not)
+        self._unsent: dict[str, int] = {}  # address → unsent calls kept
+        self.total = 0  # unsent calls kept, in all
+        self._suspect: dict[str, float] = {}  # address → until when it is capped at once
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="grpc-unsent", daemon=True)
+        self._thread.start()
+
+    def unsent(self, peer: str) -> int:
+        """How many unsent calls of ``peer`` are kept."""
+        return self._unsent.get(peer, 0)
+
+    def enter(self, context: grpc.ServicerContext, peer: str) -> _Wait | None:
+        """The call waits for its message from now; None: refuse it instead."""
+        with self._lock:
+            waiting = self._waiting.get(peer, 0)
+            unsent = self._unsent.get(peer, 0)
+            if unsent >= self.per_peer or (
+                    waiting - unsent >= self.per_peer and peer in self._suspect):
+                return None
+            self._waiting[peer] = waiting + 1
+            wait = _Wait(context, peer, time.monotonic())
+            self._waits[wait] = None
+        return wait
+
+    def leave(self, wait: _Wait) -> None:
+        """The message came, or the call ended."""
+        peer = wait.peer
+        with self._lock:
+            del self._waits[wait]
+            _decrement(self._waiting, peer)
+            if wait.unsent:
+                _decrement(self._unsent, peer)
+                self.total -= 1
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5)
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self._after / 4):
+            self._sweep(time.monotonic())
+
+    def _sweep(self, now: float) -> None:
+        ending: list[_Wait] = []
+        with self._lock:
+            for wait in self._waits:
+                if wait.since > now - self._after:
+                    break  # the rest are younger
+                if wait.ended is not None:
+                    continue
+                peer = wait.peer
+                if wait.unsent:
+                    if wait.since <= now - self.timeout:
+                        wait.ended = (grpc.StatusCode.DEADLINE_EXCEEDED, (
+                            f"the request message did not come within {self.timeout:g} s"))
+                elif self._unsent.get(peer, 0) >= self.per_peer:
+                    wait.ended = (grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                        f"more than {self.per_peer} calls from your address have not sent "
+                        f"their request message; retry in {RETRY_AFTER_SECONDS} s"))
+                elif self.total >= self.cap:
+                    wait.ended = (grpc.StatusCode.RESOURCE_EXHAUSTED, (
+                        f"more than {self.cap} calls have not sent their request message; "
+                        f"retry in {RETRY_AFTER_SECONDS} s"))
+                else:
+                    wait.unsent = True
+                    self._unsent[peer] = self._unsent.get(peer, 0) + 1
+                    self.total += 1
+                if wait.ended is not None:
+                    ending.append(wait)
+                    self._suspect[peer] = now + self.timeout
+            for peer, until in list(self._suspect.items()):
+                if until <= now:
+                    del self._suspect[peer]
+        for wait in ending:
+            assert wait.ended is not None
+            _end(wait.context, *wait.ended)
+
+
+def _decrement(counts: dict[str, int], key: str) -> None:
+    n = counts[key] - 1
+    if n:
+        counts[key] = n
+    else:
+        del counts[key]
+
+
+def _end(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> None:
+    """End a call from another thread than its own. grpcio's context can only cancel it
+    (its client sees CANCELLED); grpcio's core call cancels it with a status, so its
+    client sees ``code`` and ``message`` (tracing's context wrapper passes the attribute
+    through)."""
+    call = getattr(getattr(context, "_rpc_event", None), "call", None)
+    if call is None:
+        context.cancel()
+    else:
+        call.cancel(code.value[0], message)
+
+
+class _Places:
+    """The workers' places, taken in turn: a call that ends hands its place to the one
+    that has waited longest (first come, first served, as a pool's queue is)."""
+
+    def __init__(self, n: int) -> None:
+        self._free = n
+        self._lock = threading.Lock()
+        self._waiting: deque[threading.Lock] = deque()
+
+    def take(self) -> bool:
+        """Take a place: True if one was free, False once one was handed over."""
+        with self._lock:
+            if self._free:
+                self._free -= 1
+                return True
+            handed = threading.Lock()
+            handed.acquire()
+            self._waiting.append(handed)
+        handed.acquire()
+        return False
+
+    def give(self) -> None:
+        with self._lock:
+            if self._waiting:
+                self._waiting.popleft().release()
+            else:
+                self._free += 1
+
+
 class Lanes:
     """The pools calls run on, with their bounds (sized by server.py)."""
 
     def __init__(self, *, unary_workers: int, unary_limit: int, max_streams: int,
-                 max_streams_per_peer: int, refusal_workers: int = 2,
-                 trusted_proxies: Networks = ()) -> None:
-        self.unary = CountingPool(unary_workers, "grpc-unary")
-        #: unary calls admitted at once, running or waiting for one of the workers
+                 max_streams_per_peer: int, max_unsent: int = 64,
+                 max_unsent_per_peer: int = 16, message_timeout: float = 10.0,
+                 refusal_workers: int = 2, trusted_proxies: Networks = ()) -> None:
+        # a thread for each call that runs, and one for each unsent call kept: those
+        # cannot take the workers' places
+        self.unary = CountingPool(unary_workers + max_unsent, "grpc-unary")
+        self.places = _Places(unary_workers)
+        #: unary calls admitted at once, running or waiting (for a place or a message)
         self.unary_limit = unary_limit
+        self.unsent = Unsent(max_unsent, max_unsent_per_peer, message_timeout)
         self.streams = StreamPool(max_streams, max_streams_per_peer, "grpc-stream")
         self.refusals = ThreadPoolExecutor(max_workers=refusal_workers,
                                            thread_name_prefix="grpc-refuse")
         self.trusted_proxies: Networks = tuple(trusted_proxies)
         #: every thread the three pools may start
-        self.threads = unary_workers + max_streams + refusal_workers
+        self.threads = unary_workers + max_unsent + max_streams + refusal_workers
 
     def pools(self) -> list[ThreadPoolExecutor]:
         return [self.unary, self.streams, self.refusals]
+
+    def close(self) -> None:
+        self.unsent.close()
+
+    def run(self, context: grpc.ServicerContext) -> None:
+        """Take one of the workers' places (``places.give()`` it back after); a call
+        that ended while it waited for one is not run."""
+        if not self.places.take() and not context.is_active():
+            self.places.give()
+            # its client has gone (cancelled, past its deadline, the drain's grace):
+            # nothing reaches it, as grpcio skips a call cancelled in its queue
+            context.abort(grpc.StatusCode.CANCELLED, "the call ended before it ran")
 
 
 # -- the interceptor -----------------------------------------------------------------------------
@@ -293,6 +504,10 @@ def _given_request_id(context: grpc.ServicerContext) -> str | None:
     return None
 
 
+def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+
+
 def _echo(context: grpc.ServicerContext, given: str | None) -> str:
     """The call's request id (``given`` if well formed, else a new one), set as trailing
     metadata; an abort replaces trailing metadata, so ``_abort`` adds it again."""
@@ -316,6 +531,15 @@ class PipelineInterceptor(grpc.ServerInterceptor):
         self._malformed_log = ThrottledLog(log)
         self._overload_log = ThrottledLog(log)
         self._streams_log = ThrottledLog(log)
+        self._unsent_log = ThrottledLog(log)
+        per_peer = lanes.unsent.per_peer
+        self._pending = status_for(
+            "RESOURCE_EXHAUSTED",
+            f"too many calls from your address have not sent their request message (the "
+            f"limit is {per_peer}); retry in {RETRY_AFTER_SECONDS} s",
+            "TOO_MANY_PENDING_CALLS", {"limit": str(per_peer), "scope": "client"},
+            extra=[_retry_info()],
+        )
 
     def intercept_service(
         self,
@@ -339,7 +563,6 @@ class PipelineInterceptor(grpc.ServerInterceptor):
     # -- building the wrappers (once per method) -------------------------------------------
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> _Entry:
         lanes = self._lanes
-        ours = method.startswith(PACKAGE_PREFIX)
         if not handler.request_streaming and not handler.response_streaming:
             overloaded = status_for(
                 "RESOURCE_EXHAUSTED",
@@ -348,11 +571,11 @@ class PipelineInterceptor(grpc.ServerInterceptor):
                 "OVERLOADED", extra=[_retry_info()],
             )
             refusal = self._refusal(method, overloaded, self._overload_log)
-            served = (self._pipeline_unary(method, handler) if ours
-                      else self._unary(method, handler))
-            return handler, served, refusal, lanes.unary, lanes.unary_limit
-        if ours:
-            # fail closed: the Pipeline (authentication included) serves unary calls only
+            return handler, self._unary(method, handler), refusal, lanes.unary, lanes.unary_limit
+        if method.startswith(PACKAGE_PREFIX) and (handler.request_streaming
+                                                  or not handler.response_streaming):
+            # fail closed: the Pipeline (authentication included) serves unary calls and
+            # server streams only
             denied = self._refusal(method, status_for(
                 "PERMISSION_DENIED",
                 "streaming RPCs have no access rule in this server and are denied",
@@ -374,9 +597,8 @@ class PipelineInterceptor(grpc.ServerInterceptor):
         deserializer = handler.request_deserializer
         return deserializer or _identity, _message_name(method, deserializer)
 
-    def _malformed(self, method: str, message: str, error: Exception,
+    def _malformed(self, method: str, message: str, why: str,
                    context: grpc.ServicerContext, rid: str | None = None) -> NoReturn:
-        why = _why(error)
         self._malformed_log.warning("malformed request to %s from %s: %s", method,
                                     peer_address(context.peer()), why)
         if method.startswith(PACKAGE_PREFIX):
@@ -392,41 +614,73 @@ class PipelineInterceptor(grpc.ServerInterceptor):
         try:
             return parse(raw)
         except MALFORMED as e:
-            self._malformed(method, message, e, context, rid)
+            self._malformed(method, message, _why(e), context, rid)
 
-    def _pipeline_unary(self, method: str, handler: grpc.RpcMethodHandler) -> Any:
-        inner = handler.unary_unary
-        assert inner is not None
-        pipeline = self._pipeline
-        parse, message = self._parser(method, handler)
-
-        def unary(raw: bytes, context: grpc.ServicerContext) -> Any:
-            metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-            # the id the client is sent is the one the Pipeline logs
-            rid = metadata[REQUEST_ID_KEY] = _echo(context, metadata.get(REQUEST_ID_KEY))
-            request = self._parse(parse, raw, method, message, context, rid)
-            try:
-                return pipeline.call(
-                    method, request, metadata, context.peer(), "grpc",
-                    lambda req: inner(req, context),
-                )
-            except CallFailed as e:
-                _abort(context, e.status, rid)
-
-        return grpc.unary_unary_rpc_method_handler(
-            _on(self._lanes.unary, unary), response_serializer=handler.response_serializer)
+    def _message(self, requests: Iterator[bytes], context: grpc.ServicerContext, method: str,
+                 message: str, peer: str, rid: str | None) -> bytes:
+        """The call's one request message, read here rather than by grpcio (the handler
+        is declared request-streaming) so that its wait is bounded (``Unsent``). Nothing
+        after it is read, as grpcio reads nothing more for a unary method."""
+        unsent = self._lanes.unsent
+        wait = unsent.enter(context, peer)
+        if wait is None:
+            self._unsent_log.warning("refused %s from %s: %d calls from there have not "
+                                     "sent their message", method, peer, unsent.per_peer)
+            if method.startswith(PACKAGE_PREFIX):
+                metrics.observe("grpc", method, "RESOURCE_EXHAUSTED", 0.0)
+            _abort(context, self._pending, rid)
+        try:
+            raw: bytes | None = next(requests, None)
+        except grpc.RpcError:  # cancelled: by its client, the drain or the watchdog
+            if wait.ended is None:
+                raise
+            raw = None
+        finally:
+            unsent.leave(wait)
+        if wait.ended is not None:
+            # the watchdog has ended the call (its client has the status; here it may
+            # read as the request stream's end, or as a message that came just then)
+            code, why = wait.ended
+            self._unsent_log.warning("%s from %s ended: %s", method, peer, why)
+            if method.startswith(PACKAGE_PREFIX):
+                metrics.observe("grpc", method, code.name, 0.0)
+            context.abort(code, why)  # nothing more is sent: this only ends the handler
+        if raw is None:
+            self._malformed(method, message, "the call ended without a request message "
+                            "(this method takes exactly one)", context, rid)
+        return raw
 
     def _unary(self, method: str, handler: grpc.RpcMethodHandler) -> Any:
+        """A unary method served as request-streaming: the message is read by
+        ``_message``, and the call runs once it holds one of the workers' places."""
         inner = handler.unary_unary
         assert inner is not None
+        pipeline = self._pipeline if method.startswith(PACKAGE_PREFIX) else None
         parse, message = self._parser(method, handler)
+        lanes = self._lanes
+        trusted = lanes.trusted_proxies
 
-        def unary(raw: bytes, context: grpc.ServicerContext) -> Any:
-            rid = _echo(context, _given_request_id(context))
-            return inner(self._parse(parse, raw, method, message, context, rid), context)
+        def unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+            metadata = _metadata(context)
+            # the id the client is sent is the one the Pipeline logs
+            rid = metadata[REQUEST_ID_KEY] = _echo(context, metadata.get(REQUEST_ID_KEY))
+            peer = client_address(peer_address(context.peer()),
+                                  metadata.get("x-forwarded-for"), trusted)
+            raw = self._message(requests, context, method, message, peer, rid)
+            request = self._parse(parse, raw, method, message, context, rid)
+            lanes.run(context)
+            try:
+                if pipeline is None:
+                    return inner(request, context)
+                return pipeline.call(method, request, metadata, context.peer(), "grpc",
+                                     lambda req: inner(req, context))
+            except CallFailed as e:
+                _abort(context, e.status, rid)
+            finally:
+                lanes.places.give()
 
-        return grpc.unary_unary_rpc_method_handler(
-            _on(self._lanes.unary, unary), response_serializer=handler.response_serializer)
+        return grpc.stream_unary_rpc_method_handler(
+            _on(lanes.unary, unary), response_serializer=handler.response_serializer)
 
     def _stream(self, method: str, handler: grpc.RpcMethodHandler) -> Any:
         inner: Any = handler.stream_stream or handler.stream_unary or handler.unary_stream
@@ -435,6 +689,7 @@ class PipelineInterceptor(grpc.ServerInterceptor):
         parse, message = self._parser(method, handler)
         streams = self._lanes.streams
         trusted = self._lanes.trusted_proxies
+        piped = method.startswith(PACKAGE_PREFIX)  # an accounts.v1 server stream
         per_peer = status_for(
             "RESOURCE_EXHAUSTED",
             f"too many streams open from your address (the limit is {streams.per_peer}); "
@@ -448,32 +703,27 @@ class PipelineInterceptor(grpc.ServerInterceptor):
                 try:
                     request = parse(raw)
                 except MALFORMED as e:
-                    self._malformed(method, message, e, context)
+                    self._malformed(method, message, _why(e), context)
                 yield request
 
-        def start(arg: Any, context: grpc.ServicerContext) -> Any:
-            """Parse (or wrap the request stream), then count the stream against its
-            client's address, or refuse it."""
-            if streaming_in:
-                arg = parsed(arg, context)
-            else:
-                try:
-                    arg = parse(arg)
-                except MALFORMED as e:
-                    self._malformed(method, message, e, context)
+        def start(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+            """Count the stream against its client's address (or refuse it), then wrap
+            the request stream, or read and parse its one message (a unary-request method
+            is served as request-streaming, so that the wait for it is bounded)."""
+            client = client_address(peer_address(context.peer()),
+                                    _metadata(context).get("x-forwarded-for"), trusted)
             slot = streams.current()
             if slot is not None:  # None: not run by the stream pool (grpcio ignored it)
-                metadata = {k: v for k, v in context.invocation_metadata() or ()
-                            if isinstance(v, str)}
-                client = client_address(peer_address(context.peer()),
-                                        metadata.get("x-forwarded-for"), trusted)
                 if not streams.enter(slot, client):
                     self._streams_log.warning("stream %s from %s refused: %d open from there",
                                               method, client, streams.per_peer)
                     _abort(context, per_peer)
                 if non_blocking:
                     streams.hand_off(slot, context)
-            return arg
+            if streaming_in:
+                return parsed(requests, context)
+            raw = self._message(requests, context, method, message, client, None)
+            return self._parse(parse, raw, method, message, context)
 
         behavior: Callable[..., Any]
         if non_blocking:
@@ -483,14 +733,29 @@ class PipelineInterceptor(grpc.ServerInterceptor):
             behavior.experimental_non_blocking = True  # type: ignore[attr-defined]
         else:
             def behavior(arg: Any, context: grpc.ServicerContext) -> Any:
+                if piped:
+                    return self._piped(method, inner, start(arg, context), context)
                 return inner(start(arg, context), context)
 
-        make = {
-            (False, True): grpc.unary_stream_rpc_method_handler,
-            (True, False): grpc.stream_unary_rpc_method_handler,
-            (True, True): grpc.stream_stream_rpc_method_handler,
-        }[(bool(streaming_in), bool(handler.response_streaming))]
+        make = (grpc.stream_stream_rpc_method_handler if handler.response_streaming
+                else grpc.stream_unary_rpc_method_handler)
         return make(_on(streams, behavior), response_serializer=handler.response_serializer)
+
+    def _piped(self, method: str, inner: Callable[..., Any], request: Any,
+               context: grpc.ServicerContext) -> Iterator[Any]:
+        """An accounts.v1 server stream, through the Pipeline (authentication and all, on
+        the stream pool): a failure before the first message aborts here, a later one
+        from the iterator. A heartbeat (None) only checks that the client is there."""
+        metadata = _metadata(context)
+        rid = metadata[REQUEST_ID_KEY] = _echo(context, metadata.get(REQUEST_ID_KEY))
+        try:
+            messages = self._pipeline.stream(method, request, metadata, context.peer(), "grpc",
+                                             lambda req: inner(req, context))
+        except CallFailed as e:
+            _abort(context, e.status, rid)
+        # the headers now: the client knows the stream is open before its first message
+        context.send_initial_metadata(((REQUEST_ID_KEY, rid),))
+        return _sent(messages, context, rid)
 
     def _refusal(self, method: str, status: status_pb2.Status,
                  note: ThrottledLog | None = None) -> Any:
@@ -512,6 +777,24 @@ class PipelineInterceptor(grpc.ServerInterceptor):
             context.abort_with_status(rpc_status.echoing(request_id(_given_request_id(context))))
 
         return grpc.stream_stream_rpc_method_handler(_on(self._lanes.refusals, refuse))
+
+
+def _sent(messages: Iterator[Any], context: grpc.ServicerContext,
+          rid: str) -> Iterator[Any]:
+    """What ``_piped`` sends: the messages, heartbeats left out; it ends when the client
+    has gone, and aborts with the status of a failure."""
+    try:
+        for message in messages:
+            if message is not None:
+                yield message
+            elif not context.is_active():
+                return
+    except CallFailed as e:
+        _abort(context, e.status, rid)
+    finally:
+        close = getattr(messages, "close", None)
+        if close is not None:
+            close()
 
 
 def _abort(context: grpc.ServicerContext, status: status_pb2.Status,

@@ -11,11 +11,13 @@ another, and nothing there may block or wait.
 Calls run on three pools (``interceptor.Lanes``), so that each kind of call can only ever
 wait for its own kind:
 
-- **unary**: ``--grpc-workers`` threads (fewer if ``--grpc-max-concurrent-rpcs`` says
-  so); up to ``--grpc-max-queued-calls`` more calls may wait for one of them. Waiting is safe: a
-  unary call waits only for other unary calls, never for a stream that may not end. Past
-  that bound ``intercept_service`` answers RESOURCE_EXHAUSTED with ErrorInfo OVERLOADED
-  and RetryInfo (1 s).
+- **unary**: ``--grpc-workers`` calls run at once (fewer if
+  ``--grpc-max-concurrent-rpcs`` says so); up to ``--grpc-max-queued-calls`` more calls may
+  wait for a place. Waiting is safe: a unary call waits only for other unary calls,
+  never for a stream that may not end. Past that bound ``intercept_service`` answers
+  RESOURCE_EXHAUSTED with ErrorInfo OVERLOADED and RetryInfo (1 s). A call takes a place
+  only once its request message has come (it waits for it on one of
+  ``--grpc-max-unsent`` more threads): see "The request message" below.
 - **streams** (reflection, health ``Watch``, any non-unary handler): one thread per
   stream, ``--grpc-max-streams`` of them, and as many streams open at once (a
   non-blocking ``Watch`` holds no thread but counts until it ends);
@@ -35,9 +37,19 @@ pools admit): past it grpcio refuses on the serving thread with its bare
 RESOURCE_EXHAUSTED, which bounds the queue of refusals in a flood. The server's default
 pool serves nothing while grpcio honours the hook; it is sized like the three together
 and makes threads only when used, so a grpcio that ignored the hook would still serve
-(without the separate limits). One limit remains: a unary call's request message is
-read on its worker, so a client that opens a call and never sends it holds a worker
-until its deadline.
+(without the separate limits).
+
+The request message: grpcio reads a unary-request call's one message on its worker, so
+a client that opened calls and never sent it held a worker each until their deadline.
+Every such method is served as request-streaming and the interceptor reads the message
+(``interceptor.Unsent``): a call still without it after a second keeps a thread beside
+the workers', at most ``--grpc-max-unsent-per-peer`` from one client address (while it
+has that many, its new calls are refused at once with TOO_MANY_PENDING_CALLS) and
+``--grpc-max-unsent`` in all, each until ``--grpc-message-timeout`` (DEADLINE_EXCEEDED);
+any more end after the second with RESOURCE_EXHAUSTED. What a per-address limit cannot
+stop remains: many addresses together can keep ``--grpc-max-unsent`` such calls until
+the timeout, and a burst of new ones holds threads and places in the unary queue for
+about a second; none of them ever holds a worker's place.
 
 Requests are parsed in the interceptor, not by grpcio: a malformed one is
 INVALID_ARGUMENT (MALFORMED_REQUEST), logged at most once a second, never a traceback.
@@ -54,6 +66,9 @@ finish before they are cancelled.
 
 Reflection serves the proto comments too (``grpcurl describe`` shows them), and answers
 for methods (``pkg.Service.Method``), which protobuf's own descriptor pool does not.
+
+With ``--tls-cert-file`` the port speaks TLS only (``--tls-client-ca-file``: clients must
+present a certificate signed by that CA); health and reflection are served over it too.
 """
 
 from __future__ import annotations
@@ -73,7 +88,8 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from accounts_grpc.config import Settings
+from accounts_grpc.config import Settings, read_tls
+from accounts_grpc.rpc import otel
 from accounts_grpc.rpc.interceptor import Lanes, PipelineInterceptor
 from accounts_grpc.rpc.pipeline import Pipeline
 
@@ -235,6 +251,9 @@ class GrpcServer:
             unary_limit=workers + settings.grpc_max_queued_calls,
             max_streams=settings.grpc_max_streams,
             max_streams_per_peer=settings.grpc_max_streams_per_peer,
+            max_unsent=settings.grpc_max_unsent,
+            max_unsent_per_peer=settings.grpc_max_unsent_per_peer,
+            message_timeout=settings.grpc_message_timeout,
             refusal_workers=REFUSAL_WORKERS,
             trusted_proxies=settings.proxy_networks(),
         )
@@ -245,7 +264,8 @@ class GrpcServer:
         backstop = 2 * (self.lanes.unary_limit + settings.grpc_max_streams) + REFUSAL_WORKERS
         self.server = grpc.server(
             self._executor,
-            interceptors=[PipelineInterceptor(pipeline, self.lanes)],
+            # OpenTelemetry's, outermost, only while tracing is on (rpc/otel.py)
+            interceptors=[*otel.server_interceptors(), PipelineInterceptor(pipeline, self.lanes)],
             maximum_concurrent_rpcs=backstop,
             options=[
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
@@ -270,7 +290,14 @@ class GrpcServer:
         host = settings.bind_host
         if ":" in host and not host.startswith("["):  # an IPv6 address, e.g. "::"
             host = f"[{host}]"
-        self.port = self.server.add_insecure_port(f"{host}:{settings.grpc_port}")
+        address = f"{host}:{settings.grpc_port}"
+        tls = read_tls(settings)
+        if tls is None:
+            self.port = self.server.add_insecure_port(address)
+        else:  # TLS only: a plaintext client fails its handshake (one mode per port)
+            self.port = self.server.add_secure_port(address, grpc.ssl_server_credentials(
+                [(tls.private_key, tls.cert_chain)], root_certificates=tls.client_ca,
+                require_client_auth=tls.client_ca is not None))
         if self.port == 0:
             raise SystemExit(
                 f"accounts-grpc: cannot listen on {settings.bind_host}:{settings.grpc_port}"
@@ -309,6 +336,7 @@ class GrpcServer:
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
         self.health.close()
+        self.lanes.close()
         deadline = time.monotonic() + 1.0  # idle workers leave at once
         for pool in pools:
             for t in list(getattr(pool, "_threads", ())):
