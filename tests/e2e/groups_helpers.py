@@ -221,18 +221,18 @@ _SNAPSHOT_TABLES = (
 def snapshot(server: Server) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the tables these services write, to prove a failed call changed nothing."""
     out = {}
-    with server.app.db.read() as conn:
+    with server.app.db.read() as uow:
         for t in _SNAPSHOT_TABLES:
-            rows = conn.execute(sa.select(t)).all()
+            rows = uow.conn.execute(sa.select(t)).all()
             out[t.name] = sorted(tuple(map(repr, r)) for r in rows)
     return out
 
 
 def events(server: Server, resource_id: str) -> list[Any]:
     """The audit events about one resource, oldest first."""
-    with server.app.db.read() as conn:
+    with server.app.db.read() as uow:
         return list(
-            conn.execute(
+            uow.conn.execute(
                 sa.select(audit_events)
                 .where(audit_events.c.resource_id == resource_id)
                 .order_by(audit_events.c.create_time, audit_events.c.id)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from accounts_grpc.store.accounts import kept_counts
 from accounts_grpc.store.tables import accounts
 from tests.e2e.accounts_helpers import new_account, pb, uniq
 from tests.support import Server
@@ -14,11 +13,11 @@ from tests.support import Server
 
 def truth(server: Server) -> tuple[int, int]:
     """(every account, the open ones), counted in the database."""
-    with server.app.db.read() as conn:
-        every = conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one()
-        open_ = conn.execute(sa.select(sa.func.count()).select_from(accounts)
+    with server.app.db.read() as uow:
+        every = uow.conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one()
+        open_ = uow.conn.execute(sa.select(sa.func.count()).select_from(accounts)
                              .where(accounts.c.closed == sa.false())).scalar_one()
-        assert kept_counts(conn) == (every, open_)
+        assert uow.accounts.kept_counts() == (every, open_)
     return int(every), int(open_)
 
 

@@ -195,11 +195,11 @@ def test_delete_partition_with_devices_needs_force(
     server.stubs.partitions.DeletePartition(
         pb.DeletePartitionRequest(id=part.id, force=True), metadata=owner.md
     )
-    with server.app.db.read() as conn:
-        left = conn.execute(
+    with server.app.db.read() as uow:
+        left = uow.conn.execute(
             sa.select(sa.func.count()).select_from(devices).where(devices.c.partition_id == part.id)
         ).scalar_one()
-        perms = conn.execute(
+        perms = uow.conn.execute(
             sa.select(sa.func.count())
             .select_from(device_permissions)
             .where(device_permissions.c.device_pk == devs[0].id)
@@ -243,8 +243,8 @@ def test_concurrent_registrations_of_one_id(server: Server, acct: tuple[str, Per
     for f in losers:
         assert (f.code, f.reason) == (grpc.StatusCode.ALREADY_EXISTS, "DEVICE_ALREADY_EXISTS")
         assert f.metadata.get("device_ids") == shared
-    with server.app.db.read() as conn:
-        n = conn.execute(
+    with server.app.db.read() as uow:
+        n = uow.conn.execute(
             sa.select(sa.func.count())
             .select_from(devices)
             .where(devices.c.partition_id.in_([p.id for p in parts]))

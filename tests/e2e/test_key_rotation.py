@@ -64,8 +64,8 @@ def replicas(url: str, tmp: Path, lifetimes: tuple[int, ...]) -> Iterator[list[A
 
 
 def key_row(db: Database, kid: str) -> sa.Row[Any]:
-    with db.read() as c:
-        r = c.execute(sa.select(signing_keys).where(signing_keys.c.kid == kid)).one()
+    with db.read() as uow:
+        r = uow.conn.execute(sa.select(signing_keys).where(signing_keys.c.kid == kid)).one()
     return r
 
 

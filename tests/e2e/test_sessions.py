@@ -44,8 +44,8 @@ def create(srv: Server, caller: tuple[tuple[str, str], ...], user: user_pb2.User
 
 
 def session_row(srv: Server, sid: str) -> Any:
-    with srv.app.db.read() as conn:
-        return conn.execute(sa.select(sessions).where(sessions.c.id == sid)).first()
+    with srv.app.db.read() as uow:
+        return uow.conn.execute(sa.select(sessions).where(sessions.c.id == sid)).first()
 
 
 def me(srv: Server, token: str) -> upb.GetMeResponse:
@@ -95,8 +95,8 @@ def test_create_session_shows_the_token_once_and_stores_its_hash(
     assert resp.access_token not in repr(tuple(row)), "the token itself is not stored"
 
     assert me(server, resp.access_token).user.id == u.id
-    with server.app.db.read() as conn:
-        ev = conn.execute(
+    with server.app.db.read() as uow:
+        ev = uow.conn.execute(
             sa.select(audit_events).where(audit_events.c.resource_id == s.id)
         ).one()
     assert (ev.action, ev.resource_type, ev.account_id) == (
@@ -242,8 +242,8 @@ def test_revoke_own_session_and_revoking_twice(server: Server, tenant: dict[str,
     again = revoke(server, server.admin, created.session.id)  # idempotent
     assert again.session.revoke_time == first.session.revoke_time
     assert again.session.etag == first.session.etag
-    with server.app.db.read() as conn:
-        actions = conn.execute(
+    with server.app.db.read() as uow:
+        actions = uow.conn.execute(
             sa.select(audit_events.c.action).where(
                 audit_events.c.resource_id == created.session.id
             )

@@ -292,8 +292,12 @@ _SNAPSHOT = (
 def snapshot(server: Server) -> list[list[tuple[Any, ...]]]:
     """Every row a UserService call may write, to compare before and after a failure."""
 
-    def frozen(v: Any) -> Any:
-        return tuple(v) if isinstance(v, list) else v
+    def frozen(v: Any) -> Any:  # JSON columns (roles, an audit event's revocation)
+        if isinstance(v, list):
+            return tuple(frozen(x) for x in v)
+        if isinstance(v, dict):
+            return tuple(sorted((k, frozen(x)) for k, x in v.items()))
+        return v
 
-    with server.app.db.read() as conn:
-        return [[tuple(frozen(v) for v in r) for r in conn.execute(stmt)] for stmt in _SNAPSHOT]
+    with server.app.db.read() as uow:
+        return [[tuple(frozen(v) for v in r) for r in uow.conn.execute(stmt)] for stmt in _SNAPSHOT]

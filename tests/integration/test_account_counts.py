@@ -30,7 +30,7 @@ from accounts_grpc.domain.principal import Principal
 from accounts_grpc.services.account_fields import AccountInput, FirstUserInput
 from accounts_grpc.services.accounts import AccountsService
 from accounts_grpc.store import migrate
-from accounts_grpc.store.accounts import ACCOUNTS_LIST, kept_counts
+from accounts_grpc.store.accounts import ACCOUNTS_LIST, Accounts
 from accounts_grpc.store.accounts import EVERY_ACCOUNT as _EVERY_ACCOUNT
 from accounts_grpc.store.accounts import OPEN_ACCOUNTS as _OPEN_ACCOUNTS
 from accounts_grpc.store.db import Database, create_engine, new_etag, new_id, now_us
@@ -88,7 +88,7 @@ def true_counts(conn: sa.Connection) -> tuple[int, int]:
 def check(engine: sa.Engine) -> tuple[int, int]:
     """The kept counts, as another connection sees them, equal the true counts."""
     with engine.connect() as conn:
-        kept, true = kept_counts(conn), true_counts(conn)
+        kept, true = Accounts(conn).kept_counts(), true_counts(conn)
     assert kept == true
     return true
 
@@ -372,8 +372,8 @@ def statements(db: Database) -> Iterator[list[str]]:
     includes those run straight on the DBAPI connection)."""
     seen: list[str] = []
     if db.is_sqlite:
-        with db.read(single_statement=True) as conn:  # this thread's connection for list reads
-            raw = conn.connection.driver_connection
+        with db.read(single_statement=True) as uow:  # this thread's connection for list reads
+            raw = uow.conn.connection.driver_connection
         assert raw is not None
         raw.set_trace_callback(seen.append)
         try:
@@ -404,13 +404,13 @@ def test_total_size_is_exact_in_every_scope(db: Database) -> None:
     clients: list[str] = []
 
     def expect() -> None:
-        with db.read() as conn:
-            every, open_ = true_counts(conn)
-            named = int(conn.execute(
+        with db.read() as uow:
+            every, open_ = true_counts(uow.conn)
+            named = int(uow.conn.execute(
                 sa.select(sa.func.count()).select_from(accounts).where(
                     accounts.c.name.like("%client%"), accounts.c.closed == sa.false())
             ).scalar_one())
-            theirs = int(conn.execute(
+            theirs = int(uow.conn.execute(
                 sa.select(sa.func.count()).select_from(accounts).where(
                     accounts.c.closed == sa.false(),
                     sa.or_(accounts.c.id == consultancy,
@@ -493,21 +493,21 @@ def test_the_first_page_is_read_through_an_index(db: Database, order: str,
     base = _EVERY_ACCOUNT if show_closed else _OPEN_ACCOUNTS
     q = parse_list_request(ACCOUNTS_LIST, secret=b"s", page_size=20, order_by=order)
     index = "ix_accounts_name_id" if order.startswith("name") else "ix_accounts_create_time_id"
-    with db.read() as conn:
-        dialect = conn.dialect.name
+    with db.read() as uow:
+        dialect = uow.conn.dialect.name
         built = run._statements(ACCOUNTS_LIST, q, base,
                                 filters._filter(ACCOUNTS_LIST, (), dialect), dialect,
                                 reuse=False, kept=ACCOUNTS_LIST.kept_counts[scope])
-        sql = str(built.page.compile(dialect=conn.dialect,
+        sql = str(built.page.compile(dialect=uow.conn.dialect,
                                      compile_kwargs={"literal_binds": True}))
         if dialect == "sqlite":
-            plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql(
+            plan = " | ".join(str(r[-1]) for r in uow.conn.exec_driver_sql(
                 f"EXPLAIN QUERY PLAN {sql}"))
             assert f"SCAN accounts USING INDEX {index}" in plan, plan
             assert "TEMP B-TREE" not in plan, plan
         else:
-            conn.exec_driver_sql("ANALYZE accounts")
-            plan = " | ".join(str(r[0]) for r in conn.exec_driver_sql(
+            uow.conn.exec_driver_sql("ANALYZE accounts")
+            plan = " | ".join(str(r[0]) for r in uow.conn.exec_driver_sql(
                 f"EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}"))
             assert f"Index Scan Backward using {index}" in plan or \
                 f"Index Scan using {index}" in plan, plan

@@ -1,6 +1,6 @@
 """The statements behind services/accounts.py, audit_log.py and bootstrap.py, on real
-databases: store/accounts.py (lists by scope, the user an account is made with, column
-values), store/audit.py (an account's events) and store/bootstrap.py (bootstrap)."""
+databases: ``uow.accounts`` (lists by scope, the user an account is made with, column
+values), ``uow.audit`` (an account's events) and ``uow.bootstrap`` (bootstrap)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from accounts_grpc.domain.listing import Page, parse_list_request
+from accounts_grpc.domain.ports import ListScope
 from accounts_grpc.store import accounts as store
 from accounts_grpc.store import audit, errors
-from accounts_grpc.store import bootstrap as boot
 from accounts_grpc.store.db import Database, new_etag, new_id, now_us
 
 SECRET = b"s"
@@ -21,11 +21,10 @@ def _account(db: Database, name: str, *, consultancy: str | None = None,
              closed: bool = False) -> str:
     aid, now = new_id(), now_us()
     with db.write() as uow:
-        store.insert(uow.conn, {
-            **store.column_values({"name": name, "email": f"{name}@X.io", "roles": [],
-                                   "consultancy_account_id": consultancy or "",
-                                   "primary_color": "", "secondary_color": "",
-                                   "logo_url": ""}),
+        uow.accounts.insert({
+            "name": name, "email": f"{name}@X.io", "roles": [],
+            "consultancy_account_id": consultancy or "", "primary_color": "",
+            "secondary_color": "", "logo_url": "",
             "id": aid, "closed": closed, "create_time": now, "update_time": now,
             "activity_time": None, "etag": new_etag()})
         uow.commit()
@@ -36,18 +35,18 @@ def _names(page: Page) -> list[str]:
     return [r.name for r in page.rows]
 
 
-def _list(db: Database, scope: store.ListScope, own: str, *, flt: str = "",
+def _list(db: Database, scope: ListScope, own: str, *, flt: str = "",
           size: int = 50, token: str = "") -> Page:
     q = parse_list_request(store.ACCOUNTS_LIST, secret=SECRET, page_size=size, filter=flt,
                            page_token=token, order_by="name", scope={"s": scope, "own": own})
-    with db.read() as conn:
-        return store.list_accounts(conn, q, scope=scope, own=own)
+    with db.read() as uow:
+        return uow.accounts.list_page(q, scope=scope, own=own)
 
 
 def test_column_values() -> None:
-    assert store.column_values({"email": " A@B.io ", "consultancy_account_id": ""}) == {
+    assert store._column_values({"email": " A@B.io ", "consultancy_account_id": ""}) == {
         "email": " A@B.io ", "email_lower": "a@b.io", "consultancy_account_id": None}
-    assert store.column_values({"name": "n", "consultancy_account_id": "c"}) == {
+    assert store._column_values({"name": "n", "consultancy_account_id": "c"}) == {
         "name": "n", "consultancy_account_id": "c"}
 
 
@@ -87,7 +86,7 @@ def test_a_scoped_list_pages_with_its_token(db: Database) -> None:
 
 def _event(db: Database, account_id: str, action: str) -> None:
     with db.write() as uow:
-        audit.record(uow, account_id=account_id, actor_user_id=None, action=action,
+        uow.audit.record(account_id=account_id, actor_user_id=None, action=action,
                      resource_type="Account", resource_id=account_id,
                      changed_fields=["name", "secret_hash"])
         uow.commit()
@@ -97,8 +96,8 @@ def _events(db: Database, account_id: str, *, flt: str = "", size: int = 50,
             token: str = "") -> Page:
     q = parse_list_request(audit.AUDIT_LIST, secret=SECRET, page_size=size, filter=flt,
                            page_token=token, scope={"account_id": account_id})
-    with db.read() as conn:
-        return audit.list_events(conn, account_id, q)
+    with db.read() as uow:
+        return uow.audit.list_page(account_id, q)
 
 
 def test_audit_events_of_one_account_newest_first(db: Database) -> None:
@@ -121,17 +120,17 @@ def test_the_user_an_account_is_made_with(db: Database) -> None:
     aid = _account(db, "acme")
     human, machine, now = new_id(), new_id(), now_us()
     with db.write() as uow:
-        store.insert_user(uow.conn, user_id=human, account_id=aid, kind="HUMAN",
+        uow.accounts.insert_user(user_id=human, account_id=aid, kind="HUMAN",
                           email="Ann@Acme.io", first_name="Ann", last_name="Lee",
                           name="Ann Lee", roles=["account-admin"], now=now)
-        store.insert_user(uow.conn, user_id=machine, account_id=aid, kind="MACHINE",
+        uow.accounts.insert_user(user_id=machine, account_id=aid, kind="MACHINE",
                           email=None, first_name="", last_name="", name="bot",
                           roles=["admin"], now=now, client_id="cid", secret_hash="h")
         uow.commit()
-    with db.read() as conn:
-        h: Any = store.user_by_id(conn, human)
-        m: Any = store.user_by_id(conn, machine)
-        assert store.user_by_id(conn, new_id()) is None
+    with db.read() as uow:
+        h: Any = uow.accounts.user_by_id(human)
+        m: Any = uow.accounts.user_by_id(machine)
+        assert uow.accounts.user_by_id(new_id()) is None
     assert (h.email, h.email_lower, h.kind, h.roles, h.external_id, h.client_id) == (
         "Ann@Acme.io", "ann@acme.io", "HUMAN", ["account-admin"], None, None)
     assert h.create_time == h.update_time == now and h.etag
@@ -141,27 +140,27 @@ def test_the_user_an_account_is_made_with(db: Database) -> None:
 
 
 def test_bootstrap_statements(db: Database) -> None:
-    with db.read() as conn:
-        assert not boot.any_user(conn)
+    with db.read() as uow:
+        assert not uow.bootstrap.any_user()
     closed = _account(db, "plat", closed=True)  # email plat@X.io, closed: not the platform's
     with db.write() as uow:
-        assert boot.platform_account_id(uow.conn, "plat@x.io") is None
+        assert uow.bootstrap.platform_account_id("plat@x.io") is None
         aid = new_id()
-        boot.insert_platform_account(uow.conn, account_id=aid, name="Platform",
+        uow.bootstrap.insert_platform_account(account_id=aid, name="Platform",
                                          email="Plat@X.io", now=now_us())
-        assert boot.platform_account_id(uow.conn, "PLAT@x.io") == aid
-        store.insert_user(uow.conn, user_id=new_id(), account_id=aid, kind="MACHINE",
+        assert uow.bootstrap.platform_account_id("PLAT@x.io") == aid
+        uow.accounts.insert_user(user_id=new_id(), account_id=aid, kind="MACHINE",
                           email=None, first_name="", last_name="", name="bot",
                           roles=["admin"], now=now_us(), client_id="c1", secret_hash="h")
         uow.commit()
-    with db.read() as conn:
-        assert boot.any_user(conn)
-        row: Any = store.get(conn, aid)
+    with db.read() as uow:
+        assert uow.bootstrap.any_user()
+        row: Any = uow.accounts.get(aid)
     assert (row.email, row.email_lower, row.roles, row.closed, row.consultancy_account_id) == (
         "Plat@X.io", "plat@x.io", [], False, None)
     assert aid != closed
     # a second open platform account with that email: the constraint a concurrent
     # bootstrap loses on (services/bootstrap.py then runs again and finds the first)
     with pytest.raises(errors.ConstraintViolation), db.write() as uow:
-        boot.insert_platform_account(uow.conn, account_id=new_id(), name="P",
+        uow.bootstrap.insert_platform_account(account_id=new_id(), name="P",
                                          email="plat@x.io", now=now_us())

@@ -9,7 +9,8 @@ import logging
 import pytest
 from sqlalchemy.exc import IntegrityError
 
-from accounts_grpc.store.db import Database, db_error, now_us
+from accounts_grpc.store.db import Database, now_us
+from accounts_grpc.store.errors import db_error
 from accounts_grpc.store.tables import rate_limits
 
 SECRET = "token-hash-0123456789abcdef"

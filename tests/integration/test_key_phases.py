@@ -41,8 +41,8 @@ def store(db: Database, settings: Settings, **changes: Any) -> KeyStore:
 
 
 def row(db: Database, kid: str) -> sa.Row[Any]:
-    with db.read() as c:
-        r = c.execute(sa.select(signing_keys).where(signing_keys.c.kid == kid)).one()
+    with db.read() as uow:
+        r = uow.conn.execute(sa.select(signing_keys).where(signing_keys.c.kid == kid)).one()
     return r
 
 
@@ -137,8 +137,8 @@ def test_a_rotation_with_another_key_encryption_key_is_refused(
     other = settings.replace(key_encryption_key_file=str(tmp_path / "other.kek"))
     with pytest.raises(keys_mod.KeyDecryptionError):
         KeyStore(db, load_kek(other), other).rotate()
-    with db.read() as c:
-        assert c.execute(sa.select(sa.func.count()).select_from(signing_keys)).scalar() == 1
+    with db.read() as uow:
+        assert uow.conn.execute(sa.select(sa.func.count()).select_from(signing_keys)).scalar() == 1
 
 
 # -- lifetimes ---------------------------------------------------------------------------------

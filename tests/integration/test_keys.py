@@ -32,8 +32,8 @@ def store(db: Database, settings: Settings, refresh: float = 60.0) -> KeyStore:
 
 
 def rows(db: Database) -> list[sa.Row]:
-    with db.read() as c:
-        return list(c.execute(sa.select(signing_keys).order_by(signing_keys.c.create_time)))
+    with db.read() as uow:
+        return list(uow.conn.execute(sa.select(signing_keys).order_by(signing_keys.c.create_time)))
 
 
 def test_the_kek_file_is_made_once_and_private(settings: Settings) -> None:

@@ -36,8 +36,7 @@ def owner(db: Database) -> dict[str, str]:
 def add(db: Database, owner: dict[str, str], *, now: int, ttl: int = HOUR) -> str:
     sid = new_id()
     with db.write() as uow:
-        repo.insert_session(
-            uow.conn, session_id=sid, user_id=owner["user"], account_id=owner["account"],
+        uow.sessions.insert(session_id=sid, user_id=owner["user"], account_id=owner["account"],
             token_hash=new_etag() + new_etag(), user_agent="ua/1", now=now,
             expire_time=now + ttl,
         )
@@ -46,9 +45,9 @@ def add(db: Database, owner: dict[str, str], *, now: int, ttl: int = HOUR) -> st
 
 
 def test_client_by_client_id(db: Database, owner: dict[str, str]) -> None:
-    with db.read() as conn:
-        row = repo.client_by_client_id(conn, "cid_1")
-        assert repo.client_by_client_id(conn, "cid_unknown") is None
+    with db.read() as uow:
+        row = uow.sessions.client_by_client_id("cid_1")
+        assert uow.sessions.client_by_client_id("cid_unknown") is None
     assert row is not None
     assert (row.id, row.account_id, row.kind, row.roles, row.secret_hash,
             row.credential_generation, bool(row.closed)) == (
@@ -58,11 +57,11 @@ def test_client_by_client_id(db: Database, owner: dict[str, str]) -> None:
 def test_insert_read_and_scope(db: Database, owner: dict[str, str]) -> None:
     now = now_us()
     sid = add(db, owner, now=now)
-    with db.read() as conn:
-        row = repo.session_by_id(conn, sid)
-        scope = repo.session_scope(conn, sid)
-        assert repo.session_by_id(conn, new_id()) is None
-        assert repo.session_scope(conn, new_id()) is None
+    with db.read() as uow:
+        row = uow.sessions.by_id(sid)
+        scope = uow.sessions.scope(sid)
+        assert uow.sessions.by_id(new_id()) is None
+        assert uow.sessions.scope(new_id()) is None
     assert row is not None and scope is not None
     assert (row.user_id, row.account_id, row.user_agent, row.revoke_time) == (
         owner["user"], owner["account"], "ua/1", None)
@@ -80,10 +79,10 @@ def test_revoke_keeps_the_first_revoke_time(db: Database, owner: dict[str, str])
     etags = set()
     for at in (now + 10, now + 20):  # the second revocation changes nothing
         with db.write() as uow:
-            repo.revoke(uow.conn, sid, now=at)
+            uow.sessions.revoke(sid, now=at)
             uow.commit()
-        with db.read() as conn:
-            row = repo.session_by_id(conn, sid)
+        with db.read() as uow:
+            row = uow.sessions.by_id(sid)
         assert row is not None and row.revoke_time == row.update_time == now + 10
         etags.add(row.etag)
     assert len(etags) == 1
@@ -97,12 +96,12 @@ def test_list_for_user_only_working_sessions_newest_first(
     add(db, owner, now=now - 3000, ttl=1000)  # expired
     revoked = add(db, owner, now=now - 500)
     with db.write() as uow:
-        repo.revoke(uow.conn, revoked, now=now)
+        uow.sessions.revoke(revoked, now=now)
         uow.commit()
     query = parse_list_request(repo.SESSIONS_LIST, secret=SECRET,
                                scope={"user_id": owner["user"]})
-    with db.read() as conn:
-        page = repo.list_for_user(conn, owner["user"], query, now=now)
-        assert repo.list_for_user(conn, new_id(), query, now=now).rows == []
+    with db.read() as uow:
+        page = uow.sessions.list_for_user(owner["user"], query, now=now)
+        assert uow.sessions.list_for_user(new_id(), query, now=now).rows == []
     assert [r.id for r in page.rows] == [newer, older]
     assert page.total_size == 2 and page.next_page_token == ""

@@ -22,8 +22,8 @@ from accounts_grpc.store.tables import include_name, metadata, rate_limits
 
 
 def row_count(d: Database, key: str) -> int:
-    with d.read() as c:
-        return int(c.execute(sa.select(sa.func.count()).where(rate_limits.c.key == key)
+    with d.read() as uow:
+        return int(uow.conn.execute(sa.select(sa.func.count()).where(rate_limits.c.key == key)
                              ).scalar_one())
 
 
@@ -39,12 +39,12 @@ def test_migrations_make_the_schema_from_empty(db_url: str) -> None:
     d = Database(db_url)
     try:
         assert migrate.current(d.engine) is None
-        with d.read() as c:
-            assert not set(sa.inspect(c).get_table_names()) & set(metadata.tables)
+        with d.read() as uow:
+            assert not set(sa.inspect(uow.conn).get_table_names()) & set(metadata.tables)
         migrate.upgrade(d.engine)
         assert migrate.current(d.engine) == migrate.head() and migrate.is_current(d.engine)
-        with d.read() as c:
-            insp = sa.inspect(c)
+        with d.read() as uow:
+            insp = sa.inspect(uow.conn)
             made = {t for t in insp.get_table_names() if include_name(t, "table", None)}
             assert made == set(metadata.tables) | {"alembic_version"}  # + 0002's search tables
             for name, table in metadata.tables.items():
@@ -145,8 +145,8 @@ def test_concurrent_writers_queue_on_sqlite(backend: str, db: Database) -> None:
     for t in pool:
         t.join(120)
     assert errors == []
-    with db.read() as c:
-        total = c.execute(sa.select(rate_limits.c.failures).where(
+    with db.read() as uow:
+        total = uow.conn.execute(sa.select(rate_limits.c.failures).where(
             rate_limits.c.key == "counter")).scalar_one()
     assert total == threads * rounds, "no update was lost"
 
@@ -159,13 +159,13 @@ def test_why_writes_begin_immediate_on_sqlite(backend: str, db: Database) -> Non
     with db.write() as uow:
         insert(uow, "row")
         uow.commit()
-    with db.read() as reader:
-        reader.execute(sa.select(rate_limits)).all()  # the read snapshot starts here
+    with db.read() as uow:
+        uow.conn.execute(sa.select(rate_limits)).all()  # the read snapshot starts here
         with db.write() as writer:
             writer.conn.execute(rate_limits.update().values(failures=1))
             writer.commit()
         with pytest.raises(OperationalError, match="database is locked"):
-            reader.execute(rate_limits.update().values(failures=2))
+            uow.conn.execute(rate_limits.update().values(failures=2))
 
 
 # -- unique keys -------------------------------------------------------------------------------
@@ -219,9 +219,9 @@ import accounts_grpc.app, accounts_grpc.cli  # what `serve` imports before the d
 loaded_early = "_sqlite3" in sys.modules
 from accounts_grpc.store.db import Database, sqlite_tuning
 db = Database(sys.argv[2])
-with db.read() as conn:
-    conn.exec_driver_sql("CREATE TABLE t(x)")
-    conn.exec_driver_sql("INSERT INTO t VALUES (randomblob(100000))")
+with db.read() as uow:
+    uow.conn.exec_driver_sql("CREATE TABLE t(x)")
+    uow.conn.exec_driver_sql("INSERT INTO t VALUES (randomblob(100000))")
 used = ctypes.CDLL(importlib.util.find_spec("_sqlite3").origin).sqlite3_memory_used
 used.restype = ctypes.c_int64
 print(loaded_early, sqlite_tuning(), used() > 0)

@@ -1,8 +1,8 @@
 """The statements behind services/users.py, device_permissions.py, charging.py and
-orders.py, on SQLite and PostgreSQL: store/users.py (point reads, unique keys, insert,
-cascade delete, the secret's generation, ListUsers' visibility), store/devices.py,
-store/device_permissions.py, store/orders.py and store/errors.ConstraintViolation; and the retried
-write of services/user_access.py."""
+orders.py, on SQLite and PostgreSQL: ``uow.users`` (point reads, unique keys, insert,
+cascade delete, the secret's generation, ListUsers' visibility), ``uow.devices``,
+``uow.device_permissions``, ``uow.orders`` and store/errors.ConstraintViolation; and the
+retried write of services/user_access.py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import sqlalchemy as sa
 
 from accounts_grpc.domain.errors import Aborted, AlreadyExists
 from accounts_grpc.domain.listing import parse_list_request
+from accounts_grpc.domain.ports import Visible
 from accounts_grpc.services.user_access import write
-from accounts_grpc.store import device_permissions, devices, errors, orders
+from accounts_grpc.store import device_permissions, errors, orders
 from accounts_grpc.store import users as repo
 from accounts_grpc.store.db import Database, new_etag, new_id, now_us
 from accounts_grpc.store.tables import (
@@ -72,7 +73,7 @@ def world(db: Database) -> dict[str, Any]:
         external = _user(a, "EXTERNAL", external_id="ext-1")
         machine = _user(a, "MACHINE", client_id="cid-1", secret_hash="ab" * 32)
         for u in (human, external, machine):
-            repo.insert_user(uow.conn, u, AssertionError)
+            uow.users.insert(u, AssertionError)
         ids = {
             "a": a, "b": b, "human": human["id"], "external": external["id"],
             "machine": machine["id"],
@@ -88,34 +89,34 @@ def world(db: Database) -> dict[str, Any]:
 
 
 def test_me_reads_the_user_and_its_account(db: Database, world: dict[str, Any]) -> None:
-    with db.read() as conn:
-        user, account = repo.me(conn, world["human"], world["a"])
+    with db.read() as uow:
+        user, account = uow.users.me(world["human"], world["a"])
         assert (user.id, user.email, account.id) == (world["human"], "Ada@Example.com", world["a"])
-        assert repo.me(conn, new_id(), new_id()) == (None, None)
+        assert uow.users.me(new_id(), new_id()) == (None, None)
 
 
 def test_user_by_email_is_case_blind_and_carries_the_account_scope(
     db: Database, world: dict[str, Any]
 ) -> None:
-    with db.read() as conn:
-        row = repo.user_by_email(conn, world["a"], "  ada@EXAMPLE.com ")
+    with db.read() as uow:
+        row = uow.users.user_by_email(world["a"], "  ada@EXAMPLE.com ")
         assert row is not None and row.id == world["human"]
         assert row.consultancy_account_id is None and row.account_closed is False
-        assert repo.user_by_email(conn, world["b"], "ada@example.com") is None
+        assert uow.users.user_by_email(world["b"], "ada@example.com") is None
 
 
 def test_taken_fields(db: Database, world: dict[str, Any]) -> None:
     a = world["a"]
-    with db.read() as conn:
-        assert repo.taken_fields(conn, a, email="ADA@example.com", external_id="ext-1") == [
+    with db.read() as uow:
+        assert uow.users.taken_fields(a, email="ADA@example.com", external_id="ext-1") == [
             "email", "external_id"]
-        assert repo.taken_fields(conn, a, email="bob@example.com", external_id="ext-2") == []
-        assert repo.taken_fields(conn, world["b"], email="ada@example.com") == []
-        assert repo.taken_fields(conn, a, email="ada@example.com",
+        assert uow.users.taken_fields(a, email="bob@example.com", external_id="ext-2") == []
+        assert uow.users.taken_fields(world["b"], email="ada@example.com") == []
+        assert uow.users.taken_fields(a, email="ada@example.com",
                                  exclude_user_id=world["human"]) == []
-        assert repo.taken_fields(conn, a, external_id="ext-1",
+        assert uow.users.taken_fields(a, external_id="ext-1",
                                  exclude_user_id=world["human"]) == ["external_id"]
-        assert repo.taken_fields(conn, a) == []
+        assert uow.users.taken_fields(a) == []
 
 
 @pytest.mark.parametrize("field", ["email", "external_id", "client_id"])
@@ -127,11 +128,11 @@ def test_insert_user_reports_the_unique_key_it_lost(
     with db.write() as uow:
         if field == "client_id":
             with pytest.raises(sa.exc.IntegrityError):  # not the caller's to explain
-                repo.insert_user(uow.conn, _user(world["a"], "EXTERNAL", **taken,
+                uow.users.insert(_user(world["a"], "EXTERNAL", **taken,
                                                  external_id="x"), AlreadyExists)
         else:
             with pytest.raises(AlreadyExists) as e:
-                repo.insert_user(uow.conn, _user(world["a"], "EXTERNAL", **taken),
+                uow.users.insert(_user(world["a"], "EXTERNAL", **taken),
                                  lambda f: AlreadyExists(f))
             assert str(e.value) == field
 
@@ -149,12 +150,12 @@ def test_delete_user_cascade_counts_what_went(db: Database, world: dict[str, Any
             id=new_id(), user_id=uid, account_id=world["a"], token_hash="t" * 64,
             create_time=now, update_time=now, last_activity_time=now, expire_time=now + 1,
             etag=new_etag()))
-        orders.insert_order(uow.conn, _order(world, "o-1"))
-        orders.insert_order(uow.conn, _order(world, "o-2"))
-        counts = repo.delete_user_cascade(uow.conn, uid)
+        uow.orders.insert(_order(world, "o-1"))
+        uow.orders.insert(_order(world, "o-2"))
+        counts = uow.users.delete_cascade(uid)
         assert counts == {"memberships": 1, "device_permissions": 0, "sessions": 1, "orders": 2}
-        assert repo.me(uow.conn, uid, world["a"])[0] is None
-        assert repo.me(uow.conn, world["human"], world["a"])[0] is not None
+        assert uow.users.me(uid, world["a"])[0] is None
+        assert uow.users.me(world["human"], world["a"])[0] is not None
         uow.commit()
 
 
@@ -162,11 +163,11 @@ def test_secret_rotated_takes_the_next_generation(db: Database, world: dict[str,
     uid = world["machine"]
     for expected in (1, 2):
         with db.write() as uow:
-            values = repo.secret_rotated("cd" * 32)
+            values = uow.users.secret_rotated("cd" * 32)
             uow.conn.execute(users_table.update().where(users_table.c.id == uid).values(**values))
             uow.commit()
-        with db.read() as conn:
-            row = repo.me(conn, uid, world["a"])[0]
+        with db.read() as uow:
+            row = uow.users.me(uid, world["a"])[0]
             assert (row.secret_hash, row.credential_generation) == ("cd" * 32, expected)
 
 
@@ -180,25 +181,25 @@ def test_list_users_by_account_kind_and_visibility(db: Database, world: dict[str
 
     def page(**kw: Any) -> set[str]:
         q = parse_list_request(repo.USER_LIST, secret=SECRET, scope={"t": repr(kw)})
-        with db.read() as conn:
-            return _ids(repo.list_users(conn, q, **kw))
+        with db.read() as uow:
+            return _ids(uow.users.list_page(q, **kw))
 
     assert page(account_id=a) == everyone
     assert page(account_id=None) >= everyone
     assert page(account_id=world["b"]) == set()
     assert page(account_id=a, kind="MACHINE") == {world["machine"]}
-    assert page(account_id=a, visible=repo.Visible(("EXTERNAL",))) == {world["external"]}
-    assert page(account_id=a, visible=repo.Visible(("EXTERNAL",), world["human"])) == {
+    assert page(account_id=a, visible=Visible(("EXTERNAL",))) == {world["external"]}
+    assert page(account_id=a, visible=Visible(("EXTERNAL",), world["human"])) == {
         world["external"], world["human"]}
-    assert page(account_id=a, visible=repo.Visible((), world["machine"])) == {world["machine"]}
-    assert page(account_id=a, kind="HUMAN", visible=repo.Visible(("EXTERNAL",))) == set()
-    assert page(account_id=a, visible=repo.Visible()) == set()
+    assert page(account_id=a, visible=Visible((), world["machine"])) == {world["machine"]}
+    assert page(account_id=a, kind="HUMAN", visible=Visible(("EXTERNAL",))) == set()
+    assert page(account_id=a, visible=Visible()) == set()
 
 
 def test_list_users_searches_and_orders(db: Database, world: dict[str, Any]) -> None:
     q = parse_list_request(repo.USER_LIST, secret=SECRET, filter="ada", order_by="email desc")
-    with db.read() as conn:
-        assert _ids(repo.list_users(conn, q, account_id=world["a"])) == {world["human"]}
+    with db.read() as uow:
+        assert _ids(uow.users.list_page(q, account_id=world["a"])) == {world["human"]}
 
 
 # -- devices and permissions -------------------------------------------------------------------
@@ -206,16 +207,16 @@ def test_list_users_searches_and_orders(db: Database, world: dict[str, Any]) -> 
 
 def test_devices_in_account_by_device_or_meter_id(db: Database, world: dict[str, Any]) -> None:
     a = world["a"]
-    with db.read() as conn:
+    with db.read() as uow:
         def pks(dids: list[str], mids: list[str]) -> set[str]:
-            return {d.id for d in devices.devices_in_account(conn, a, dids, mids)}
+            return {d.id for d in uow.devices.in_account(a, dids, mids)}
 
         assert pks(["AB12CD34"], []) == {world["d1"]}
         assert pks([], ["meter-2"]) == {world["d2"]}
         assert pks(["AB12CD34", "FFFFFFFF"], ["meter-2", "nope"]) == {world["d1"], world["d2"]}
         assert pks([], []) == set()
         assert pks(["FFFFFFFF"], []) == set()
-        other = devices.devices_in_account(conn, world["b"], ["AB12CD34"], ["meter-2"])
+        other = uow.devices.in_account(world["b"], ["AB12CD34"], ["meter-2"])
         assert [d.id for d in other] == [world["other"]]
 
 
@@ -231,30 +232,29 @@ def test_permissions_inserted_read_with_their_device_listed_and_deleted(
 ) -> None:
     uid, d1, d2 = world["human"], world["d1"], world["d2"]
     with db.write() as uow:
-        assert device_permissions.permissions_of(uow.conn, uid, [d1, d2]) == {}
-        device_permissions.insert_permissions(uow.conn, [])
-        device_permissions.insert_permissions(
-            uow.conn, [_permission(world, d1), _permission(world, d2)])
-        device_permissions.insert_permissions(uow.conn, [_permission(world, d1, "external")])
-        held = device_permissions.permissions_of(uow.conn, uid, [d1, d2])
+        assert uow.device_permissions.of_user(uid, [d1, d2]) == {}
+        uow.device_permissions.insert([])
+        uow.device_permissions.insert([_permission(world, d1), _permission(world, d2)])
+        uow.device_permissions.insert([_permission(world, d1, "external")])
+        held = uow.device_permissions.of_user(uid, [d1, d2])
         assert set(held) == {d1, d2}
         assert (held[d1].d_device_id, held[d1].d_meter_id, held[d1].charging) == (
             "AB12CD34", None, False)
         assert held[d2].d_meter_id == "meter-2"
-        assert device_permissions.permissions_of(uow.conn, uid, []) == {}
+        assert uow.device_permissions.of_user(uid, []) == {}
         uow.commit()
     q = parse_list_request(device_permissions.PERMISSION_LIST, secret=SECRET, filter="meter")
-    with db.read() as conn:
-        page = device_permissions.list_for_user(conn, uid, q)
+    with db.read() as uow:
+        page = uow.device_permissions.list_for_user(uid, q)
         assert [r.device_pk for r in page.rows] == [d2]
         all_ = parse_list_request(device_permissions.PERMISSION_LIST, secret=SECRET)
-        assert {r.device_pk for r in device_permissions.list_for_user(conn, uid, all_).rows} == {
+        assert {r.device_pk for r in uow.device_permissions.list_for_user(uid, all_).rows} == {
             d1, d2}
     with db.write() as uow:
-        device_permissions.delete_permissions(uow.conn, uid, [])
-        device_permissions.delete_permissions(uow.conn, uid, [d1])
-        assert set(device_permissions.permissions_of(uow.conn, uid, [d1, d2])) == {d2}
-        assert set(device_permissions.permissions_of(uow.conn, world["external"], [d1])) == {d1}
+        uow.device_permissions.delete(uid, [])
+        uow.device_permissions.delete(uid, [d1])
+        assert set(uow.device_permissions.of_user(uid, [d1, d2])) == {d2}
+        assert set(uow.device_permissions.of_user(world["external"], [d1])) == {d1}
         uow.commit()
 
 
@@ -272,23 +272,23 @@ def _order(world: dict[str, Any], order_id: str, **values: Any) -> dict[str, Any
 def test_orders_inserted_found_and_listed(db: Database, world: dict[str, Any]) -> None:
     first = _order(world, "o-1")
     with db.write() as uow:
-        orders.insert_order(uow.conn, first)
-        orders.insert_order(uow.conn, _order(world, "o-2", tracking_link="https://t.example/2"))
+        uow.orders.insert(first)
+        uow.orders.insert(_order(world, "o-2", tracking_link="https://t.example/2"))
         uow.commit()
-    with db.read() as conn:
-        row = orders.order_by_order_id(conn, world["a"], "o-1")
+    with db.read() as uow:
+        row = uow.orders.by_order_id(world["a"], "o-1")
         assert row is not None and row.id == first["id"]
-        assert orders.order_by_order_id(conn, world["b"], "o-1") is None
-        by_pk = orders.order_by_pk(conn, first["id"])
+        assert uow.orders.by_order_id(world["b"], "o-1") is None
+        by_pk = uow.orders.by_pk(first["id"])
         assert by_pk is not None and by_pk.order_id == "o-1"
-        assert orders.order_by_pk(conn, new_id()) is None
+        assert uow.orders.by_pk(new_id()) is None
         q = parse_list_request(orders.ORDER_LIST, secret=SECRET, order_by="order_id desc")
-        page = orders.list_for_user(conn, world["external"], q)
+        page = uow.orders.list_for_user(world["external"], q)
         assert [r.order_id for r in page.rows] == ["o-2", "o-1"]
         q = parse_list_request(orders.ORDER_LIST, secret=SECRET, filter="t.example")
-        assert [r.order_id for r in orders.list_for_user(conn, world["external"], q).rows] == [
+        assert [r.order_id for r in uow.orders.list_for_user(world["external"], q).rows] == [
             "o-2"]
-        assert orders.list_for_user(conn, world["human"], q).rows == []
+        assert uow.orders.list_for_user(world["human"], q).rows == []
 
 
 # -- lost races --------------------------------------------------------------------------------
@@ -298,10 +298,10 @@ def test_unique_and_foreign_keys_are_constraint_violations(
     db: Database, world: dict[str, Any]
 ) -> None:
     with pytest.raises(errors.ConstraintViolation), db.write() as uow:
-        orders.insert_order(uow.conn, _order(world, "dup"))
-        orders.insert_order(uow.conn, _order(world, "dup"))
+        uow.orders.insert(_order(world, "dup"))
+        uow.orders.insert(_order(world, "dup"))
     with pytest.raises(errors.ConstraintViolation), db.write() as uow:
-        orders.insert_order(uow.conn, _order(world, "x", user_id=new_id()))  # no such user
+        uow.orders.insert(_order(world, "x", user_id=new_id()))  # no such user
 
 
 def test_a_spoiled_write_runs_once_more_then_aborts(db: Database, world: dict[str, Any]) -> None:
@@ -310,20 +310,21 @@ def test_a_spoiled_write_runs_once_more_then_aborts(db: Database, world: dict[st
     def once_spoiled(uow: Any) -> str:
         calls.append(1)
         if len(calls) == 1:  # a concurrent writer took the key first, this time only
-            orders.insert_order(uow.conn, _order(world, "race"))
-            orders.insert_order(uow.conn, _order(world, "race"))
+            uow.orders.insert(_order(world, "race"))
+            uow.orders.insert(_order(world, "race"))
         return "done"
 
     assert write(db, once_spoiled) == "done" and len(calls) == 2
 
     def always_spoiled(uow: Any) -> None:
-        orders.insert_order(uow.conn, _order(world, "again"))
-        orders.insert_order(uow.conn, _order(world, "again"))
+        uow.orders.insert(_order(world, "again"))
+        uow.orders.insert(_order(world, "again"))
 
     with pytest.raises(Aborted) as e:
         write(db, always_spoiled)
     assert e.value.reason == "CONCURRENT_MODIFICATION"
-    with db.read() as conn:  # nothing of any attempt was kept
-        assert orders.order_by_order_id(conn, world["a"], "race") is None
-        assert orders.order_by_order_id(conn, world["a"], "again") is None
-        assert conn.execute(sa.select(sa.func.count()).select_from(users_table)).scalar_one() == 3
+    with db.read() as uow:  # nothing of any attempt was kept
+        assert uow.orders.by_order_id(world["a"], "race") is None
+        assert uow.orders.by_order_id(world["a"], "again") is None
+        count = sa.select(sa.func.count()).select_from(users_table)
+        assert uow.conn.execute(count).scalar_one() == 3

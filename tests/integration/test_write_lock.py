@@ -88,12 +88,12 @@ def test_an_opportunistic_write_is_skipped_while_another_process_writes(
             uow.conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
             uow.commit()
         with (held_by_another_process(tmp_path / "accounts.db.write-lock"),
-              db.read(single_statement=True) as conn, db.opportunistic_write(conn) as ok):
+              db.read(single_statement=True) as uow, db.opportunistic_write(uow.conn) as ok):
             assert ok is False
-        with db.read(single_statement=True) as conn, db.opportunistic_write(conn) as ok:
+        with db.read(single_statement=True) as uow, db.opportunistic_write(uow.conn) as ok:
             assert ok is True
-            conn.execute(sa.text("INSERT INTO t VALUES (1)"))
-        with db.read() as conn:
-            assert conn.execute(sa.text("SELECT count(*) FROM t")).scalar() == 1
+            uow.conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+        with db.read() as uow:
+            assert uow.conn.execute(sa.text("SELECT count(*) FROM t")).scalar() == 1
     finally:
         db.dispose()

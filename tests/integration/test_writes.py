@@ -21,8 +21,7 @@ from accounts_grpc.services.writes import (
     fingerprint,
     prune_request_ids,
 )
-from accounts_grpc.store import accounts as account_store
-from accounts_grpc.store import audit, migrate
+from accounts_grpc.store import migrate
 from accounts_grpc.store.db import Database, UnitOfWork, new_etag, new_id, now_us
 from accounts_grpc.store.tables import accounts, audit_events, idempotency_keys
 
@@ -44,9 +43,9 @@ def _insert_account(uow: UnitOfWork, name: str, *, slow: float = 0.0) -> dict[st
         id=aid, name=name, email=f"{aid}@x.io", email_lower=f"{aid}@x.io", roles=[],
         consultancy_account_id=None, primary_color="", secondary_color="", logo_url="",
         closed=False, create_time=now, update_time=now, activity_time=None, etag=new_etag()))
-    audit.record(uow, account_id=aid, actor_user_id=P.user_id, action="account.create",
-                 resource_type="account", resource_id=aid, changed_fields=["name"],
-                 request_id="r")
+    uow.audit.record(account_id=aid, actor_user_id=P.user_id, action="account.create",
+                     resource_type="account", resource_id=aid, changed_fields=["name"],
+                     request_id="r")
     if slow:
         time.sleep(slow)  # widen the race window
     return {"account_id": aid}
@@ -57,8 +56,8 @@ def _load(uow: UnitOfWork, ids: Any) -> Any:
 
 
 def _count(db: Database, table: sa.Table) -> int:
-    with db.read() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+    with db.read() as uow:
+        return int(uow.conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
 def test_create_once_returns_the_first_result(db: Database) -> None:
@@ -112,8 +111,8 @@ def test_expired_request_ids_are_deleted_in_batches(db: Database,
     assert prune_request_ids(db, 3600, force=True) == 2
     assert prune_request_ids(db, 3600, force=True) == 1
     assert prune_request_ids(db, 3600, force=True) == 0
-    with db.read() as conn:  # the fresh key stays
-        assert conn.execute(sa.select(idempotency_keys.c.create_time)).scalar_one() > (
+    with db.read() as uow:  # the fresh key stays
+        assert uow.conn.execute(sa.select(idempotency_keys.c.create_time)).scalar_one() > (
             now_us() - 60 * 1_000_000)
 
 
@@ -198,12 +197,12 @@ def test_conditional_update_loses_to_a_concurrent_writer(db: Database) -> None:
         uow.commit()
     row = _load_now(db, ids)
     with db.write() as uow:
-        written = conditional_update(uow, account_store.update_if_etag, row.id, row.etag,
+        written = conditional_update(uow.accounts.update_if_etag, row.id, row.etag,
                                      {"name": "B"}, "account")
         uow.commit()
     assert written["etag"] != row.etag and written["update_time"] >= row.update_time
     with db.write() as uow, pytest.raises(Aborted) as info:  # row.etag is stale now
-        conditional_update(uow, account_store.update_if_etag, row.id, row.etag, {"name": "C"},
+        conditional_update(uow.accounts.update_if_etag, row.id, row.etag, {"name": "C"},
                            "account")
     assert info.value.reason == "ETAG_MISMATCH"
     assert _load_now(db, ids).name == "B"
@@ -218,18 +217,18 @@ def test_audit_rolls_back_with_its_change(db: Database) -> None:
 
 def test_audit_drops_secret_fields(db: Database) -> None:
     with db.write() as uow:
-        audit.record(uow, account_id="a", actor_user_id="u", action="user.create",
-                     resource_type="user", resource_id="x",
-                     changed_fields=["client_secret", "secret_hash", "name", "token"])
+        uow.audit.record(account_id="a", actor_user_id="u", action="user.create",
+                         resource_type="user", resource_id="x",
+                         changed_fields=["client_secret", "secret_hash", "name", "token"])
         uow.commit()
-    with db.read() as conn:
-        fields = conn.execute(sa.select(audit_events.c.changed_fields)).scalar_one()
+    with db.read() as uow:
+        fields = uow.conn.execute(sa.select(audit_events.c.changed_fields)).scalar_one()
     assert fields == ["name"]
 
 
 def _load_now(db: Database, ids: Any) -> Any:
-    with db.read() as conn:
-        return conn.execute(sa.select(accounts).where(accounts.c.id == ids["account_id"])).one()
+    with db.read() as uow:
+        return uow.conn.execute(sa.select(accounts).where(accounts.c.id == ids["account_id"])).one()
 
 
 def test_a_lost_unique_race_inside_create_is_already_exists(db: Database) -> None:

@@ -8,6 +8,11 @@ the past, an ``iat`` in the future, and missing required claims. Verified tokens
 kept in a small LRU cache keyed by the raw token, each entry valid until the sooner of
 the token's ``exp`` and ``jwt_cache_ttl`` seconds; the cache only skips the signature
 check, never the per-call check of the user and account (see ``authenticate``).
+
+A delegated token (ExchangeToken, RFC 8693) carries ``act`` (§4.1): ``{"sub": <the
+acting user>, "account_id": <its account>, "gen": <its credential generation>}``; its
+``sub`` and ``gen`` are the subject's, ``account_id`` the account it acts in, ``roles``
+the delegated roles. ``actor_claim`` reads it back.
 """
 
 from __future__ import annotations
@@ -67,6 +72,20 @@ def _invalid(message: str, reason: str = "TOKEN_INVALID") -> Unauthenticated:
     return Unauthenticated(message, reason=reason)
 
 
+def actor_claim(claims: dict[str, Any]) -> tuple[str, str, int] | None:
+    """A delegated token's actor (RFC 8693 ``act``): (user id, account id, credential
+    generation); None for a token without ``act``. Nested ``act`` (earlier actors) is
+    never issued here, so one is refused like any malformed claim."""
+    act = claims.get("act")
+    if act is None:
+        return None
+    if (not isinstance(act, dict) or not isinstance(act.get("sub"), str)
+            or not isinstance(act.get("account_id"), str)
+            or not isinstance(act.get("gen", 0), int) or "act" in act):
+        raise _invalid("the access token's act claim is malformed")
+    return act["sub"], act["account_id"], int(act.get("gen", 0))
+
+
 class JwtService:
     def __init__(self, keys: KeyStore, settings: Settings) -> None:
         self._keys = keys
@@ -75,7 +94,8 @@ class JwtService:
 
     def issue(self, *, user_id: str, account_id: str, roles: list[str], kind: str,
               client_id: str | None = None, lifetime: int | None = None,
-              generation: int | None = None) -> IssuedToken:
+              generation: int | None = None,
+              act: dict[str, Any] | None = None) -> IssuedToken:
         """A signed JWT. ``generation`` (the user's ``credential_generation``) becomes the
         ``gen`` claim: our own verification (``authenticate``) refuses the token once the
         user's generation has moved on, i.e. once its client secret was rotated."""
@@ -99,6 +119,8 @@ class JwtService:
             claims["client_id"] = client_id
         if generation is not None:
             claims["gen"] = generation
+        if act is not None:
+            claims["act"] = act
         assert key.private_key is not None  # signing_key() never returns one without
         token = jwt.encode(claims, key.private_key, algorithm=key.alg, headers={"kid": key.kid})
         return IssuedToken(token, lifetime, claims)

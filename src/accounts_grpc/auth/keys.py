@@ -57,8 +57,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from accounts_grpc.config import Settings
-from accounts_grpc.store import signing_keys
+from accounts_grpc.store.audit import SIGNING_KEY_RETIRED, revocation
 from accounts_grpc.store.db import Database, now_us
+from accounts_grpc.store.errors import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +209,8 @@ class KeyStore:
         """Re-read the table (the lock held)."""
         started = time.monotonic()
         now = now_us()
-        with self._db.read() as conn:
-            rows = signing_keys.live(conn, now=now)
+        with self._db.read() as uow:
+            rows = uow.signing_keys.live(now=now)
         keys: dict[str, SigningKey] = {}
         private_keys: dict[str, Any | None] = {}
         for r in rows:
@@ -319,13 +320,27 @@ class KeyStore:
             return
         writes = [k.kid for k in todo if k.max_token_lifetime < lifetime
                   or k.max_cache_seconds < self._cache_seconds]
-        if writes and not signing_keys.record_uses(
-            self._db, writes, lifetime=lifetime, cache_seconds=self._cache_seconds,
-            margin_seconds=EXPIRY_MARGIN_SECONDS, best_effort=best_effort,
-        ):
+        if writes and not self._record_uses(writes, lifetime, best_effort=best_effort):
             return
         for k in todo:
             self._recorded[k.kid] = lifetime
+
+    def _record_uses(self, kids: list[str], lifetime: int, *, best_effort: bool) -> bool:
+        """``uow.signing_keys.record_uses`` in one write transaction; ``best_effort``: a
+        database error is logged and returns False instead of raising."""
+        try:
+            with self._db.write() as uow:
+                uow.signing_keys.record_uses(kids, lifetime=lifetime,
+                                             cache_seconds=self._cache_seconds,
+                                             margin_seconds=EXPIRY_MARGIN_SECONDS)
+                uow.commit()
+        except DatabaseError:
+            if not best_effort:
+                raise
+            log.warning("could not record the token lifetime on the signing keys yet",
+                        exc_info=True)
+            return False
+        return True
 
     def verification_key(self, kid: str) -> SigningKey | None:
         key = self._keys.get(kid)
@@ -412,6 +427,30 @@ class KeyStore:
             self._load()
         return self._keys[kid]
 
+    def retire(self, kid: str) -> None:
+        """Take a key out of service before its natural end (a leaked private key): it
+        leaves the JWKS now, every server refuses its tokens once it re-reads the keys
+        (within ``key_cache_seconds``), and a SIGNING_KEY_RETIRED event in the platform's
+        audit stream tells verifiers that follow WatchEvents at once. A key pending after
+        it signs from now. The one key that may sign cannot go: ``keys rotate`` first.
+        Raises LookupError (no such live key) or ValueError (it is the only signer)."""
+        with self._lock, self._db.write() as uow:
+            now = now_us()
+            live = uow.signing_keys.lock_live(now=now)
+            if kid not in {r.kid for r in live}:
+                raise LookupError(f"no signing key {kid!r} in the JWKS")
+            if not any(r.kid != kid and (r.retire_time is None or r.retire_time > now)
+                       for r in live):
+                raise ValueError(f"{kid} is the only key that signs: run `keys rotate` first")
+            uow.signing_keys.retire_now(kid, now=now)
+            uow.audit.record(
+                account_id="", actor_user_id=None, action="signing_key.retire",
+                resource_type="SigningKey", resource_id=kid, changed_fields=["expire_time"],
+                revocation=revocation(SIGNING_KEY_RETIRED, key_ids=[kid]))
+            uow.commit()
+            self._load()
+        log.info("retired signing key %s: it has left the JWKS", kid)
+
     def _create_locked(self, *, retire_others: bool,
                        activate_in: float | None = None) -> str | None:
         alg = self._settings.signing_alg
@@ -425,7 +464,7 @@ class KeyStore:
         with self._db.write() as uow:
             now = now_us()
             # serializes key creation across servers on one database
-            live = signing_keys.lock_live(uow.conn, now=now)
+            live = uow.signing_keys.lock_live(now=now)
             current = [r for r in live if r.retire_time is None]
             activate = now
             if not retire_others:
@@ -450,9 +489,9 @@ class KeyStore:
                     activate = now + int(activate_in * 1_000_000)
                 # after any key still pending from an earlier rotation
                 activate = max([activate] + [r.activate_time + 1 for r in live])
-                signing_keys.retire_current(uow.conn, at=activate,
-                                            margin_seconds=EXPIRY_MARGIN_SECONDS)
-            signing_keys.insert(uow.conn, dict(
+                uow.signing_keys.retire_current(at=activate,
+                                                margin_seconds=EXPIRY_MARGIN_SECONDS)
+            uow.signing_keys.insert(dict(
                 kid=kid,
                 alg=alg,
                 public_jwk=_public_jwk(kid, alg, private),

@@ -58,6 +58,7 @@ class Action(Enum):
     GROUP_MANAGE = "group.manage"
     PARTITION_READ = "partition.read"
     PARTITION_MANAGE = "partition.manage"  # partitions and their devices
+    ACCESS_CHECK = "access.check"  # ask what a user may do with assets (CheckAccess)
 
 
 Cond = Callable[[Principal, Target], bool]
@@ -71,14 +72,18 @@ class Grant:
     rels: frozenset[Rel]
     when: Cond | None = None
     note: str = ""
+    #: the name CheckAccess gives this grant when it decides (domain/access.py);
+    #: empty: ``account_role:<the caller's role it admits>``
+    rule: str = ""
 
 
 def _g(
-    roles: set[str] | str, rels: set[Rel] | Rel, when: Cond | None = None, note: str = ""
+    roles: set[str] | str, rels: set[Rel] | Rel, when: Cond | None = None, note: str = "",
+    rule: str = "",
 ) -> Grant:
     rs = frozenset({roles} if isinstance(roles, str) else roles)
     ls = frozenset({rels} if isinstance(rels, Rel) else rels)
-    return Grant(rs, ls, when, note)
+    return Grant(rs, ls, when, note, rule)
 
 
 ANY = {Rel.OWN, Rel.CLIENT, Rel.OTHER}
@@ -90,9 +95,11 @@ def _is_self(p: Principal, t: Target) -> bool:
 
 
 def _intermediary_manager(p: Principal, t: Target) -> bool:
-    """Machine users of an intermediary account manage its EXTERNAL users."""
+    """Machine users of an intermediary account manage its EXTERNAL users (a delegated
+    token's actor is no user of the account it acts in)."""
     return (
-        R.INTERMEDIARY in p.account_roles
+        p.delegation is None
+        and R.INTERMEDIARY in p.account_roles
         and p.kind == "MACHINE"
         and (t.user_kind == "EXTERNAL" or (t.user_kind is None and t.user_id is None))
     )
@@ -149,10 +156,19 @@ RULES: dict[Action, tuple[Grant, ...]] = {
         _g(READERS, ANY),
         _g({R.ACCOUNT_ADMIN, R.CONSULTANT}, Rel.OWN),
         _g(R.CONSULTANT, Rel.CLIENT),
-        _g(R.MEMBER, Rel.OWN, _reachable_partition, "partitions the caller's groups reach"),
-        _g(R.MEMBER, Rel.OWN, _intermediary_manager, "intermediary machine users"),
+        _g(R.MEMBER, Rel.OWN, _reachable_partition, "partitions the caller's groups reach",
+           "group_partition"),
+        _g(R.MEMBER, Rel.OWN, _intermediary_manager, "intermediary machine users",
+           "intermediary_machine_user"),
     ),
     Action.PARTITION_MANAGE: (_g(R.ADMIN, ANY), _g(R.ACCOUNT_ADMIN, Rel.OWN)),
+    # the target is the user asked about; its readers with read rights, or itself
+    Action.ACCESS_CHECK: (
+        _g(READERS, ANY),
+        _g({R.ACCOUNT_ADMIN, R.CONSULTANT}, Rel.OWN),
+        _g(R.CONSULTANT, Rel.CLIENT),
+        _g(R.MEMBER, Rel.OWN, _is_self, "a user asks about itself"),
+    ),
 }
 
 
@@ -179,15 +195,31 @@ def relation(p: Principal, t: Target) -> Rel:
     return Rel.OTHER
 
 
-def allows(p: Principal, action: Action, t: Target) -> bool:
-    """True if any grant of ``action`` admits the caller for this target."""
+def deciding_grant(p: Principal, action: Action, t: Target) -> Grant | None:
+    """The first grant of ``action`` that admits the caller for this target, if any: the
+    one evaluation of the matrix, behind ``allows`` and CheckAccess (domain/access.py)."""
     if t.account_closed and not p.is_platform_reader:
-        return False
+        return None
+    if p.delegation is not None and t.account_id != p.account_id:
+        return None  # a delegated token acts in its one account (domain/delegation.py)
     rel = relation(p, t)
     for g in RULES[action]:
         if rel in g.rels and not g.roles.isdisjoint(p.roles) and (g.when is None or g.when(p, t)):
-            return True
-    return False
+            return g
+    return None
+
+
+def allows(p: Principal, action: Action, t: Target) -> bool:
+    """True if any grant of ``action`` admits the caller for this target."""
+    return deciding_grant(p, action, t) is not None
+
+
+def rule_name(g: Grant, p: Principal) -> str:
+    """How CheckAccess names a grant that admitted ``p``: its ``rule``, or the caller's
+    strongest role the grant admits (``account_role:account-admin``)."""
+    if g.rule:
+        return g.rule
+    return "account_role:" + max(g.roles & p.roles, key=lambda r: R.USER_ROLE_RANK.get(r, -1))
 
 
 def can_see_account(p: Principal, t: Target) -> bool:
@@ -224,7 +256,7 @@ def account_filter(p: Principal) -> tuple[bool, str, bool]:
     """
     if p.is_platform_reader:
         return True, p.account_id, False
-    return False, p.account_id, R.CONSULTANT in p.roles
+    return False, p.account_id, R.CONSULTANT in p.roles and p.delegation is None
 
 
 def account_update_fields(p: Principal, t: Target) -> frozenset[str]:

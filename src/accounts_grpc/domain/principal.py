@@ -6,6 +6,7 @@ import contextvars
 from dataclasses import dataclass, field
 from typing import Any
 
+from accounts_grpc.domain.delegation import Delegation
 from accounts_grpc.domain.errors import Unauthenticated
 
 
@@ -16,6 +17,11 @@ class Principal:
     ``roles`` are the *effective* roles: the user's direct roles, the roles of its
     groups and the implicit ``member``, loaded from the database on every call (a
     JWT's ``roles`` claim is a snapshot for other services, not trusted here).
+
+    A delegated token (RFC 8693, domain/delegation.py) makes a Principal of another
+    shape: ``user_id`` is its actor (who acts), ``account_id`` the account it acts in,
+    ``roles`` its delegated roles and ``member`` (re-checked against the subject on every
+    call, not the actor's own), no groups; ``delegation`` names the subject too.
     """
 
     user_id: str
@@ -30,6 +36,8 @@ class Principal:
     token_id: str | None = None  # the JWT's jti
     client_id: str | None = None
     expires_at: int | None = None
+    #: set for a delegated token: its subject and actor
+    delegation: Delegation | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False)
     #: the user's and account's rows as authentication read them on this call (GetMe
     #: answers from them instead of reading again); attribute access like table rows

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from accounts_grpc.services.access import AccessService
 from accounts_grpc.services.accounts import AccountsService
 from accounts_grpc.services.audit_log import AuditLogService
 from accounts_grpc.services.charging import ChargingService
 from accounts_grpc.services.deps import Deps
 from accounts_grpc.services.device_permissions import DevicePermissionsService
 from accounts_grpc.services.devices import DevicesService
+from accounts_grpc.services.events import EventsService
+from accounts_grpc.services.exchange import ExchangeService
 from accounts_grpc.services.groups import GroupsService
 from accounts_grpc.services.memberships import MembershipsService
 from accounts_grpc.services.orders import OrdersService
@@ -32,6 +35,9 @@ class Services:
     partitions: PartitionsService
     devices: DevicesService
     sessions: SessionsService
+    exchange: ExchangeService
+    access: AccessService
+    events: EventsService
 
     @classmethod
     def build(cls, deps: Deps) -> Services:
@@ -48,4 +54,7 @@ class Services:
             partitions=PartitionsService(deps),
             devices=DevicesService(deps),
             sessions=SessionsService(deps),
+            exchange=ExchangeService(deps),
+            access=AccessService(deps),
+            events=EventsService(deps),
         )

@@ -16,7 +16,7 @@ services/accounts.py.
 - ``consultancy_account_id`` must be an account id (a UUID), and must name another open
   account holding the ``consultancy`` role (INVALID_ARGUMENT CONSULTANCY_ACCOUNT_INVALID,
   ``check_consultancy``: the one rule here that reads, the named account through
-  store/accounts.py).
+  ``uow.accounts``).
 - ``target_of``: what the policy needs to know of an account row.
 """
 
@@ -24,17 +24,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from accounts_grpc.domain import policy
 from accounts_grpc.domain import roles as R
 from accounts_grpc.domain.errors import InvalidArgument
+from accounts_grpc.domain.ports import Accounts
 from accounts_grpc.domain.validate import MAX_NAME, Validator, is_uuid
 from accounts_grpc.services.user_fields import USER_OUTPUT_ONLY
-from accounts_grpc.store import accounts as store
-
-if TYPE_CHECKING:
-    from accounts_grpc.store.db import Connection
 
 #: Account fields a request may set, and those only the server sets.
 UPDATABLE = frozenset(
@@ -106,13 +103,13 @@ def _consultancy_shape(v: Validator, fld: str, value: str) -> None:
         v.add(fld, f"{value[:60]!r} is not an account id (a UUID)")
 
 
-def check_consultancy(conn: Connection, cid: str, self_id: str, fld: str) -> None:
+def check_consultancy(accounts: Accounts, cid: str, self_id: str, fld: str) -> None:
     """``cid`` must name another open account that has the ``consultancy`` role."""
     if cid == self_id:
         raise InvalidArgument.field(
             fld, "an account cannot be its own consultancy", reason="CONSULTANCY_ACCOUNT_INVALID"
         )
-    row = store.get(conn, cid)
+    row = accounts.get(cid)
     if row is None or row.closed:
         raise InvalidArgument.field(
             fld, f"names no open account ({cid!r})", reason="CONSULTANCY_ACCOUNT_INVALID"

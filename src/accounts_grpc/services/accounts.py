@@ -4,8 +4,8 @@ CloseAccount.
 The fields of an account and their rules (what a request may set, how each value is
 checked, the first user's, the consultancy an account names) are in
 services/account_fields.py; the account's audit log (ListAuditEvents) is
-services/audit_log.py; the statements are in store/accounts.py (accounts, their lists,
-the user an account is made with) and store/audit.py (the audit events).
+services/audit_log.py; the statements are ``uow.accounts``' (store/accounts.py: accounts,
+their lists, the user an account is made with) and ``uow.audit``'s (the audit events).
 
 Rules:
 - CreateAccount (admin): the account and its first user, a HUMAN user with
@@ -33,7 +33,7 @@ Rules:
   request that changes nothing writes nothing and returns the account as it is. The
   audit event lists the fields that changed.
 - CloseAccount (admin): irreversible. In one transaction, everything the account owns
-  goes (store/accounts.purge_contents), accounts that named it as their consultancy
+  goes (``uow.accounts.purge_contents``), accounts that named it as their consultancy
   lose that link (one audit event each), and the account becomes a tombstone
   (``closed``), which frees its email. Its tokens die on their next call (the
   authenticator reads the account on every call). Closing a closed account, or the
@@ -56,8 +56,10 @@ from accounts_grpc.domain.errors import (
 )
 from accounts_grpc.domain.listing import Page, parse_list_request
 from accounts_grpc.domain.masks import require_paths_allowed, resolve_mask
+from accounts_grpc.domain.ports import ListScope, UnitOfWork
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, check_id
+from accounts_grpc.services import events
 from accounts_grpc.services.account_fields import (
     OUTPUT_ONLY,
     UPDATABLE,
@@ -78,9 +80,7 @@ from accounts_grpc.services.writes import (
     create_once,
     fingerprint,
 )
-from accounts_grpc.store import accounts as store
-from accounts_grpc.store import audit
-from accounts_grpc.store.db import UnitOfWork, new_etag, new_id, now_us
+from accounts_grpc.store.db import new_etag, new_id, now_us
 
 
 def _closed(account_id: str) -> FailedPrecondition:
@@ -110,18 +110,17 @@ class AccountsService:
         fp = fingerprint("CreateAccount", new, user)
 
         def create(uow: UnitOfWork) -> dict[str, str]:
-            conn = uow.conn
-            store.require_email_free(conn, new["email"])
+            uow.accounts.require_email_free(new["email"])
             if new["consultancy_account_id"]:
                 check_consultancy(
-                    conn, new["consultancy_account_id"], "", "account.consultancy_account_id"
+                    uow.accounts, new["consultancy_account_id"], "",
+                    "account.consultancy_account_id",
                 )
             now = now_us()
             account_id, user_id = new_id(), new_id()
-            store.insert(
-                conn,
+            uow.accounts.insert(
                 {
-                    **store.column_values(new),
+                    **new,
                     "id": account_id,
                     "closed": False,
                     "create_time": now,
@@ -131,8 +130,7 @@ class AccountsService:
                 },
             )
             full_name = f"{user['first_name']} {user['last_name']}".strip()
-            store.insert_user(
-                conn,
+            uow.accounts.insert_user(
                 user_id=user_id,
                 account_id=account_id,
                 kind="HUMAN",
@@ -144,8 +142,7 @@ class AccountsService:
                 now=now,
             )
             account_fields = [k for k, v in new.items() if v]
-            audit.record(
-                uow,
+            uow.audit.record(
                 account_id=account_id,
                 actor_user_id=p.user_id,
                 action="account.create",
@@ -154,8 +151,7 @@ class AccountsService:
                 changed_fields=account_fields,
                 request_id=request_id,
             )
-            audit.record(
-                uow,
+            uow.audit.record(
                 account_id=account_id,
                 actor_user_id=p.user_id,
                 action="user.create",
@@ -167,8 +163,8 @@ class AccountsService:
             return {"account_id": account_id, "user_id": user_id}
 
         def load(uow: UnitOfWork, ids: Mapping[str, Any]) -> tuple[Any, Any]:
-            acct = store.get(uow.conn, ids["account_id"])
-            usr = store.user_by_id(uow.conn, ids["user_id"])
+            acct = uow.accounts.get(ids["account_id"])
+            usr = uow.accounts.user_by_id(ids["user_id"])
             if acct is None:
                 raise not_found("account", "id", ids["account_id"])
             return acct, usr
@@ -194,11 +190,11 @@ class AccountsService:
             if account_id:
                 check_id("id", account_id)
             key, value = "id", account_id or p.account_id
-        with self.deps.db.read(single_statement=True) as conn:  # one indexed statement
+        with self.deps.db.read(single_statement=True) as uow:  # one indexed statement
             if key == "email":
-                row = store.find_by_email(conn, email, include_closed=p.is_platform_reader)
+                row = uow.accounts.find_by_email(email, include_closed=p.is_platform_reader)
             else:
-                row = store.get(conn, value)
+                row = uow.accounts.get(value)
         if row is None or not policy.allows(p, policy.Action.ACCOUNT_READ, target_of(row)):
             raise not_found("account", key, value)
         return row
@@ -215,20 +211,7 @@ class AccountsService:
         show_closed: bool = False,
     ) -> Page:
         see_all, own, clients = policy.account_filter(p)
-        query = parse_list_request(
-            store.ACCOUNTS_LIST,
-            secret=self.deps.page_secret,
-            page_size=page_size,
-            page_token=page_token,
-            filter=filter,
-            order_by=order_by,
-            scope={
-                "show_closed": show_closed,
-                "see": "*" if see_all else own,
-                "clients": clients,
-            },
-        )
-        scope: store.ListScope
+        scope: ListScope
         if see_all:  # closed accounts only on request, and only for platform readers
             scope = "every" if show_closed else "open"
         else:
@@ -237,8 +220,21 @@ class AccountsService:
         # the page): each is its own snapshot, and a total_size off by a row written in
         # between is within AIP-158's estimate; the page itself is one statement, and an
         # unfiltered platform list is that statement alone (page and kept count agree)
-        with self.deps.db.read(single_statement=True) as conn:
-            return store.list_accounts(conn, query, scope=scope, own=own)
+        with self.deps.db.read(single_statement=True) as uow:
+            query = parse_list_request(
+                uow.accounts.list_shape,
+                secret=self.deps.page_secret,
+                page_size=page_size,
+                page_token=page_token,
+                filter=filter,
+                order_by=order_by,
+                scope={
+                    "show_closed": show_closed,
+                    "see": "*" if see_all else own,
+                    "clients": clients,
+                },
+            )
+            return uow.accounts.list_page(query, scope=scope, own=own)
 
     # -- UpdateAccount ---------------------------------------------------------------------
     def update_account(
@@ -247,8 +243,7 @@ class AccountsService:
         account_id = account.get("id")
         check_id("account.id", account_id)
         with self.deps.db.write() as uow:
-            conn = uow.conn
-            row = store.get(conn, account_id, lock=True)
+            row = uow.accounts.get(account_id, lock=True)
             if row is None:
                 raise not_found("account", "id", account_id)
             t = target_of(row)
@@ -273,7 +268,7 @@ class AccountsService:
             changes = changed_values(wanted, stored)
             if changes.get("consultancy_account_id"):
                 check_consultancy(
-                    conn,
+                    uow.accounts,
                     changes["consultancy_account_id"],
                     account_id,
                     "account.consultancy_account_id",
@@ -283,7 +278,7 @@ class AccountsService:
                 and R.CONSULTANCY in stored["roles"]
                 and R.CONSULTANCY not in changes["roles"]
             ):
-                clients = store.open_clients(conn, account_id)
+                clients = uow.accounts.open_clients(account_id)
                 if clients:
                     raise FailedPrecondition(
                         f"{len(clients)} open account(s) name this account as their "
@@ -295,25 +290,24 @@ class AccountsService:
                 return row
             email = changes.get("email")
             if email is not None:
-                store.require_email_free(conn, email, except_id=account_id)
-            store.update_guarded(
-                conn,
+                uow.accounts.require_email_free(email, except_id=account_id)
+            uow.accounts.update_guarded(
                 lambda: conditional_update(
-                    uow, store.update_if_etag, account_id, row.etag, store.column_values(changes),
-                    "account",
+                    uow.accounts.update_if_etag, account_id, row.etag, changes, "account"
                 ),
                 email,
             )
-            audit.record(
-                uow,
+            uow.audit.record(
                 account_id=account_id,
                 actor_user_id=p.user_id,
                 action="account.update",
                 resource_type="Account",
                 resource_id=account_id,
                 changed_fields=sorted(changes),
+                revocation=(events.revocation(events.ROLES_CHANGED, account_ids=[account_id])
+                            if "roles" in changes else None),
             )
-            row = store.get(conn, account_id)
+            row = uow.accounts.get(account_id)
             uow.commit()
         return row
 
@@ -321,8 +315,7 @@ class AccountsService:
     def close_account(self, p: Principal, account_id: str) -> Any:
         check_id("id", account_id)
         with self.deps.db.write() as uow:
-            conn = uow.conn
-            row = store.get(conn, account_id, lock=True)
+            row = uow.accounts.get(account_id, lock=True)
             if row is None:
                 raise not_found("account", "id", account_id)
             policy.require(p, policy.Action.ACCOUNT_CLOSE, target_of(row), what="account",
@@ -336,14 +329,13 @@ class AccountsService:
                     reason="OWN_ACCOUNT",
                     metadata={"id": account_id},
                 )
-            store.purge_contents(conn, account_id)
-            for client in store.open_clients(conn, account_id):
+            uow.accounts.purge_contents(account_id)
+            for client in uow.accounts.open_clients(account_id):
                 conditional_update(
-                    uow, store.update_if_etag, client.id, client.etag,
+                    uow.accounts.update_if_etag, client.id, client.etag,
                     {"consultancy_account_id": None}, "account",
                 )
-                audit.record(
-                    uow,
+                uow.audit.record(
                     account_id=client.id,
                     actor_user_id=p.user_id,
                     action="account.update",
@@ -352,17 +344,17 @@ class AccountsService:
                     changed_fields=["consultancy_account_id"],
                 )
             conditional_update(
-                uow, store.update_if_etag, account_id, row.etag, {"closed": True}, "account"
+                uow.accounts.update_if_etag, account_id, row.etag, {"closed": True}, "account"
             )
-            audit.record(
-                uow,
+            uow.audit.record(
                 account_id=account_id,
                 actor_user_id=p.user_id,
                 action="account.close",
                 resource_type="Account",
                 resource_id=account_id,
                 changed_fields=["closed"],
+                revocation=events.revocation(events.ACCOUNT_CLOSED, account_ids=[account_id]),
             )
-            row = store.get(conn, account_id)
+            row = uow.accounts.get(account_id)
             uow.commit()
         return row

@@ -5,9 +5,9 @@
   the account at all gets NOT_FOUND, as for an account that does not exist). A closed
   account's log stays readable for admins and admin-readers.
 - Newest first, keyset pages, ``filter`` on action and resource type (the list's shape
-  is store/audit.AUDIT_LIST).
+  is ``uow.audit.list_shape``, store/audit.AUDIT_LIST).
 
-The events are written by every use case, in its own transaction (store/audit.record);
+The events are written by every use case, in its own transaction (``uow.audit.record``);
 the statements are in store/audit.py.
 """
 
@@ -20,8 +20,6 @@ from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import check_id
 from accounts_grpc.services.account_fields import target_of
 from accounts_grpc.services.deps import Deps
-from accounts_grpc.store import accounts as account_repo
-from accounts_grpc.store import audit
 
 
 class AuditLogService:
@@ -39,19 +37,19 @@ class AuditLogService:
         filter: str = "",
     ) -> Page:
         check_id("account_id", account_id)
-        query = parse_list_request(
-            audit.AUDIT_LIST,
-            secret=self.deps.page_secret,
-            page_size=page_size,
-            page_token=page_token,
-            filter=filter,
-            scope={"account_id": account_id},
-        )
-        with self.deps.db.read() as conn:
-            row = account_repo.get(conn, account_id)
+        with self.deps.db.read() as uow:
+            query = parse_list_request(
+                uow.audit.list_shape,
+                secret=self.deps.page_secret,
+                page_size=page_size,
+                page_token=page_token,
+                filter=filter,
+                scope={"account_id": account_id},
+            )
+            row = uow.accounts.get(account_id)
             if row is None:
                 raise not_found("account", "id", account_id)
             policy.require(
                 p, policy.Action.AUDIT_READ, target_of(row), what="account", key=account_id
             )
-            return audit.list_events(conn, account_id, query)
+            return uow.audit.list_page(account_id, query)

@@ -2,8 +2,8 @@
 
 Run twice, it makes another machine user and leaves the earlier ones working.
 
-The rules are here; the statements are in store/bootstrap.py (the platform account,
-whether any user exists) and store/accounts.py (the machine user).
+The rules are here; the statements are ``uow.bootstrap``'s (store/bootstrap.py: the
+platform account, whether any user exists) and ``uow.accounts``' (the machine user).
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from accounts_grpc.auth.secrets import hash_secret, new_client_id, new_client_secret
-from accounts_grpc.store import accounts as account_repo
-from accounts_grpc.store import audit, errors
-from accounts_grpc.store import bootstrap as repo
-from accounts_grpc.store.db import Database, new_id, now_us
+from accounts_grpc.domain.ports import Database
+from accounts_grpc.store import errors
+from accounts_grpc.store.db import new_id, now_us
 
 PLATFORM_NAME = "Platform"
 PLATFORM_EMAIL = "platform@accounts.local"
@@ -31,8 +30,8 @@ class BootstrapResult:
 
 def has_users(db: Database) -> bool:
     """Whether any user exists (``serve --print-bootstrap`` bootstraps only when none does)."""
-    with db.read() as conn:
-        return repo.any_user(conn)
+    with db.read() as uow:
+        return uow.bootstrap.any_user()
 
 
 def bootstrap(
@@ -48,15 +47,14 @@ def bootstrap(
 def _bootstrap(db: Database, name: str, email: str) -> BootstrapResult:
     now = now_us()
     with db.write() as uow:
-        found = repo.platform_account_id(uow.conn, email)
+        found = uow.bootstrap.platform_account_id(email)
         created = found is None
         if found is None:
             account_id = new_id()
-            repo.insert_platform_account(
-                uow.conn, account_id=account_id, name=name, email=email, now=now
+            uow.bootstrap.insert_platform_account(
+                account_id=account_id, name=name, email=email, now=now
             )
-            audit.record(
-                uow,
+            uow.audit.record(
                 account_id=account_id,
                 actor_user_id=None,
                 action="account.create",
@@ -69,8 +67,7 @@ def _bootstrap(db: Database, name: str, email: str) -> BootstrapResult:
             account_id = found
         user_id = new_id()
         client_id, secret = new_client_id(), new_client_secret()
-        account_repo.insert_user(
-            uow.conn,
+        uow.accounts.insert_user(
             user_id=user_id,
             account_id=account_id,
             kind="MACHINE",
@@ -83,8 +80,7 @@ def _bootstrap(db: Database, name: str, email: str) -> BootstrapResult:
             roles=["admin"],
             now=now,
         )
-        audit.record(
-            uow,
+        uow.audit.record(
             account_id=account_id,
             actor_user_id=None,
             action="user.create",

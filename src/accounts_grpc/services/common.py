@@ -11,35 +11,33 @@ the user holds *effectively* (its direct roles, the roles of all its groups, and
 implicit ``member``). Otherwise an account-admin could act through, or as, a user a
 platform admin put in a group granting ``admin-reader``.
 
-The rules are here; the reads they make are in store/authority.py.
+The rules are here; the reads they make are ``uow.authority``'s (store/authority.py),
+handed in by the caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from accounts_grpc.domain import policy
 from accounts_grpc.domain import roles as R
 from accounts_grpc.domain.errors import InvalidArgument, PermissionDenied, not_found
+from accounts_grpc.domain.ports import Authority
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, is_uuid
-from accounts_grpc.store import authority
-
-if TYPE_CHECKING:
-    from accounts_grpc.store.db import Connection
 
 
 def account_target(
-    conn: Connection, account_id: str, *, field: str = "account_id"
+    authority: Authority, account_id: str, *, field: str = "account_id"
 ) -> policy.Target:
     """The policy target of an account; NOT_FOUND (ACCOUNT_NOT_FOUND) if there is none."""
     if not is_uuid(account_id):
         v = Validator()
         v.id(field, account_id)
         v.raise_if_any(reason="INVALID_ID" if account_id else "INVALID_ARGUMENT")
-    row = authority.account_scope(conn, account_id)
+    row = authority.account_scope(account_id)
     if row is None:
         raise not_found("account", "id", account_id)
     return policy.Target(
@@ -50,7 +48,7 @@ def account_target(
 
 
 def require_account(
-    conn: Connection,
+    authority: Authority,
     p: Principal,
     action: policy.Action,
     account_id: str,
@@ -58,7 +56,7 @@ def require_account(
     field: str = "account_id",
 ) -> policy.Target:
     """Load an account's scope and check ``action`` on it (NOT_FOUND for strangers)."""
-    t = account_target(conn, account_id, field=field)
+    t = account_target(authority, account_id, field=field)
     policy.require(p, action, t, what="account", key=account_id)
     return t
 
@@ -79,20 +77,20 @@ def user_target(row: Any) -> policy.Target:
     )
 
 
-def load_user(conn: Connection, user_id: str, *, field: str = "id") -> ResolvedUser:
+def load_user(authority: Authority, user_id: str, *, field: str = "id") -> ResolvedUser:
     """A user by id, NOT_FOUND if there is none (no policy check)."""
     if not is_uuid(user_id):
         v = Validator()
         v.id(field, user_id)
         v.raise_if_any(reason="INVALID_ID" if user_id else "INVALID_ARGUMENT")
-    row = authority.user_by_id(conn, user_id)
+    row = authority.user_by_id(user_id)
     if row is None:
         raise not_found("user", "id", user_id)
     return ResolvedUser(row, user_target(row))
 
 
 def resolve_user_ref(
-    conn: Connection,
+    authority: Authority,
     p: Principal,
     *,
     user_id: str = "",
@@ -106,7 +104,7 @@ def resolve_user_ref(
     that may act there get past the policy check that follows). No policy check here.
     """
     if user_id:
-        return load_user(conn, user_id, field=f"{field}.user_id")
+        return load_user(authority, user_id, field=f"{field}.user_id")
     if not external_id:
         raise InvalidArgument.field(
             field, "name the user by user_id or external_id", reason="USER_REF_REQUIRED"
@@ -116,7 +114,7 @@ def resolve_user_ref(
         v = Validator()
         v.id(f"{field}.account_id", account_id)
         v.raise_if_any(reason="INVALID_ID")
-    row = authority.user_by_external_id(conn, acct, external_id)
+    row = authority.user_by_external_id(acct, external_id)
     if row is None:
         raise not_found("user", "external_id", external_id)
     return ResolvedUser(row, user_target(row))
@@ -125,10 +123,12 @@ def resolve_user_ref(
 # -- acting on a user --------------------------------------------------------------------------
 
 
-def effective_roles(conn: Connection, user_id: str, direct: Iterable[str] | None) -> set[str]:
+def effective_roles(
+    authority: Authority, user_id: str, direct: Iterable[str] | None
+) -> set[str]:
     """A user's direct roles, its groups' roles and the implicit ``member``."""
     out = set(direct or ()) | {R.MEMBER}
-    for group_roles in authority.group_roles(conn, user_id):
+    for group_roles in authority.group_roles(user_id):
         out.update(group_roles or ())
     return out
 
@@ -155,17 +155,17 @@ def check_not_outranked(p: Principal, user_id: str | None, roles: Iterable[str])
 
 
 def require_not_outranked(
-    conn: Connection, p: Principal, user_id: str, direct_roles: Iterable[str] | None
+    authority: Authority, p: Principal, user_id: str, direct_roles: Iterable[str] | None
 ) -> None:
-    """``check_not_outranked`` against the user's effective roles, read from ``conn``
+    """``check_not_outranked`` against the user's effective roles, read by ``authority``
     (no read for an ``admin``, who may grant every role, or for the user itself)."""
     if user_id == p.user_id or R.ADMIN in p.roles:
         return
-    check_not_outranked(p, user_id, effective_roles(conn, user_id, direct_roles))
+    check_not_outranked(p, user_id, effective_roles(authority, user_id, direct_roles))
 
 
 def authorize_user(
-    conn: Connection,
+    authority: Authority,
     p: Principal,
     action: policy.Action,
     target: policy.Target,
@@ -188,4 +188,4 @@ def authorize_user(
         return
     policy.require(p, action, target, what=what, key=key)
     assert target.user_id is not None  # a user target always names its user
-    require_not_outranked(conn, p, target.user_id, direct_roles)
+    require_not_outranked(authority, p, target.user_id, direct_roles)

@@ -10,12 +10,13 @@ from accounts_grpc.auth.authenticate import Authenticator
 from accounts_grpc.auth.jwt_tokens import JwtService
 from accounts_grpc.auth.keys import KeyStore
 from accounts_grpc.config import Settings
-from accounts_grpc.store.db import Database
+from accounts_grpc.domain.ports import Database
 
 
 @dataclass(frozen=True)
 class Deps:
     settings: Settings
+    #: where units of work come from (store/db.py's ``Database``; tests/fakes.py's)
     db: Database
     keys: KeyStore
     jwts: JwtService

@@ -11,28 +11,26 @@ rules of naming devices, which the charging permissions and orders share.
   call that changes nothing (a permission already held, or not held) writes nothing
   and records nothing.
 
-The statements are in store/devices.py and store/device_permissions.py.
+The statements are ``uow.devices``' and ``uow.device_permissions``' (store/devices.py,
+store/device_permissions.py).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from accounts_grpc.domain.errors import NotFound
 from accounts_grpc.domain.listing import Page, parse_list_request
 from accounts_grpc.domain.policy import Action
+from accounts_grpc.domain.ports import Devices, UnitOfWork
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator
+from accounts_grpc.services import events
 from accounts_grpc.services.deps import Deps
 from accounts_grpc.services.user_access import UserRef, check_user_ref, target, write
-from accounts_grpc.store import audit, devices
-from accounts_grpc.store import device_permissions as repo
-from accounts_grpc.store.db import UnitOfWork, new_etag, new_id, now_us
-
-if TYPE_CHECKING:
-    from accounts_grpc.store.db import Connection
+from accounts_grpc.store.db import new_etag, new_id, now_us
 
 MAX_DEVICES_PER_CALL = 1000
 MAX_METER_ID = 200
@@ -66,11 +64,10 @@ def device_key(ref: DeviceRef) -> tuple[str, str]:
     return ("device_id", ref.device_id) if ref.device_id else ("meter_id", ref.meter_id)
 
 
-def resolve_devices(conn: Connection, account_id: str, refs: Sequence[DeviceRef]) -> list[Any]:
+def resolve_devices(devices: Devices, account_id: str, refs: Sequence[DeviceRef]) -> list[Any]:
     """The devices named, in request order without repeats; NOT_FOUND naming every
     device that is not registered in ``account_id``."""
-    rows = devices.devices_in_account(
-        conn,
+    rows = devices.in_account(
         account_id,
         {r.device_id for r in refs if r.device_id},
         {r.meter_id for r in refs if r.meter_id and not r.device_id},
@@ -108,11 +105,11 @@ class DevicePermissionsService:
         check_device_refs(refs, "devices")
 
         def tx(uow: UnitOfWork) -> list[Any]:
-            r = target(uow.conn, p, ref, Action.USER_MANAGE)
+            r = target(uow.authority, p, ref, Action.USER_MANAGE)
             user = r.row
-            devs = resolve_devices(uow.conn, user.account_id, refs)
+            devs = resolve_devices(uow.devices, user.account_id, refs)
             pks = [d.id for d in devs]
-            held = repo.permissions_of(uow.conn, user.id, pks)
+            held = uow.device_permissions.of_user(user.id, pks)
             now = now_us()
             new = [
                 {
@@ -128,10 +125,9 @@ class DevicePermissionsService:
                 for pk in pks
                 if pk not in held
             ]
-            repo.insert_permissions(uow.conn, new)
+            uow.device_permissions.insert(new)
             for perm in new:
-                audit.record(
-                    uow,
+                uow.audit.record(
                     account_id=user.account_id,
                     actor_user_id=p.user_id,
                     action="device_permission.add",
@@ -139,7 +135,7 @@ class DevicePermissionsService:
                     resource_id=perm["id"],
                     changed_fields=["user_id", "device"],
                 )
-            now_held = repo.permissions_of(uow.conn, user.id, pks)
+            now_held = uow.device_permissions.of_user(user.id, pks)
             return [now_held[pk] for pk in pks]
 
         return write(self.deps.db, tx)
@@ -151,20 +147,21 @@ class DevicePermissionsService:
         check_device_refs(refs, "devices")
 
         def tx(uow: UnitOfWork) -> None:
-            r = target(uow.conn, p, ref, Action.USER_MANAGE)
+            r = target(uow.authority, p, ref, Action.USER_MANAGE)
             user = r.row
-            devs = resolve_devices(uow.conn, user.account_id, refs)
-            held = repo.permissions_of(uow.conn, user.id, [d.id for d in devs])
-            repo.delete_permissions(uow.conn, user.id, list(held))
+            devs = resolve_devices(uow.devices, user.account_id, refs)
+            held = uow.device_permissions.of_user(user.id, [d.id for d in devs])
+            uow.device_permissions.delete(user.id, list(held))
             for perm in held.values():
-                audit.record(
-                    uow,
+                uow.audit.record(
                     account_id=user.account_id,
                     actor_user_id=p.user_id,
                     action="device_permission.remove",
                     resource_type="DevicePermission",
                     resource_id=perm.id,
                     changed_fields=["user_id", "device"],
+                    revocation=events.revocation(events.DEVICE_PERMISSION_REMOVED,
+                                                 subjects=[user.id]),
                 )
 
         write(self.deps.db, tx)
@@ -179,14 +176,14 @@ class DevicePermissionsService:
         filter: str = "",
     ) -> Page:
         check_user_ref(ref)
-        q = parse_list_request(
-            repo.PERMISSION_LIST,
-            secret=self.deps.page_secret,
-            page_size=page_size,
-            page_token=page_token,
-            filter=filter,
-            scope=ref.list_scope(),
-        )
-        with self.deps.db.read() as conn:
-            r = target(conn, p, ref, Action.USER_READ)
-            return repo.list_for_user(conn, r.row.id, q)
+        with self.deps.db.read() as uow:
+            q = parse_list_request(
+                uow.device_permissions.list_shape,
+                secret=self.deps.page_secret,
+                page_size=page_size,
+                page_token=page_token,
+                filter=filter,
+                scope=ref.list_scope(),
+            )
+            r = target(uow.authority, p, ref, Action.USER_READ)
+            return uow.device_permissions.list_for_user(r.row.id, q)

@@ -10,10 +10,12 @@ partition under the policy is services/tenancy.py.
   INVALID_ARGUMENT (``devices[3].device_id``, duplicates inside the batch too), and ids
   a device of the same account already has are one ALREADY_EXISTS naming all of them.
 - Who reads: readers of the account see all its devices; a member sees those in the
-  partitions its groups reach (policy.PARTITION_READ).
+  partitions its groups reach; who registers: admin, and account-admin in its account.
+  Both are domain/access.py's READ and CONTROL of a partition (``PARTITION_ACTIONS``,
+  ``reads_whole_account``), the rules CheckAccess answers by.
 - Writes into a closed account are FAILED_PRECONDITION (ACCOUNT_CLOSED).
 
-The statements are in store/devices.py.
+The statements are ``uow.devices``' (store/devices.py).
 """
 
 from __future__ import annotations
@@ -23,22 +25,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from accounts_grpc.domain import policy
+from accounts_grpc.domain import access, policy
+from accounts_grpc.domain.access import PARTITION_ACTIONS, AssetAction
 from accounts_grpc.domain.errors import AlreadyExists, InvalidArgument
 from accounts_grpc.domain.listing import parse_list_request
+from accounts_grpc.domain.ports import UnitOfWork
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, check_id
 from accounts_grpc.services import common
 from accounts_grpc.services.deps import Deps
 from accounts_grpc.services.tenancy import load_partition, partition_target, require_open
 from accounts_grpc.services.writes import constraint_guard, create_once, fingerprint
-from accounts_grpc.store import audit
-from accounts_grpc.store import devices as repo
-from accounts_grpc.store.db import UnitOfWork, new_etag, new_id, now_us
+from accounts_grpc.store.db import new_etag, new_id, now_us
 
 MAX_DEVICES_PER_CALL = 1000
 MAX_METER_ID = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: registering devices into a partition is CONTROL of it (CheckAccess's rule)
+_CONTROL_ACTION = PARTITION_ACTIONS[AssetAction.CONTROL]
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ def taken_error(
     batch: Sequence[dict[str, Any]], taken_devices: set[str], taken_meters: set[str]
 ) -> AlreadyExists | None:
     """One ALREADY_EXISTS naming every id of the batch a device of the account already
-    has (``taken_*`` come from ``repo.registered``, which sees that account only)."""
+    has (``taken_*`` come from ``uow.devices.registered``, which sees that account only)."""
     fields: list[str] = []
     dev: list[str] = []
     met: list[str] = []
@@ -155,19 +159,19 @@ class DevicesService:
         request_id: str = "",
     ) -> list[Any]:
         check_id("partition_id", partition_id)
-        with self.deps.db.read() as conn:
-            row = load_partition(conn, p, policy.Action.PARTITION_MANAGE, partition_id)
+        with self.deps.db.read() as uow:
+            row = load_partition(uow.partitions, p, _CONTROL_ACTION, partition_id)
         require_open(partition_target(row))
         clean = validate_devices(batch, partition_id)
 
         def create(uow: UnitOfWork) -> dict[str, Any]:
             part = load_partition(
-                uow.conn, p, policy.Action.PARTITION_MANAGE, partition_id, for_update=True
+                uow.partitions, p, _CONTROL_ACTION, partition_id, for_update=True
             )
             ids = [d["device_id"] for d in clean if d["device_id"]]
             meters = [d["meter_id"] for d in clean if d["meter_id"]]
             account_id = part.account_id
-            if err := taken_error(clean, *repo.registered(uow.conn, account_id, ids, meters)):
+            if err := taken_error(clean, *uow.devices.registered(account_id, ids, meters)):
                 raise err
             # one microsecond apart, so that lists (create_time, then id) keep the batch's order
             now = now_us()
@@ -185,12 +189,11 @@ class DevicesService:
             ]
             with constraint_guard(
                 uow,
-                lambda: taken_error(clean, *repo.registered(uow.conn, account_id, ids, meters)),
+                lambda: taken_error(clean, *uow.devices.registered(account_id, ids, meters)),
             ):
-                repo.insert_devices(uow.conn, rows)
+                uow.devices.insert(rows)
             for r in rows:
-                audit.record(
-                    uow,
+                uow.audit.record(
                     account_id=part.account_id,
                     actor_user_id=p.user_id,
                     action="device.register",
@@ -202,7 +205,7 @@ class DevicesService:
             return {"ids": [r["id"] for r in rows]}
 
         def load(uow: UnitOfWork, ids: Any) -> list[Any]:
-            return repo.load_devices(uow.conn, ids["ids"])
+            return uow.devices.load(ids["ids"])
 
         out, _ = create_once(
             self.deps.db,
@@ -229,21 +232,23 @@ class DevicesService:
     ) -> DevicePage:
         """One partition's devices, or (``account_id``) every device of an account the
         caller may reach."""
-        with self.deps.db.read() as conn:
+        with self.deps.db.read() as uow:
             scope: dict[str, Any]
             reachable_by: str | None = None
             if partition_id:
                 check_id("partition_id", partition_id)
-                row = load_partition(conn, p, policy.Action.PARTITION_READ, partition_id)
+                row = load_partition(uow.partitions, p, PARTITION_ACTIONS[AssetAction.READ],
+                                     partition_id)
                 if account_id and account_id != row.account_id:
                     raise InvalidArgument.field(
                         "account_id", "is not the account of the partition; leave it empty"
                     )
                 scope = {"partition_id": partition_id}
             elif account_id:
-                t = common.require_account(conn, p, policy.Action.ACCOUNT_READ, account_id)
+                t = common.require_account(uow.authority, p, policy.Action.ACCOUNT_READ,
+                                           account_id)
                 scope = {"account_id": account_id}
-                if not policy.allows(p, policy.Action.PARTITION_READ, t):
+                if not access.reads_whole_account(p, t):
                     scope["reach"] = reachable_by = p.user_id
             else:
                 raise InvalidArgument.field(
@@ -252,7 +257,7 @@ class DevicesService:
                     reason="PARENT_REQUIRED",
                 )
             q = parse_list_request(
-                repo.DEVICES_LIST,
+                uow.devices.list_shape,
                 secret=self.deps.page_secret,
                 page_size=page_size,
                 page_token=page_token,
@@ -261,9 +266,9 @@ class DevicesService:
                 scope=scope,
             )
             if partition_id:
-                page = repo.list_in_partition(conn, partition_id, q)
+                page = uow.devices.list_in_partition(partition_id, q)
             else:
-                page = repo.list_in_account(conn, account_id, q, reachable_by=reachable_by)
+                page = uow.devices.list_in_account(account_id, q, reachable_by=reachable_by)
         return DevicePage(
             list(page.rows), page.next_page_token, page.previous_page_token, page.total_size
         )

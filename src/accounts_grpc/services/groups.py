@@ -19,7 +19,7 @@ Rules beyond API.md's role matrix (policy.py):
 - A call that changes nothing writes nothing (no audit event, same etag).
 - Writes into a closed account are FAILED_PRECONDITION (ACCOUNT_CLOSED).
 
-The statements are in store/groups.py.
+The statements are ``uow.groups``' (store/groups.py).
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ from accounts_grpc.domain import roles as R
 from accounts_grpc.domain.errors import AlreadyExists, InvalidArgument
 from accounts_grpc.domain.listing import parse_list_request
 from accounts_grpc.domain.masks import resolve_mask
+from accounts_grpc.domain.ports import ReadUnitOfWork, UnitOfWork
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, check_id
-from accounts_grpc.services import common
+from accounts_grpc.services import common, events
 from accounts_grpc.services.deps import Deps
 
 # the members' rule, still importable from here as the UserGroupService's (memberships.py
@@ -61,11 +62,6 @@ from accounts_grpc.services.writes import (
     fingerprint,
     new_row,
 )
-from accounts_grpc.store import accounts as account_repo
-from accounts_grpc.store import audit
-from accounts_grpc.store import groups as repo
-from accounts_grpc.store import partitions as partition_repo
-from accounts_grpc.store.db import UnitOfWork
 
 RESOURCE = GROUP
 WHAT = GROUP_WHAT
@@ -164,9 +160,9 @@ class GroupsService:
     # reads -----------------------------------------------------------------------------
     def get(self, p: Principal, group_id: str) -> GroupView:
         check_id("id", group_id)
-        with self.deps.db.read() as conn:
-            row = load_group(conn, p, policy.Action.GROUP_READ, group_id)
-            return group_view(conn, row)
+        with self.deps.db.read() as uow:
+            row = load_group(uow.groups, p, policy.Action.GROUP_READ, group_id)
+            return group_view(uow.groups, row)
 
     def list_groups(
         self,
@@ -180,14 +176,14 @@ class GroupsService:
     ) -> GroupPage:
         """The account's groups the caller may read: all of them for readers of the
         account, else (a member) only the groups it is in."""
-        with self.deps.db.read() as conn:
-            t = common.require_account(conn, p, policy.Action.ACCOUNT_READ, account_id)
+        with self.deps.db.read() as uow:
+            t = common.require_account(uow.authority, p, policy.Action.ACCOUNT_READ, account_id)
             everything = policy.allows(p, policy.Action.GROUP_READ, t)
             scope: dict[str, Any] = {"account_id": account_id}
             if not everything:
                 scope["member"] = p.user_id
             q = parse_list_request(
-                repo.GROUPS_LIST,
+                uow.groups.list_shape,
                 secret=self.deps.page_secret,
                 page_size=page_size,
                 page_token=page_token,
@@ -195,11 +191,11 @@ class GroupsService:
                 order_by=order_by,
                 scope=scope,
             )
-            page = repo.list_in_account(
-                conn, account_id, q, member=None if everything else p.user_id
+            page = uow.groups.list_in_account(
+                account_id, q, member=None if everything else p.user_id
             )
             return GroupPage(
-                group_views(conn, page.rows),
+                group_views(uow.groups, page.rows),
                 page.next_page_token,
                 page.previous_page_token,
                 page.total_size,
@@ -207,21 +203,21 @@ class GroupsService:
 
     def list_mine(self, p: Principal, *, page_size: int = 0, page_token: str = "") -> GroupPage:
         """The caller's groups, with the partitions they reach and the accounts owning them."""
-        q = parse_list_request(
-            repo.MY_GROUPS_LIST,
-            secret=self.deps.page_secret,
-            page_size=page_size,
-            page_token=page_token,
-            scope={"user": p.user_id},
-        )
-        with self.deps.db.read() as conn:
-            page = repo.list_of_member(conn, p.user_id, q)
-            views = group_views(conn, page.rows)
-            partitions = partition_repo.load_many(
-                conn, (pid for v in views for pid in v.partition_ids)
+        with self.deps.db.read() as uow:
+            q = parse_list_request(
+                uow.groups.mine_list_shape,
+                secret=self.deps.page_secret,
+                page_size=page_size,
+                page_token=page_token,
+                scope={"user": p.user_id},
+            )
+            page = uow.groups.list_of_member(p.user_id, q)
+            views = group_views(uow.groups, page.rows)
+            partitions = uow.partitions.load_many(
+                pid for v in views for pid in v.partition_ids
             )
             account_ids = [v.row.account_id for v in views] + [x.account_id for x in partitions]
-            accounts = account_repo.by_ids(conn, account_ids)
+            accounts = uow.accounts.by_ids(account_ids)
         return GroupPage(
             views,
             page.next_page_token,
@@ -233,9 +229,9 @@ class GroupsService:
 
     # writes ----------------------------------------------------------------------------
     @staticmethod
-    def _check_partitions(uow: UnitOfWork, account_id: str, pids: Sequence[str]) -> None:
+    def _check_partitions(uow: ReadUnitOfWork, account_id: str, pids: Sequence[str]) -> None:
         """``pids`` as the request sent them, so that violations name its positions."""
-        found = repo.partitions_in_account(uow.conn, account_id, pids)
+        found = uow.groups.partitions_in_account(account_id, pids)
         require_in_account(
             pids,
             found,
@@ -247,9 +243,9 @@ class GroupsService:
 
     @staticmethod
     def _taken(
-        uow: UnitOfWork, account_id: str, name: str | None, other_than: str = ""
+        uow: ReadUnitOfWork, account_id: str, name: str | None, other_than: str = ""
     ) -> AlreadyExists | None:
-        if name and repo.name_taken(uow.conn, account_id, name, other_than=other_than):
+        if name and uow.groups.name_taken(account_id, name, other_than=other_than):
             return _name_taken(name)
         return None
 
@@ -257,8 +253,8 @@ class GroupsService:
         self, p: Principal, account_id: str, g: GroupInput, *, request_id: str = ""
     ) -> GroupView:
         check_id("account_id", account_id)
-        with self.deps.db.read() as conn:
-            t = common.require_account(conn, p, policy.Action.GROUP_MANAGE, account_id)
+        with self.deps.db.read() as uow:
+            t = common.require_account(uow.authority, p, policy.Action.GROUP_MANAGE, account_id)
         require_open(t)
         values, pids = validate_group(g, UPDATABLE)
         check_role_change(p.roles, (), values["roles"], what="the group's roles")
@@ -280,10 +276,9 @@ class GroupsService:
             row = new_row(account_id=account_id, **values)
             gid = row["id"]
             with constraint_guard(uow, lambda: self._taken(uow, account_id, values["name"])):
-                repo.insert(uow.conn, row)
-                repo.set_partitions(uow.conn, gid, pids)
-            audit.record(
-                uow,
+                uow.groups.insert(row)
+                uow.groups.set_partitions(gid, pids)
+            uow.audit.record(
                 account_id=account_id,
                 actor_user_id=p.user_id,
                 action="user_group.create",
@@ -295,8 +290,8 @@ class GroupsService:
             return {"id": gid}
 
         def load(uow: UnitOfWork, ids: Any) -> GroupView:
-            row = load_group(uow.conn, p, policy.Action.GROUP_READ, ids["id"])
-            return group_view(uow.conn, row)
+            row = load_group(uow.groups, p, policy.Action.GROUP_READ, ids["id"])
+            return group_view(uow.groups, row)
 
         view, _ = create_once(
             self.deps.db,
@@ -321,7 +316,8 @@ class GroupsService:
     ) -> GroupView:
         check_id(f"{RESOURCE}.id", group_id)
         with self.deps.db.write() as uow:
-            row = load_group(uow.conn, p, policy.Action.GROUP_MANAGE, group_id, for_update=True)
+            row = load_group(uow.groups, p, policy.Action.GROUP_MANAGE, group_id,
+                             for_update=True)
             require_open(group_target(row))
             check_etag(g.etag, row.etag, WHAT)
             paths = resolve_mask(
@@ -330,11 +326,11 @@ class GroupsService:
                 populated,
                 updatable=UPDATABLE,
                 output_only=OUTPUT_ONLY,
-                unchanged=unchanged_fields(g, group_view(uow.conn, row)),
+                unchanged=unchanged_fields(g, group_view(uow.groups, row)),
             )
             values, pids = validate_group(g, paths)
             if not paths:
-                return group_view(uow.conn, row)
+                return group_view(uow.groups, row)
             if "roles" in values:
                 check_role_change(
                     p.roles, row.roles or (), values["roles"], what="the group's roles"
@@ -345,36 +341,42 @@ class GroupsService:
             if err := self._taken(uow, row.account_id, name, group_id):
                 raise err
             with constraint_guard(uow, lambda: self._taken(uow, row.account_id, name, group_id)):
-                conditional_update(uow, repo.update_if_etag, group_id, row.etag, values, WHAT)
+                conditional_update(uow.groups.update_if_etag, group_id, row.etag, values, WHAT)
                 if "partition_ids" in paths:
-                    repo.set_partitions(uow.conn, group_id, pids)
-            audit.record(
-                uow,
+                    uow.groups.set_partitions(group_id, pids)
+            uow.audit.record(
                 account_id=row.account_id,
                 actor_user_id=p.user_id,
                 action="user_group.update",
                 resource_type="UserGroup",
                 resource_id=group_id,
                 changed_fields=paths,
+                revocation=(events.revocation(  # what the members may do has changed
+                    events.ROLES_CHANGED,
+                    subjects=uow.groups.members_of([group_id]).get(group_id, []),
+                ) if {"roles", "partition_ids"} & set(paths) else None),
             )
-            view = group_view(uow.conn, repo.load(uow.conn, group_id))
+            view = group_view(uow.groups, uow.groups.load(group_id))
             uow.commit()
         return view
 
     def delete(self, p: Principal, group_id: str, *, etag: str = "") -> None:
         check_id("id", group_id)
         with self.deps.db.write() as uow:
-            row = load_group(uow.conn, p, policy.Action.GROUP_MANAGE, group_id, for_update=True)
+            row = load_group(uow.groups, p, policy.Action.GROUP_MANAGE, group_id,
+                             for_update=True)
             check_etag(etag, row.etag, WHAT)
             check_role_change(p.roles, row.roles or (), (), what="deleting a group that grants it")
-            repo.delete(uow.conn, group_id)
-            audit.record(
-                uow,
+            members = uow.groups.members_of([group_id]).get(group_id, [])
+            uow.groups.delete(group_id)
+            uow.audit.record(
                 account_id=row.account_id,
                 actor_user_id=p.user_id,
                 action="user_group.delete",
                 resource_type="UserGroup",
                 resource_id=group_id,
+                revocation=(events.revocation(events.GROUP_MEMBERSHIP_CHANGED, subjects=members)
+                            if members else None),
             )
             uow.commit()
 

@@ -12,7 +12,7 @@ services/tenancy.py.
   error; a call that changes nothing writes nothing (no audit event, same etag).
 - Writes into a closed account are FAILED_PRECONDITION (ACCOUNT_CLOSED).
 
-The statements are in store/groups.py.
+The statements are ``uow.groups``' (store/groups.py).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from accounts_grpc.domain import policy
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, check_id
+from accounts_grpc.services import events
 from accounts_grpc.services.deps import Deps
 from accounts_grpc.services.tenancy import (
     GROUP_WHAT,
@@ -35,8 +36,6 @@ from accounts_grpc.services.tenancy import (
     require_open,
 )
 from accounts_grpc.services.writes import conditional_update
-from accounts_grpc.store import audit
-from accounts_grpc.store import groups as repo
 
 MAX_MEMBERS_PER_CALL = 1000
 
@@ -66,7 +65,8 @@ class MembershipsService:
         check_id("id", group_id)
         ids = validate_user_ids(user_ids)
         with self.deps.db.write() as uow:
-            row = load_group(uow.conn, p, policy.Action.GROUP_MANAGE, group_id, for_update=True)
+            row = load_group(uow.groups, p, policy.Action.GROUP_MANAGE, group_id,
+                             for_update=True)
             require_open(group_target(row))
             check_role_change(
                 p.roles,
@@ -75,7 +75,7 @@ class MembershipsService:
                 what=f"{'adding members to' if add else 'removing members from'} a group "
                 "that grants it",
             )
-            found = repo.users_in_account(uow.conn, row.account_id, ids)
+            found = uow.groups.users_in_account(row.account_id, ids)
             require_in_account(
                 list(user_ids),
                 found,
@@ -85,21 +85,21 @@ class MembershipsService:
                 reason="USER_NOT_IN_ACCOUNT",
             )
             if add:
-                changed = repo.add_members(uow.conn, group_id, ids)
+                changed = uow.groups.add_members(group_id, ids)
             else:
-                changed = repo.remove_members(uow.conn, group_id, ids)
+                changed = uow.groups.remove_members(group_id, ids)
             if not changed:
-                return group_view(uow.conn, row)
-            conditional_update(uow, repo.update_if_etag, group_id, row.etag, {}, GROUP_WHAT)
-            audit.record(
-                uow,
+                return group_view(uow.groups, row)
+            conditional_update(uow.groups.update_if_etag, group_id, row.etag, {}, GROUP_WHAT)
+            uow.audit.record(
                 account_id=row.account_id,
                 actor_user_id=p.user_id,
                 action="user_group.add_members" if add else "user_group.remove_members",
                 resource_type="UserGroup",
                 resource_id=group_id,
                 changed_fields=["member_ids"],
+                revocation=events.revocation(events.GROUP_MEMBERSHIP_CHANGED, subjects=changed),
             )
-            view = group_view(uow.conn, repo.load(uow.conn, group_id))
+            view = group_view(uow.groups, uow.groups.load(group_id))
             uow.commit()
         return view

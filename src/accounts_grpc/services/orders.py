@@ -14,7 +14,7 @@
 - Audit: ``order.create|update``. An order re-sent unchanged writes nothing and records
   nothing.
 
-The statements are in store/orders.py (and store/devices.py).
+The statements are ``uow.orders``' (store/orders.py) and ``uow.devices``'.
 """
 
 from __future__ import annotations
@@ -31,14 +31,12 @@ from accounts_grpc.domain.errors import (
 )
 from accounts_grpc.domain.listing import Page, parse_list_request
 from accounts_grpc.domain.policy import Action
+from accounts_grpc.domain.ports import UnitOfWork
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator
 from accounts_grpc.services.deps import Deps
 from accounts_grpc.services.user_access import EXTERNAL, UserRef, check_user_ref, target, write
 from accounts_grpc.services.writes import check_etag, conditional_update, new_row
-from accounts_grpc.store import audit, devices
-from accounts_grpc.store import orders as repo
-from accounts_grpc.store.db import UnitOfWork
 
 RECEIVED, PROCESSING, SHIPPED, DELIVERED, CANCELLED = (
     "RECEIVED",
@@ -125,7 +123,7 @@ class OrdersService:
         v.raise_if_any()
 
         def tx(uow: UnitOfWork) -> Any:
-            r = target(uow.conn, p, ref, Action.USER_MANAGE)
+            r = target(uow.authority, p, ref, Action.USER_MANAGE)
             user = r.row
             if user.kind != EXTERNAL:
                 raise FailedPrecondition(
@@ -133,7 +131,7 @@ class OrdersService:
                     reason="USER_NOT_EXTERNAL",
                     metadata={"kind": user.kind},
                 )
-            cur = repo.order_by_order_id(uow.conn, user.account_id, order_id)
+            cur = uow.orders.by_order_id(user.account_id, order_id)
             if cur is not None and cur.user_id != user.id:
                 raise AlreadyExists(
                     f"order_id {order_id!r} is another user's order in this account",
@@ -162,8 +160,8 @@ class OrdersService:
             # a device_id the order is set to must be a device of the user's account (of that
             # account only: another tenant's device is as unknown as an unregistered id); a
             # kept or re-sent one is not checked again
-            if "device_id" in changed and not devices.devices_in_account(
-                uow.conn, user.account_id, [device_id], []
+            if "device_id" in changed and not uow.devices.in_account(
+                user.account_id, [device_id], []
             ):
                 raise InvalidArgument.field(
                     "order.device_id", "is not a device of this account", reason="DEVICE_NOT_FOUND"
@@ -176,16 +174,16 @@ class OrdersService:
                     account_id=user.account_id, user_id=user.id, order_id=order_id, **values
                 )
                 pk = row["id"]
-                repo.insert_order(uow.conn, row)
+                uow.orders.insert(row)
                 action = "order.create"
             else:
                 pk = cur.id
                 conditional_update(
-                    uow, repo.update_if_etag, pk, cur.etag, {k: values[k] for k in changed}, "order"
+                    uow.orders.update_if_etag, pk, cur.etag, {k: values[k] for k in changed},
+                    "order",
                 )
                 action = "order.update"
-            audit.record(
-                uow,
+            uow.audit.record(
                 account_id=user.account_id,
                 actor_user_id=p.user_id,
                 action=action,
@@ -193,7 +191,7 @@ class OrdersService:
                 resource_id=pk,
                 changed_fields=changed,
             )
-            return repo.order_by_pk(uow.conn, pk)
+            return uow.orders.by_pk(pk)
 
         return write(self.deps.db, tx)
 
@@ -208,15 +206,15 @@ class OrdersService:
         order_by: str = "",
     ) -> Page:
         check_user_ref(ref)
-        q = parse_list_request(
-            repo.ORDER_LIST,
-            secret=self.deps.page_secret,
-            page_size=page_size,
-            page_token=page_token,
-            filter=filter,
-            order_by=order_by,
-            scope=ref.list_scope(),
-        )
-        with self.deps.db.read() as conn:
-            r = target(conn, p, ref, Action.USER_READ)
-            return repo.list_for_user(conn, r.row.id, q)
+        with self.deps.db.read() as uow:
+            q = parse_list_request(
+                uow.orders.list_shape,
+                secret=self.deps.page_secret,
+                page_size=page_size,
+                page_token=page_token,
+                filter=filter,
+                order_by=order_by,
+                scope=ref.list_scope(),
+            )
+            r = target(uow.authority, p, ref, Action.USER_READ)
+            return uow.orders.list_for_user(r.row.id, q)

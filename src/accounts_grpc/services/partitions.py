@@ -10,8 +10,8 @@ services/tenancy.py.
   reach (policy.PARTITION_READ).
 - Writes into a closed account are FAILED_PRECONDITION (ACCOUNT_CLOSED).
 
-The statements are in store/partitions.py (and, for what deleting a partition changes
-in them, store/devices.py and store/groups.py).
+The statements are ``uow.partitions``' (store/partitions.py) and, for what deleting a
+partition changes in them, ``uow.devices``' and ``uow.groups``'.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from accounts_grpc.domain import policy
 from accounts_grpc.domain.errors import AlreadyExists, FailedPrecondition
 from accounts_grpc.domain.listing import parse_list_request
 from accounts_grpc.domain.masks import resolve_mask
+from accounts_grpc.domain.ports import ReadUnitOfWork, UnitOfWork
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, check_id, shorten
 from accounts_grpc.services import common
@@ -45,12 +46,7 @@ from accounts_grpc.services.writes import (
     fingerprint,
     new_row,
 )
-from accounts_grpc.store import accounts as account_repo
-from accounts_grpc.store import audit
-from accounts_grpc.store import devices as device_repo
-from accounts_grpc.store import groups as group_repo
-from accounts_grpc.store import partitions as repo
-from accounts_grpc.store.db import UnitOfWork, now_us
+from accounts_grpc.store.db import now_us
 
 RESOURCE = PARTITION
 INCLUDES = ("account",)
@@ -124,9 +120,9 @@ class PartitionsService:
 
     @staticmethod
     def _taken(
-        uow: UnitOfWork, account_id: str, name: str, other_than: str = ""
+        uow: ReadUnitOfWork, account_id: str, name: str, other_than: str = ""
     ) -> AlreadyExists | None:
-        if repo.name_taken(uow.conn, account_id, name, other_than=other_than):
+        if uow.partitions.name_taken(account_id, name, other_than=other_than):
             return _name_taken(name)
         return None
 
@@ -134,8 +130,9 @@ class PartitionsService:
         self, p: Principal, account_id: str, inp: PartitionInput, *, request_id: str = ""
     ) -> Any:
         check_id("account_id", account_id)
-        with self.deps.db.read() as conn:
-            t = common.require_account(conn, p, policy.Action.PARTITION_MANAGE, account_id)
+        with self.deps.db.read() as uow:
+            t = common.require_account(uow.authority, p, policy.Action.PARTITION_MANAGE,
+                                       account_id)
         require_open(t)
         values = validate_partition(inp, UPDATABLE)
         fields = ["name"] + (["description"] if values["description"] else [])
@@ -146,9 +143,8 @@ class PartitionsService:
             row = new_row(account_id=account_id, **values)
             pid = row["id"]
             with constraint_guard(uow, lambda: self._taken(uow, account_id, values["name"])):
-                repo.insert(uow.conn, row)
-            audit.record(
-                uow,
+                uow.partitions.insert(row)
+            uow.audit.record(
                 account_id=account_id,
                 actor_user_id=p.user_id,
                 action="partition.create",
@@ -160,7 +156,7 @@ class PartitionsService:
             return {"id": pid}
 
         def load(uow: UnitOfWork, ids: Any) -> Any:
-            return load_partition(uow.conn, p, policy.Action.PARTITION_READ, ids["id"])
+            return load_partition(uow.partitions, p, policy.Action.PARTITION_READ, ids["id"])
 
         row, _ = create_once(
             self.deps.db,
@@ -176,8 +172,8 @@ class PartitionsService:
 
     def get(self, p: Principal, partition_id: str) -> Any:
         check_id("id", partition_id)
-        with self.deps.db.read() as conn:
-            return load_partition(conn, p, policy.Action.PARTITION_READ, partition_id)
+        with self.deps.db.read() as uow:
+            return load_partition(uow.partitions, p, policy.Action.PARTITION_READ, partition_id)
 
     def list_partitions(
         self,
@@ -193,14 +189,14 @@ class PartitionsService:
         """The account's partitions the caller may reach; ``include: ["account"]`` adds the
         owning account to ``included_accounts``."""
         includes = validate_include(include)
-        with self.deps.db.read() as conn:
-            t = common.require_account(conn, p, policy.Action.ACCOUNT_READ, account_id)
+        with self.deps.db.read() as uow:
+            t = common.require_account(uow.authority, p, policy.Action.ACCOUNT_READ, account_id)
             everything = policy.allows(p, policy.Action.PARTITION_READ, t)
             scope: dict[str, Any] = {"account_id": account_id}
             if not everything:
                 scope["reach"] = p.user_id
             q = parse_list_request(
-                repo.PARTITIONS_LIST,
+                uow.partitions.list_shape,
                 secret=self.deps.page_secret,
                 page_size=page_size,
                 page_token=page_token,
@@ -208,10 +204,10 @@ class PartitionsService:
                 order_by=order_by,
                 scope=scope,
             )
-            page = repo.list_in_account(
-                conn, account_id, q, reachable_by=None if everything else p.user_id
+            page = uow.partitions.list_in_account(
+                account_id, q, reachable_by=None if everything else p.user_id
             )
-            accounts = account_repo.by_ids(conn, [account_id]) if "account" in includes else []
+            accounts = uow.accounts.by_ids([account_id]) if "account" in includes else []
         return PartitionPage(
             list(page.rows),
             page.next_page_token,
@@ -232,7 +228,7 @@ class PartitionsService:
         check_id(f"{RESOURCE}.id", partition_id)
         with self.deps.db.write() as uow:
             row = load_partition(
-                uow.conn, p, policy.Action.PARTITION_MANAGE, partition_id, for_update=True
+                uow.partitions, p, policy.Action.PARTITION_MANAGE, partition_id, for_update=True
             )
             require_open(partition_target(row))
             check_etag(inp.etag, row.etag, RESOURCE)
@@ -254,10 +250,9 @@ class PartitionsService:
                 uow, lambda: self._taken(uow, row.account_id, name, partition_id) if name else None
             ):
                 conditional_update(
-                    uow, repo.update_if_etag, partition_id, row.etag, values, RESOURCE
+                    uow.partitions.update_if_etag, partition_id, row.etag, values, RESOURCE
                 )
-            audit.record(
-                uow,
+            uow.audit.record(
                 account_id=row.account_id,
                 actor_user_id=p.user_id,
                 action="partition.update",
@@ -265,7 +260,7 @@ class PartitionsService:
                 resource_id=partition_id,
                 changed_fields=paths,
             )
-            out = repo.load(uow.conn, partition_id)
+            out = uow.partitions.load(partition_id)
             uow.commit()
         return out
 
@@ -275,10 +270,10 @@ class PartitionsService:
         check_id("id", partition_id)
         with self.deps.db.write() as uow:
             row = load_partition(
-                uow.conn, p, policy.Action.PARTITION_MANAGE, partition_id, for_update=True
+                uow.partitions, p, policy.Action.PARTITION_MANAGE, partition_id, for_update=True
             )
             check_etag(etag, row.etag, RESOURCE)
-            device_pks = device_repo.ids_in_partition(uow.conn, partition_id)
+            device_pks = uow.devices.ids_in_partition(partition_id)
             if device_pks and not force:
                 raise FailedPrecondition(
                     f"the partition still holds {len(device_pks)} device(s); delete with "
@@ -286,13 +281,12 @@ class PartitionsService:
                     reason="PARTITION_HAS_DEVICES",
                     metadata={"device_count": str(len(device_pks))},
                 )
-            groups = group_repo.groups_reaching(uow.conn, partition_id)
-            repo.delete(uow.conn, partition_id)
+            groups = uow.groups.reaching(partition_id)
+            uow.partitions.delete(partition_id)
             now = now_us()
             for g in groups:  # the groups' partition_ids changed: new etag, and the log says so
-                group_repo.touch(uow.conn, g.id, now=now)
-                audit.record(
-                    uow,
+                uow.groups.touch(g.id, now=now)
+                uow.audit.record(
                     account_id=g.account_id,
                     actor_user_id=p.user_id,
                     action="user_group.update",
@@ -301,16 +295,14 @@ class PartitionsService:
                     changed_fields=["partition_ids"],
                 )
             for pk in device_pks:
-                audit.record(
-                    uow,
+                uow.audit.record(
                     account_id=row.account_id,
                     actor_user_id=p.user_id,
                     action="device.delete",
                     resource_type="Device",
                     resource_id=pk,
                 )
-            audit.record(
-                uow,
+            uow.audit.record(
                 account_id=row.account_id,
                 actor_user_id=p.user_id,
                 action="partition.delete",

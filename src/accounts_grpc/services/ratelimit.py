@@ -40,7 +40,7 @@ hopeless either way: the bounds limit the load and the noise, not the odds. An o
 who would rather have no client-wide lockout sets ``auth_max_failures_per_client = 0``.
 
 Atomic: an attempt is *reserved* before its secret is checked. In one write transaction,
-ONE statement counts it up on all its counters (store/rate_limits.py: a multi-row
+ONE statement counts it up on all its counters (``uow.rate_limits``: a multi-row
 ``INSERT ... ON CONFLICT DO UPDATE ... WHERE not blocked RETURNING``, each row with its
 own limit) and returns the counters it could count; if one is missing, it is blocked and
 the attempt is refused (rolled back: nothing counted). Then the secret is checked; a
@@ -66,9 +66,8 @@ from contextlib import contextmanager
 
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.errors import ResourceExhausted
-from accounts_grpc.store import rate_limits
-from accounts_grpc.store.db import Database, UnitOfWork, now_us
-from accounts_grpc.store.rate_limits import Attempt
+from accounts_grpc.domain.ports import Database, ReadUnitOfWork, UnitOfWork
+from accounts_grpc.store.db import now_us
 
 __all__ = ["ADDRESS", "CLIENT", "PAIR", "Attempt", "FailureLimiter"]
 
@@ -91,6 +90,19 @@ def _pair(client_id: str, address: str) -> str:
     if "@" in address or "%" in address:
         address = address.replace("%", "%25").replace("@", "%40")
     return f"{client_id}@{address}"
+
+
+class Attempt:
+    """A reserved attempt: check the secret in ``uow``; ``succeeded()`` if it matched."""
+
+    __slots__ = ("ok", "uow")
+
+    def __init__(self, uow: ReadUnitOfWork) -> None:
+        self.uow = uow
+        self.ok = False
+
+    def succeeded(self) -> None:
+        self.ok = True
 
 
 def _kind(key: str) -> str:
@@ -149,20 +161,20 @@ class FailureLimiter:
     def attempt(self, keys: Sequence[str]) -> Iterator[Attempt]:
         """One client-credential attempt: reserve it against every key, or raise
         RESOURCE_EXHAUSTED (nothing counted) if a key is blocked; the body checks the
-        secret on ``Attempt.conn`` and calls ``succeeded()`` if it matched. A failed
+        secret in ``Attempt.uow`` and calls ``succeeded()`` if it matched. A failed
         attempt is committed as a failure; a successful one is rolled back."""
         limits = self.limits(keys)
         if not limits:
-            with self._db.read() as conn:
-                yield Attempt(conn)
+            with self._db.read() as reader:
+                yield Attempt(reader)
             return
         with self._db.write() as uow:
             now = now_us()
-            blocked = rate_limits.reserve(uow.conn, limits, now=now, window_us=self._window_us,
-                                          block_us=self._block_us)
+            blocked = uow.rate_limits.reserve(limits, now=now, window_us=self._window_us,
+                                              block_us=self._block_us)
             if blocked:
-                self._refuse(rate_limits.blocked_until(uow.conn, blocked) or now, now)
-            at = Attempt(uow.conn)
+                self._refuse(uow.rate_limits.blocked_until(blocked) or now, now)
+            at = Attempt(uow)
             yield at
             if not at.ok:
                 self._maybe_prune(uow)
@@ -184,4 +196,4 @@ class FailureLimiter:
             if mono - self._last_prune < self._prune_every:
                 return
             self._last_prune = mono
-        rate_limits.prune(uow.conn, now=now_us(), window_us=self._window_us)
+        uow.rate_limits.prune(now=now_us(), window_us=self._window_us)

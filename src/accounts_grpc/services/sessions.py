@@ -36,7 +36,7 @@ RevokeSession, IntrospectToken.
   revoked on its own (UNSUPPORTED_TOKEN_TYPE: it lives until its ``exp``, unless the
   client secret is rotated, which revokes every JWT of that client).
 
-The statements are in store/sessions.py; here are the rules.
+The statements are ``uow.sessions``' (store/sessions.py); here are the rules.
 """
 
 from __future__ import annotations
@@ -56,15 +56,15 @@ from accounts_grpc.domain.errors import (
     not_found,
 )
 from accounts_grpc.domain.listing import Page, parse_list_request
+from accounts_grpc.domain.ports import UnitOfWork
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator
+from accounts_grpc.services import events
 from accounts_grpc.services.common import authorize_user, effective_roles, resolve_user_ref
 from accounts_grpc.services.deps import Deps
 from accounts_grpc.services.ratelimit import FailureLimiter
 from accounts_grpc.services.writes import create_once, fingerprint
-from accounts_grpc.store import audit
-from accounts_grpc.store import sessions as repo
-from accounts_grpc.store.db import UnitOfWork, new_id, now_us
+from accounts_grpc.store.db import new_id, now_us
 
 MAX_USER_AGENT = 500
 _US = 1_000_000
@@ -134,12 +134,12 @@ class SessionsService:
         # reserved before the secret is checked: a blocked client is refused first, and
         # concurrent guesses are checked one after another against the committed count
         with self.limiter.attempt(keys) as attempt:
-            conn = attempt.conn
-            row = repo.client_by_client_id(conn, client_id) if client_id else None
+            uow = attempt.uow
+            row = uow.sessions.client_by_client_id(client_id) if client_id else None
             ok = verify_secret(client_secret, row.secret_hash if row else None)
             if row is not None and ok and not row.closed:
                 attempt.succeeded()
-                roles = effective_roles(conn, row.id, row.roles)
+                roles = effective_roles(uow.authority, row.id, row.roles)
                 generation = int(row.credential_generation)
             else:
                 row = None
@@ -205,17 +205,16 @@ class SessionsService:
 
         def create(uow: UnitOfWork) -> dict[str, str]:
             target = resolve_user_ref(
-                uow.conn, p, user_id=user.user_id, external_id=user.external_id,
+                uow.authority, p, user_id=user.user_id, external_id=user.external_id,
                 account_id=user.account_id, field="user",
             )
             authorize_user(
-                uow.conn, p, policy.Action.USER_MANAGE, target.target, target.row.roles,
+                uow.authority, p, policy.Action.USER_MANAGE, target.target, target.row.roles,
                 key=user.key,
             )
             now = now_us()
             sid = new_id()
-            repo.insert_session(
-                uow.conn,
+            uow.sessions.insert(
                 session_id=sid,
                 user_id=target.row.id,
                 account_id=target.row.account_id,
@@ -224,8 +223,7 @@ class SessionsService:
                 now=now,
                 expire_time=now + self.deps.settings.session_ttl * _US,
             )
-            audit.record(
-                uow,
+            uow.audit.record(
                 account_id=target.row.account_id,
                 actor_user_id=p.user_id,
                 action="session.create",
@@ -237,7 +235,7 @@ class SessionsService:
             return {"session_id": sid}
 
         def load(uow: UnitOfWork, ids: Any) -> Any:
-            row = repo.session_by_id(uow.conn, ids["session_id"])
+            row = uow.sessions.by_id(ids["session_id"])
             if row is None:  # a retry after the session's user was deleted
                 raise not_found("session", "id", ids["session_id"])
             return row
@@ -253,22 +251,23 @@ class SessionsService:
         self, p: Principal, user: UserRefArgs, *, page_size: int = 0, page_token: str = ""
     ) -> Page:
         """The user's working sessions (not revoked, not expired), newest first."""
-        with self.deps.db.read() as conn:
+        with self.deps.db.read() as uow:
             target = resolve_user_ref(
-                conn, p, user_id=user.user_id, external_id=user.external_id,
+                uow.authority, p, user_id=user.user_id, external_id=user.external_id,
                 account_id=user.account_id, field="user",
             )
             authorize_user(
-                conn, p, policy.Action.USER_SELF, target.target, target.row.roles, key=user.key
+                uow.authority, p, policy.Action.USER_SELF, target.target, target.row.roles,
+                key=user.key,
             )
             query = parse_list_request(
-                repo.SESSIONS_LIST,
+                uow.sessions.list_shape,
                 secret=self.deps.page_secret,
                 page_size=page_size,
                 page_token=page_token,
                 scope={"user_id": target.row.id},
             )
-            return repo.list_for_user(conn, target.row.id, query, now=now_us())
+            return uow.sessions.list_for_user(target.row.id, query, now=now_us())
 
     # -- RevokeSession ---------------------------------------------------------------------
     def revoke_session(self, p: Principal, session_id: str) -> Any:
@@ -277,11 +276,11 @@ class SessionsService:
         v.id("id", session_id)
         v.raise_if_any(reason="INVALID_ID" if session_id else "INVALID_ARGUMENT")
         with self.deps.db.write() as uow:
-            scope = repo.session_scope(uow.conn, session_id)
+            scope = uow.sessions.scope(session_id)
             if scope is None:
                 raise not_found("session", "id", session_id)
             self._revoke(uow, p, scope)
-            row = repo.session_by_id(uow.conn, session_id)
+            row = uow.sessions.by_id(session_id)
             uow.commit()
         return row
 
@@ -296,19 +295,19 @@ class SessionsService:
             user_kind=scope.kind,
         )
         authorize_user(
-            uow.conn, p, policy.Action.USER_SELF, target, scope.roles,
+            uow.authority, p, policy.Action.USER_SELF, target, scope.roles,
             what="session", key=session_id,
         )
         if scope.revoke_time is None:
-            repo.revoke(uow.conn, session_id, now=now_us())
-            audit.record(
-                uow,
+            uow.sessions.revoke(session_id, now=now_us())
+            uow.audit.record(
                 account_id=scope.account_id,
                 actor_user_id=p.user_id,
                 action="session.revoke",
                 resource_type="Session",
                 resource_id=session_id,
                 changed_fields=["revoke_time"],
+                revocation=events.revocation(events.SESSION_REVOKED, session_ids=[session_id]),
             )
 
     def revoke_token(self, p: Principal, token: str) -> bool:
@@ -337,7 +336,7 @@ class SessionsService:
                 reason="UNSUPPORTED_TOKEN_TYPE",
             )
         with self.deps.db.write() as uow:
-            scope = repo.session_scope(uow.conn, q.session_id)
+            scope = uow.sessions.scope(q.session_id)
             if scope is None or scope.revoke_time is not None:
                 return False  # deleted or revoked since it was looked up
             try:
@@ -370,8 +369,8 @@ class SessionsService:
             kind=q.kind,
         )
         if q.token_type == "session":
-            with self.deps.db.read() as conn:
-                row = repo.session_by_id(conn, q.session_id) if q.session_id else None
+            with self.deps.db.read() as reader:
+                row = reader.sessions.by_id(q.session_id) if q.session_id else None
             if row is None:  # revoked and deleted between the two reads
                 return INACTIVE
             return TokenInfo(

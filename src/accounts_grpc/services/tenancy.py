@@ -13,14 +13,15 @@
   not there are INVALID_ARGUMENT with one field violation each; whether the id exists in
   another account is not revealed (``require_in_account``).
 
-The statements are in store/groups.py and store/partitions.py.
+The statements are ``uow.groups``' and ``uow.partitions``' (store/groups.py,
+store/partitions.py), handed in by the caller.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from accounts_grpc.domain import policy
 from accounts_grpc.domain import roles as R
@@ -31,13 +32,9 @@ from accounts_grpc.domain.errors import (
     PermissionDenied,
     not_found,
 )
+from accounts_grpc.domain.ports import Groups, Partitions
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator
-from accounts_grpc.store import groups as group_repo
-from accounts_grpc.store import partitions as partition_repo
-
-if TYPE_CHECKING:
-    from accounts_grpc.store.db import Connection
 
 PARTITION = "partition"  # the resources, as errors name them
 GROUP = "user_group"
@@ -65,7 +62,7 @@ def partition_target(row: Any) -> policy.Target:
 
 
 def load_partition(
-    conn: Connection,
+    partitions: Partitions,
     p: Principal,
     action: policy.Action,
     partition_id: str,
@@ -73,7 +70,7 @@ def load_partition(
     for_update: bool = False,
 ) -> Any:
     """The partition row (with its account's scope) if ``p`` may do ``action`` on it."""
-    row = partition_repo.load(conn, partition_id, for_update=for_update)
+    row = partitions.load(partition_id, for_update=for_update)
     if row is None:
         raise not_found(PARTITION, "id", partition_id)
     policy.require(p, action, partition_target(row), what=PARTITION, key=partition_id)
@@ -100,7 +97,7 @@ def group_target(row: Any) -> policy.Target:
 
 
 def load_group(
-    conn: Connection,
+    groups: Groups,
     p: Principal,
     action: policy.Action,
     group_id: str,
@@ -108,23 +105,23 @@ def load_group(
     for_update: bool = False,
 ) -> Any:
     """The group row (with its account's scope) if ``p`` may do ``action`` on it."""
-    row = group_repo.load(conn, group_id, for_update=for_update)
+    row = groups.load(group_id, for_update=for_update)
     if row is None:
         raise not_found(GROUP, "id", group_id)
     policy.require(p, action, group_target(row), what=GROUP, key=group_id)
     return row
 
 
-def group_views(conn: Connection, rows: Sequence[Any]) -> list[GroupView]:
+def group_views(groups: Groups, rows: Sequence[Any]) -> list[GroupView]:
     """The groups with their members and partitions (two statements for all of them)."""
     ids = [r.id for r in rows]
-    members = group_repo.members_of(conn, ids)
-    parts = group_repo.partitions_of(conn, ids)
+    members = groups.members_of(ids)
+    parts = groups.partitions_of(ids)
     return [GroupView(r, members[r.id], parts[r.id]) for r in rows]
 
 
-def group_view(conn: Connection, row: Any) -> GroupView:
-    return group_views(conn, [row])[0]
+def group_view(groups: Groups, row: Any) -> GroupView:
+    return group_views(groups, [row])[0]
 
 
 def check_role_change(

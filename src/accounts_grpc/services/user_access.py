@@ -18,17 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from accounts_grpc.domain.errors import Aborted, InvalidArgument
 from accounts_grpc.domain.policy import Action
+from accounts_grpc.domain.ports import Authority, Database, UnitOfWork
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, check_id
 from accounts_grpc.services.common import ResolvedUser, authorize_user, resolve_user_ref
 from accounts_grpc.store import errors
-
-if TYPE_CHECKING:
-    from accounts_grpc.store.db import Connection, Database, UnitOfWork
 
 T = TypeVar("T")
 
@@ -64,25 +62,26 @@ def check_user_ref(ref: UserRef, field: str = "user") -> None:
 
 
 def authorize(
-    conn: Connection, p: Principal, action: Action, r: ResolvedUser, key: str, value: str
+    authority: Authority, p: Principal, action: Action, r: ResolvedUser, key: str, value: str
 ) -> None:
     """NOT_FOUND unless the caller may read the user; then PERMISSION_DENIED unless
     it may do ``action`` on it, nor on a user holding roles it could not grant
     (``common.authorize_user``)."""
-    authorize_user(conn, p, action, r.target, r.row.roles, what="user", key_field=key, key=value)
+    authorize_user(authority, p, action, r.target, r.row.roles, what="user", key_field=key,
+                   key=value)
 
 
-def target(conn: Connection, p: Principal, ref: UserRef, action: Action) -> ResolvedUser:
+def target(authority: Authority, p: Principal, ref: UserRef, action: Action) -> ResolvedUser:
     """The user ``ref`` names, once the caller may do ``action`` on it (``authorize``)."""
     r = resolve_user_ref(
-        conn,
+        authority,
         p,
         user_id=ref.user_id,
         external_id=ref.external_id,
         account_id=ref.account_id,
     )
     key, value = ("id", ref.user_id) if ref.user_id else ("external_id", ref.external_id)
-    authorize(conn, p, action, r, key, value)
+    authorize(authority, p, action, r, key, value)
     return r
 
 

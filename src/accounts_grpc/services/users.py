@@ -4,7 +4,7 @@ client secret of MACHINE users.
 The fields of a user and their rules (kinds, roles a caller may grant) are in
 services/user_fields.py; naming a user and authorizing an act on it in
 services/user_access.py; what hangs off a user in device_permissions.py, charging.py
-and orders.py; the statements in store/users.py.
+and orders.py; the statements are ``uow.users``' (store/users.py).
 
 Who may do what comes from ``domain/policy.py`` (asked right where the user is loaded):
 a caller that may not *read* a user gets NOT_FOUND (``USER_NOT_FOUND``), one that may
@@ -44,8 +44,10 @@ from accounts_grpc.domain.errors import (
 from accounts_grpc.domain.listing import Page, parse_list_request
 from accounts_grpc.domain.masks import resolve_mask
 from accounts_grpc.domain.policy import Action
+from accounts_grpc.domain.ports import UnitOfWork, Visible
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.domain.validate import Validator, check_id, is_uuid
+from accounts_grpc.services import events
 from accounts_grpc.services.common import (
     ResolvedUser,
     account_target,
@@ -77,9 +79,7 @@ from accounts_grpc.services.user_fields import (
     unchanged_fields,
 )
 from accounts_grpc.services.writes import check_etag, conditional_update, create_once, fingerprint
-from accounts_grpc.store import audit
-from accounts_grpc.store import users as repo
-from accounts_grpc.store.db import UnitOfWork, new_etag, new_id, now_us
+from accounts_grpc.store.db import new_etag, new_id, now_us
 
 #: A user id no caller has: asks the policy about "some other user of this account".
 _SOMEONE_ELSE = "\x00someone-else"
@@ -95,8 +95,8 @@ class UsersService:
         """The caller's own user and account, as authentication read them on this call."""
         if p.user_row is not None and p.account_row is not None:
             return p.user_row, p.account_row
-        with self.deps.db.read() as conn:
-            user, account = repo.me(conn, p.user_id, p.account_id)
+        with self.deps.db.read() as uow:
+            user, account = uow.users.me(p.user_id, p.account_id)
         if user is None or account is None:
             raise Unauthenticated("the token's user no longer exists", reason="USER_DELETED")
         return user, account
@@ -113,15 +113,15 @@ class UsersService:
         secrets: list[str] = []
 
         def create(uow: UnitOfWork) -> dict[str, str]:
-            t = account_target(uow.conn, account_id)
+            t = account_target(uow.authority, account_id)
             policy.require(
                 p, Action.USER_MANAGE, replace(t, user_kind=kind), what="account", key=account_id
             )
             if t.account_closed:
                 raise FailedPrecondition("the account is closed", reason="ACCOUNT_CLOSED")
             stored_roles = check_grantable(p, roles, "user.roles")
-            taken_now = repo.taken_fields(
-                uow.conn, account_id, email=fields["email"], external_id=fields["external_id"]
+            taken_now = uow.users.taken_fields(
+                account_id, email=fields["email"], external_id=fields["external_id"]
             )
             if taken_now:
                 raise taken(taken_now[0], fields[taken_now[0]])
@@ -136,9 +136,8 @@ class UsersService:
                 secret_hash=secret_hash, now=now, etag=new_etag(),
             )
             # a concurrent create that won the e-mail or external id: as if taken above
-            repo.insert_user(uow.conn, values, lambda f: taken(f, values.get(f) or ""))
-            audit.record(
-                uow,
+            uow.users.insert(values, lambda f: taken(f, values.get(f) or ""))
+            uow.audit.record(
                 account_id=account_id,
                 actor_user_id=p.user_id,
                 action="user.create",
@@ -152,8 +151,8 @@ class UsersService:
             return {"user_id": uid}
 
         def load(uow: UnitOfWork, ids: Any) -> Any:
-            r = load_user(uow.conn, ids["user_id"])
-            authorize(uow.conn, p, Action.USER_READ, r, "id", ids["user_id"])
+            r = load_user(uow.authority, ids["user_id"])
+            authorize(uow.authority, p, Action.USER_READ, r, "id", ids["user_id"])
             return r.row
 
         row, created = create_once(self.deps.db, p, "CreateUser", request_id, fp, create, load,
@@ -185,26 +184,27 @@ class UsersService:
             check_id("id", id)
         if account_id and not is_uuid(account_id):
             check_id("account_id", account_id)
-        with self.deps.db.read() as conn:
+        with self.deps.db.read() as uow:
             if key == "id":
-                r = load_user(conn, id)
+                r = load_user(uow.authority, id)
                 if account_id and r.row.account_id != account_id:
                     raise not_found("user", "id", id)
             elif key == "email":
-                row = repo.user_by_email(conn, account_id or p.account_id, email)
+                row = uow.users.user_by_email(account_id or p.account_id, email)
                 if row is None:
                     raise not_found("user", "email", email)
                 r = ResolvedUser(row, user_target(row))
             else:
                 r = resolve_user_ref(
-                    conn, p, external_id=external_id, account_id=account_id, field="external_id"
+                    uow.authority, p, external_id=external_id, account_id=account_id,
+                    field="external_id",
                 )
-            authorize(conn, p, Action.USER_READ, r, key, value)
+            authorize(uow.authority, p, Action.USER_READ, r, key, value)
         return r.row
 
     # -- ListUsers ---------------------------------------------------------------------------
 
-    def _visible_users(self, p: Principal, t: policy.Target) -> repo.Visible | None:
+    def _visible_users(self, p: Principal, t: policy.Target) -> Visible | None:
         """The users of an account the caller may read: None means all of them."""
         kinds = tuple(
             k
@@ -221,7 +221,7 @@ class UsersService:
             raise PermissionDenied(
                 "the caller may not list this account's users", reason="PERMISSION_DENIED"
             )
-        return repo.Visible(kinds, p.user_id if itself else None)
+        return Visible(kinds, p.user_id if itself else None)
 
     def list_users(
         self,
@@ -238,26 +238,26 @@ class UsersService:
             check_id("account_id", account_id)
         if kind and kind not in KINDS:
             raise InvalidArgument.field("kind", KIND_CHOICES)
-        q = parse_list_request(
-            repo.USER_LIST,
-            secret=self.deps.page_secret,
-            page_size=page_size,
-            page_token=page_token,
-            filter=filter,
-            order_by=order_by,
-            scope={"account_id": account_id, "kind": kind, "caller": p.user_id},
-        )
-        with self.deps.db.read() as conn:
+        with self.deps.db.read() as uow:
+            q = parse_list_request(
+                uow.users.list_shape,
+                secret=self.deps.page_secret,
+                page_size=page_size,
+                page_token=page_token,
+                filter=filter,
+                order_by=order_by,
+                scope={"account_id": account_id, "kind": kind, "caller": p.user_id},
+            )
             if account_id == "-":
                 if not p.is_platform_reader:
                     raise PermissionDenied(
                         "only admin and admin-reader may list the users of all accounts",
                         reason="PERMISSION_DENIED",
                     )
-                return repo.list_users(conn, q, account_id=None, kind=kind)
-            t = account_target(conn, account_id)
+                return uow.users.list_page(q, account_id=None, kind=kind)
+            t = account_target(uow.authority, account_id)
             visible = self._visible_users(p, t)
-            return repo.list_users(conn, q, account_id=account_id, kind=kind, visible=visible)
+            return uow.users.list_page(q, account_id=account_id, kind=kind, visible=visible)
 
     # -- UpdateUser --------------------------------------------------------------------------
 
@@ -267,8 +267,8 @@ class UsersService:
         check_id("user.id", user_id)
 
         def tx(uow: UnitOfWork) -> Any:
-            r = load_user(uow.conn, user_id, field="user.id")
-            authorize(uow.conn, p, Action.USER_MANAGE, r, "id", user_id)
+            r = load_user(uow.authority, user_id, field="user.id")
+            authorize(uow.authority, p, Action.USER_MANAGE, r, "id", user_id)
             row = r.row
             paths = resolve_mask(
                 "user",
@@ -295,8 +295,7 @@ class UsersService:
             if "roles" in paths:
                 values["roles"] = check_grantable(p, u.roles, "user.roles")
             values.update(identity_values(fields, paths))
-            taken_now = repo.taken_fields(
-                uow.conn,
+            taken_now = uow.users.taken_fields(
                 row.account_id,
                 email=fields["email"] if "email" in paths else None,
                 external_id=fields["external_id"] if "external_id" in paths else None,
@@ -311,17 +310,18 @@ class UsersService:
                 fields["external_id"],
                 row.client_id or "",
             )
-            conditional_update(uow, repo.update_if_etag, row.id, row.etag, values, "user")
-            audit.record(
-                uow,
+            conditional_update(uow.users.update_if_etag, row.id, row.etag, values, "user")
+            uow.audit.record(
                 account_id=row.account_id,
                 actor_user_id=p.user_id,
                 action="user.update",
                 resource_type="User",
                 resource_id=row.id,
                 changed_fields=paths,
+                revocation=(events.revocation(events.ROLES_CHANGED, subjects=[row.id])
+                            if "roles" in paths else None),
             )
-            return load_user(uow.conn, row.id).row
+            return load_user(uow.authority, row.id).row
 
         return write(self.deps.db, tx)
 
@@ -331,23 +331,23 @@ class UsersService:
         check_id("id", user_id)
 
         def tx(uow: UnitOfWork) -> None:
-            r = load_user(uow.conn, user_id)
-            authorize(uow.conn, p, Action.USER_MANAGE, r, "id", user_id)
+            r = load_user(uow.authority, user_id)
+            authorize(uow.authority, p, Action.USER_MANAGE, r, "id", user_id)
             if r.row.id == p.user_id:
                 raise FailedPrecondition(
                     "a user cannot delete itself; ask another administrator",
                     reason="CANNOT_DELETE_SELF",
                 )
             check_etag(etag, r.row.etag, "user")
-            counts = repo.delete_user_cascade(uow.conn, r.row.id)
-            audit.record(
-                uow,
+            counts = uow.users.delete_cascade(r.row.id)
+            uow.audit.record(
                 account_id=r.row.account_id,
                 actor_user_id=p.user_id,
                 action="user.delete",
                 resource_type="User",
                 resource_id=r.row.id,
                 changed_fields=[k for k, n in counts.items() if n],
+                revocation=events.revocation(events.USER_DELETED, subjects=[r.row.id]),
             )
 
         write(self.deps.db, tx)
@@ -358,8 +358,8 @@ class UsersService:
         check_id("id", user_id)
 
         def tx(uow: UnitOfWork) -> RotatedSecret:
-            r = load_user(uow.conn, user_id)
-            authorize(uow.conn, p, Action.USER_MANAGE, r, "id", user_id)
+            r = load_user(uow.authority, user_id)
+            authorize(uow.authority, p, Action.USER_MANAGE, r, "id", user_id)
             row = r.row
             if row.kind != MACHINE or not row.client_id:
                 raise FailedPrecondition(
@@ -369,16 +369,16 @@ class UsersService:
                 )
             secret = new_client_secret()
             # the new generation revokes every JWT issued with the old secret (authenticate)
-            values = repo.secret_rotated(hash_secret(secret))
-            conditional_update(uow, repo.update_if_etag, row.id, row.etag, values, "user")
-            audit.record(
-                uow,
+            values = uow.users.secret_rotated(hash_secret(secret))
+            conditional_update(uow.users.update_if_etag, row.id, row.etag, values, "user")
+            uow.audit.record(
                 account_id=row.account_id,
                 actor_user_id=p.user_id,
                 action="user.rotate_secret",
                 resource_type="User",
                 resource_id=row.id,
                 changed_fields=["client_secret"],  # the audit log drops it: no secrets there
+                revocation=events.revocation(events.CREDENTIALS_ROTATED, subjects=[row.id]),
             )
             return RotatedSecret(row.client_id, secret)
 

@@ -15,14 +15,15 @@ most once a minute per process and database; any server may, since a DELETE of e
 rows is the same on every one).
 
 Conditional updates: a use case never holds a table. It passes its repository's
-``update_if_etag`` (store/accounts.py, users.py, groups.py, ...: ``UPDATE ... WHERE id =
-:id AND etag = :old``) to ``conditional_update``, which stamps ``update_time`` and a
-fresh etag and turns a lost race into ABORTED (ETAG_MISMATCH); a unique key lost inside
-``constraint_guard`` is the caller's error or ABORTED (CONCURRENT_CHANGE).
+``update_if_etag`` (``uow.accounts.update_if_etag``, ``uow.users`` ...: ``UPDATE ...
+WHERE id = :id AND etag = :old``) to ``conditional_update``, which stamps
+``update_time`` and a fresh etag and turns a lost race into ABORTED (ETAG_MISMATCH); a
+unique key lost inside ``constraint_guard`` is the caller's error or ABORTED
+(CONCURRENT_CHANGE).
 
-The rules are here; the statements are in store/idempotency.py (the keys), the
-repositories (each one's ``update_if_etag``) and store/conflicts.py (the etag-conditional
-UPDATE they share, savepoints, lost unique keys).
+The rules are here; the statements are ``uow.idempotency``'s (the keys), the
+repositories' (each one's ``update_if_etag``) and ``uow.conflicts``' (savepoints, lost
+unique keys).
 """
 
 from __future__ import annotations
@@ -35,19 +36,13 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from accounts_grpc.domain.errors import Aborted, AlreadyExists, DomainError, InvalidArgument
+from accounts_grpc.domain.ports import Database, UnitOfWork, UpdateIfEtag
 from accounts_grpc.domain.principal import Principal
-from accounts_grpc.store import conflicts, idempotency
-from accounts_grpc.store.db import Database, UnitOfWork, new_etag, new_id, now_us
-
-if TYPE_CHECKING:
-    from accounts_grpc.store.db import Connection
-
-    #: a repository's etag-conditional UPDATE: (conn, row id, old etag, values) ->
-    #: written (False: a concurrent writer changed the row first, or it is gone)
-    UpdateIfEtag = Callable[[Connection, str, str, Mapping[str, Any]], bool]
+from accounts_grpc.store import errors
+from accounts_grpc.store.db import new_etag, new_id, now_us
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -94,9 +89,9 @@ def create_once(
     for attempt in range(2):
         with db.write() as uow:
             if key is not None:
-                prior = idempotency.find(uow.conn, key)
+                prior = uow.idempotency.find(key)
                 if prior is not None and prior.create_time < now_us() - keep * _US:
-                    idempotency.forget(uow.conn, key)  # forgotten: this is a new request
+                    uow.idempotency.forget(key)  # forgotten: this is a new request
                     prior = None
                 if prior is not None:
                     if prior.fingerprint != request_fingerprint:
@@ -106,24 +101,24 @@ def create_once(
                             reason="REQUEST_ID_REUSED",
                         )
                     return load(uow, prior.result), False
-                if not idempotency.claim(
-                    uow.conn, key, method=method, fingerprint=request_fingerprint,
+                if not uow.idempotency.claim(
+                    key, method=method, fingerprint=request_fingerprint,
                     now=now_us(), raise_if_taken=attempt > 0,
                 ):
                     continue  # a concurrent call with the same id won: read its result
             # a unique key lost to a concurrent writer: the client's mistake to retry or
             # rename, never INTERNAL (repositories should map these themselves)
-            with conflicts.unique_violations_as(_already_exists):
+            with uow.conflicts.unique_violations_as(_already_exists):
                 ids = create(uow)
             if key is not None:
-                idempotency.record_result(uow.conn, key, ids)
+                uow.idempotency.record_result(key, ids)
             result = load(uow, ids)
             uow.commit()
         if key is not None:
             try:  # after the write lock is given back; best effort: the create is done
                 prune_request_ids(db, keep)
-            except conflicts.DatabaseError as e:
-                log.warning("could not delete expired request ids: %s", conflicts.describe(e))
+            except errors.DatabaseError as e:
+                log.warning("could not delete expired request ids: %s", errors.describe(e))
         return result, True
     raise AssertionError("unreachable")
 
@@ -141,7 +136,7 @@ def prune_request_ids(db: Database, keep: int, *, force: bool = False) -> int:
             return 0
         _last_prune[db] = now
     with db.write() as uow:
-        gone = idempotency.prune(uow.conn, older_than=now_us() - keep * _US, limit=_PRUNE_BATCH)
+        gone = uow.idempotency.prune(older_than=now_us() - keep * _US, limit=_PRUNE_BATCH)
         uow.commit()
     return gone
 
@@ -157,7 +152,6 @@ def check_etag(given: str, current: str, what: str = "resource") -> None:
 
 
 def conditional_update(
-    uow: UnitOfWork,
     update: UpdateIfEtag,
     row_id: str,
     old_etag: str,
@@ -172,7 +166,7 @@ def conditional_update(
     values = dict(values)
     values["update_time"] = now_us()
     values["etag"] = new_etag()
-    if not update(uow.conn, row_id, old_etag, values):
+    if not update(row_id, old_etag, values):
         raise Aborted(
             f"the {what} was changed concurrently; read it again and retry", reason="ETAG_MISMATCH"
         )
@@ -203,5 +197,5 @@ def constraint_guard(
             reason="CONCURRENT_CHANGE",
         )
 
-    with conflicts.savepoint(uow.conn, lost):
+    with uow.conflicts.savepoint(lost):
         yield

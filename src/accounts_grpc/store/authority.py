@@ -1,4 +1,5 @@
-"""What deciding on an account or a user reads: their scope, and a user's group roles.
+"""What deciding on an account or a user reads (``uow.authority``): their scope, and a
+user's group roles.
 
 The rules (NOT_FOUND, the policy, who outranks whom) live in services/common.py; here
 are the statements. Each is one indexed read, built once with bind parameters (these
@@ -13,9 +14,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from accounts_grpc.store.rows import Repository
 from accounts_grpc.store.tables import accounts, group_members, user_groups, users
 
-__all__ = ["account_scope", "group_roles", "user_by_external_id", "user_by_id"]
+__all__ = ["Authority"]
 
 _ACCOUNT_SCOPE: sa.Select[Any] = sa.select(
     accounts.c.id, accounts.c.consultancy_account_id, accounts.c.closed
@@ -38,25 +40,27 @@ _GROUP_ROLES = (
 )
 
 
-def account_scope(conn: sa.Connection, account_id: str) -> sa.Row[Any] | None:
-    """The account's ``id``, ``consultancy_account_id`` and ``closed``, or None."""
-    return conn.execute(_ACCOUNT_SCOPE, {"aid": account_id}).first()
+class Authority(Repository):
+    """The reads behind every decision on an account or a user (see the module
+    docstring)."""
 
+    __slots__ = ()
 
-def user_by_id(conn: sa.Connection, user_id: str) -> sa.Row[Any] | None:
-    """The user's row (all columns) with its account's scope, or None."""
-    return conn.execute(_USER_BY_ID, {"uid": user_id}).first()
+    def account_scope(self, account_id: str) -> sa.Row[Any] | None:
+        """The account's ``id``, ``consultancy_account_id`` and ``closed``, or None."""
+        return self.conn.execute(_ACCOUNT_SCOPE, {"aid": account_id}).first()
 
+    def user_by_id(self, user_id: str) -> sa.Row[Any] | None:
+        """The user's row (all columns) with its account's scope, or None."""
+        return self.conn.execute(_USER_BY_ID, {"uid": user_id}).first()
 
-def user_by_external_id(
-    conn: sa.Connection, account_id: str, external_id: str
-) -> sa.Row[Any] | None:
-    """The account's user with this ``external_id`` (all columns, with the account's
-    scope), or None."""
-    return conn.execute(_USER_BY_EXTERNAL_ID, {"aid": account_id, "xid": external_id}).first()
+    def user_by_external_id(self, account_id: str, external_id: str) -> sa.Row[Any] | None:
+        """The account's user with this ``external_id`` (all columns, with the account's
+        scope), or None."""
+        params = {"aid": account_id, "xid": external_id}
+        return self.conn.execute(_USER_BY_EXTERNAL_ID, params).first()
 
-
-def group_roles(conn: sa.Connection, user_id: str) -> list[Any]:
-    """The ``roles`` of every group ``user_id`` is a member of, one list (or None) per
-    group."""
-    return [r[0] for r in conn.execute(_GROUP_ROLES, {"uid": user_id})]
+    def group_roles(self, user_id: str) -> list[Any]:
+        """The ``roles`` of every group ``user_id`` is a member of, one list (or None) per
+        group."""
+        return [r[0] for r in self.conn.execute(_GROUP_ROLES, {"uid": user_id})]

@@ -1,13 +1,13 @@
-"""Repository for device permissions (a user may see a device; ``charging``: and charge
-it), read with the device they name.
+"""Repository for device permissions (``uow.device_permissions``; a user may see a
+device; ``charging``: and charge it), read with the device they name.
 
 No rules here (who may grant or take which permission, what a missing device is:
 services/device_permissions.py and services/charging.py), only the statements:
 
-- ``permissions_of``: a user's permissions for some devices, by device pk, each with
-  its device (``PERMISSION_WITH_DEVICE``: device columns prefixed ``d_``).
-- ``insert_permissions``, ``delete_permissions``; a permission's ``charging`` changes
-  through ``update_if_etag`` (its etag-conditional UPDATE).
+- ``of_user``: a user's permissions for some devices, by device pk, each with its
+  device (``PERMISSION_WITH_DEVICE``: device columns prefixed ``d_``).
+- ``insert``, ``delete``; a permission's ``charging`` changes through
+  ``update_if_etag`` (its etag-conditional UPDATE).
 - ``list_for_user``: one page of ``PERMISSION_LIST``, searched in the devices' names
   and ids.
 
@@ -24,17 +24,10 @@ import sqlalchemy as sa
 from accounts_grpc.domain.listing import ListQuery, Page
 from accounts_grpc.store import conflicts
 from accounts_grpc.store.listing import ListSpec, run_list
+from accounts_grpc.store.rows import Repository
 from accounts_grpc.store.tables import device_permissions, devices
 
-__all__ = [
-    "PERMISSION_LIST",
-    "PERMISSION_WITH_DEVICE",
-    "delete_permissions",
-    "insert_permissions",
-    "list_for_user",
-    "permissions_of",
-    "update_if_etag",
-]
+__all__ = ["PERMISSION_LIST", "PERMISSION_WITH_DEVICE", "DevicePermissions"]
 
 dp = device_permissions
 
@@ -82,39 +75,42 @@ PERMISSION_LIST = ListSpec(
 )
 
 
-def permissions_of(
-    conn: sa.Connection, user_id: str, device_pks: Sequence[str]
-) -> dict[str, sa.Row[Any]]:
-    """The user's permissions for these devices (with their devices), by device pk."""
-    if not device_pks:
-        return {}
-    rows = conn.execute(_OF_USER, {"uid": user_id, "pks": list(device_pks)})
-    return {r.device_pk: r for r in rows}  # type: ignore[misc]
+class DevicePermissions(Repository):
+    """Which users may see, and charge, which devices (see the module docstring)."""
 
+    __slots__ = ()
 
-def insert_permissions(conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert these permission rows (every column), if any."""
-    if rows:
-        conn.execute(_INSERT, [dict(r) for r in rows])
+    #: what ListDevicePermissions may be ordered by and searched in
+    list_shape = PERMISSION_LIST
 
+    def of_user(self, user_id: str, device_pks: Sequence[str]) -> dict[str, Any]:
+        """The user's permissions for these devices (with their devices), by device pk."""
+        if not device_pks:
+            return {}
+        rows = self.conn.execute(_OF_USER, {"uid": user_id, "pks": list(device_pks)})
+        return {r.device_pk: r for r in rows}
 
-def delete_permissions(conn: sa.Connection, user_id: str, device_pks: Sequence[str]) -> None:
-    """Delete the user's permissions for these devices, if any."""
-    if device_pks:
-        conn.execute(_DELETE, {"uid": user_id, "pks": list(device_pks)})
+    def insert(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert these permission rows (every column), if any."""
+        if rows:
+            self.conn.execute(_INSERT, [dict(r) for r in rows])
 
+    def delete(self, user_id: str, device_pks: Sequence[str]) -> None:
+        """Delete the user's permissions for these devices, if any."""
+        if device_pks:
+            self.conn.execute(_DELETE, {"uid": user_id, "pks": list(device_pks)})
 
-def update_if_etag(
-    conn: sa.Connection, permission_id: str, old_etag: str, values: Mapping[str, Any]
-) -> bool:
-    """Write ``values`` to the permission ``permission_id`` if its etag is still ``old_etag``;
-    False (nothing written) if a concurrent writer changed it first, or it is gone
-    (store/conflicts.update_if_etag, run by services/writes.conditional_update)."""
-    return conflicts.update_if_etag(conn, dp, permission_id, old_etag, values)
+    def update_if_etag(
+        self, permission_id: str, old_etag: str, values: Mapping[str, Any]
+    ) -> bool:
+        """Write ``values`` to the permission ``permission_id`` if its etag is still
+        ``old_etag``; False (nothing written) if a concurrent writer changed it first, or
+        it is gone (store/conflicts.update_if_etag, run by
+        services/writes.conditional_update)."""
+        return conflicts.update_if_etag(self.conn, dp, permission_id, old_etag, values)
 
-
-def list_for_user(conn: sa.Connection, user_id: str, query: ListQuery) -> Page:
-    """One page (``query``, parsed against ``PERMISSION_LIST``) of the user's
-    permissions, each with its device."""
-    base = PERMISSION_WITH_DEVICE.where(dp.c.user_id == user_id)
-    return run_list(conn, PERMISSION_LIST, query, base)
+    def list_for_user(self, user_id: str, query: ListQuery) -> Page:
+        """One page (``query``, parsed against ``PERMISSION_LIST``) of the user's
+        permissions, each with its device."""
+        base = PERMISSION_WITH_DEVICE.where(dp.c.user_id == user_id)
+        return run_list(self.conn, PERMISSION_LIST, query, base)

@@ -10,8 +10,9 @@ does). Most specific first, as an ``except`` chain must test them:
 
 And for a use case that runs its whole transaction again when a concurrent writer spoiled
 it: ``ConstraintViolation``, what a statement or the commit raises when it would break a
-constraint (unique key, foreign key, NOT NULL, CHECK). store/conflicts.py maps unique-key
-violations to the caller's error instead (``unique_violations_as``, ``savepoint``).
+constraint (unique key, foreign key, NOT NULL, CHECK); ``is_unique_violation`` tells a
+unique key's. store/conflicts.py maps unique-key violations to the caller's error instead
+(``unique_violations_as``, ``savepoint``).
 
 ``describe(e)`` is the one way to put any of them in a log line: class, SQLSTATE and
 statement, never the message or the parameters (a server's DETAIL names key values:
@@ -22,10 +23,8 @@ from __future__ import annotations
 
 from sqlalchemy import exc as _exc
 
-from accounts_grpc.store.db import db_error
-
 __all__ = ["ConstraintViolation", "DatabaseError", "DatabaseUnavailable", "PoolExhausted",
-           "ValueRefused", "describe"]
+           "ValueRefused", "db_error", "describe", "is_unique_violation"]
 
 ValueRefused = _exc.DataError
 PoolExhausted = _exc.TimeoutError
@@ -37,3 +36,21 @@ ConstraintViolation = _exc.IntegrityError
 def describe(e: BaseException) -> str:
     """``e`` for a log line (see the module docstring)."""
     return db_error(e) if isinstance(e, _exc.DBAPIError) else type(e).__name__
+
+
+def db_error(e: _exc.DBAPIError) -> str:
+    """A database error for the log: its class, SQLSTATE and statement, never its
+    message (a server's DETAIL names key values: emails, token hashes) nor its
+    parameters."""
+    orig = e.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "sqlite_errorname", None)
+    statement = " ".join((e.statement or "").split())[:300]
+    return f"{type(orig).__name__} ({sqlstate or 'no SQLSTATE'}) in: {statement}"
+
+
+def is_unique_violation(e: _exc.IntegrityError) -> bool:
+    """True if ``e`` is a unique-key violation (not a foreign key, NOT NULL or CHECK)."""
+    state = getattr(e.orig, "sqlstate", None)  # psycopg 3
+    if state:
+        return bool(state == "23505")
+    return "UNIQUE constraint failed" in str(e.orig)  # sqlite3

@@ -1,7 +1,7 @@
-"""Repository for user groups: rows with their account's scope, their members and the
-partitions they reach, and their lists.
+"""Repository for user groups (``uow.groups``): rows with their account's scope, their
+members and the partitions they reach, and their lists.
 
-SQLAlchemy Core on the connection the caller passes; no rules here (who may read or
+SQLAlchemy Core on the connection of the unit of work; no rules here (who may read or
 change a group, who may grant which role, audit: services/groups.py and
 services/memberships.py), only the statements:
 
@@ -10,7 +10,7 @@ services/memberships.py), only the statements:
   ``members_of`` and ``partitions_of`` (what a group's view shows), ``set_partitions``,
   ``add_members``, ``remove_members``;
   ``partitions_in_account`` and ``users_in_account`` (which ids a group may name).
-- ``groups_reaching`` a partition; ``MEMBER_GROUP_IDS`` and ``REACHABLE_PARTITION_IDS``,
+- ``reaching`` a partition; ``MEMBER_GROUP_IDS`` and ``REACHABLE_PARTITION_IDS``,
   subqueries (bind parameter ``uid``) of a user's groups and of the partitions they
   reach, which scope the lists of a member that is not a reader of its account.
 - ``GROUPS_LIST`` with ``list_in_account`` (ListUserGroups), ``MY_GROUPS_LIST`` with
@@ -29,8 +29,8 @@ import sqlalchemy as sa
 
 from accounts_grpc.domain.listing import ListQuery, Page
 from accounts_grpc.store import conflicts
-from accounts_grpc.store.db import new_etag, now_us
 from accounts_grpc.store.listing import ListSpec, run_list
+from accounts_grpc.store.rows import Repository, new_etag, now_us
 from accounts_grpc.store.tables import (
     accounts,
     group_members,
@@ -46,22 +46,7 @@ __all__ = [
     "MEMBER_GROUP_IDS",
     "MY_GROUPS_LIST",
     "REACHABLE_PARTITION_IDS",
-    "add_members",
-    "delete",
-    "groups_reaching",
-    "insert",
-    "list_in_account",
-    "list_of_member",
-    "load",
-    "members_of",
-    "name_taken",
-    "partitions_in_account",
-    "partitions_of",
-    "remove_members",
-    "set_partitions",
-    "touch",
-    "update_if_etag",
-    "users_in_account",
+    "Groups",
 ]
 
 #: a group with what the policy needs to know about its account
@@ -156,149 +141,143 @@ MY_GROUPS_LIST = ListSpec(
 _OF_MEMBER = sa.select(user_groups).where(user_groups.c.id.in_(MEMBER_GROUP_IDS))
 
 
-def load(conn: sa.Connection, group_id: str, *, for_update: bool = False) -> Any | None:
-    """The group row joined with its account's scope, or None.
+class Groups(Repository):
+    """User groups, their memberships and the partitions they reach (see the module
+    docstring)."""
 
-    ``for_update`` locks the group row (PostgreSQL; SQLite writers hold the database
-    lock anyway) so that membership changes of one group are serialized.
-    """
-    return conn.execute(_BY_ID_LOCKED if for_update else _BY_ID, {"gid": group_id}).first()
+    __slots__ = ()
 
+    #: ListUserGroups' and ListMyUserGroups' shapes
+    list_shape = GROUPS_LIST
+    mine_list_shape = MY_GROUPS_LIST
 
-def name_taken(conn: sa.Connection, account_id: str, name: str, *, other_than: str = "") -> bool:
-    """Whether a group of the account (other than ``other_than``) is named ``name``."""
-    if other_than:
-        params = {"aid": account_id, "gname": name, "other": other_than}
-        return conn.execute(_NAME_TAKEN_BY_OTHER, params).first() is not None
-    return conn.execute(_NAME_TAKEN, {"aid": account_id, "gname": name}).first() is not None
+    def load(self, group_id: str, *, for_update: bool = False) -> Any | None:
+        """The group row joined with its account's scope, or None.
 
+        ``for_update`` locks the group row (PostgreSQL; SQLite writers hold the database
+        lock anyway) so that membership changes of one group are serialized.
+        """
+        stmt = _BY_ID_LOCKED if for_update else _BY_ID
+        return self.conn.execute(stmt, {"gid": group_id}).first()
 
-def members_of(conn: sa.Connection, group_ids: Collection[str]) -> dict[str, list[str]]:
-    """group id → member user ids, in the order they joined (ties by id)."""
-    out: dict[str, list[str]] = {g: [] for g in group_ids}
-    if not group_ids:
+    def name_taken(self, account_id: str, name: str, *, other_than: str = "") -> bool:
+        """Whether a group of the account (other than ``other_than``) is named ``name``."""
+        if other_than:
+            params = {"aid": account_id, "gname": name, "other": other_than}
+            return self.conn.execute(_NAME_TAKEN_BY_OTHER, params).first() is not None
+        params = {"aid": account_id, "gname": name}
+        return self.conn.execute(_NAME_TAKEN, params).first() is not None
+
+    def members_of(self, group_ids: Collection[str]) -> dict[str, list[str]]:
+        """group id → member user ids, in the order they joined (ties by id)."""
+        return self._by_group(_MEMBERS_OF, group_ids)
+
+    def partitions_of(self, group_ids: Collection[str]) -> dict[str, list[str]]:
+        """group id → ids of the partitions it reaches, sorted."""
+        return self._by_group(_PARTITIONS_OF, group_ids)
+
+    def _by_group(self, stmt: sa.Select[Any], group_ids: Collection[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {g: [] for g in group_ids}
+        if group_ids:
+            for gid, value in self.conn.execute(stmt, {"ids": list(group_ids)}):
+                out[gid].append(value)
         return out
-    for r in conn.execute(_MEMBERS_OF, {"ids": list(group_ids)}):
-        out[r.group_id].append(r.user_id)
-    return out
 
+    def partitions_in_account(self, account_id: str, partition_ids: Iterable[str]) -> set[str]:
+        """Which of ``partition_ids`` are partitions of ``account_id``."""
+        return self._in_account(_PARTITIONS_IN_ACCOUNT, account_id, partition_ids)
 
-def partitions_of(conn: sa.Connection, group_ids: Collection[str]) -> dict[str, list[str]]:
-    """group id → ids of the partitions it reaches, sorted."""
-    out: dict[str, list[str]] = {g: [] for g in group_ids}
-    if not group_ids:
-        return out
-    for r in conn.execute(_PARTITIONS_OF, {"ids": list(group_ids)}):
-        out[r.group_id].append(r.partition_id)
-    return out
+    def users_in_account(self, account_id: str, user_ids: Iterable[str]) -> set[str]:
+        """Which of ``user_ids`` are users of ``account_id``."""
+        return self._in_account(_USERS_IN_ACCOUNT, account_id, user_ids)
 
+    def _in_account(self, stmt: sa.Select[Any], account_id: str, ids: Iterable[str]) -> set[str]:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return set()
+        return {r.id for r in self.conn.execute(stmt, {"aid": account_id, "ids": wanted})}
 
-def partitions_in_account(
-    conn: sa.Connection, account_id: str, partition_ids: Iterable[str]
-) -> set[str]:
-    """Which of ``partition_ids`` are partitions of ``account_id``."""
-    ids = list(dict.fromkeys(partition_ids))
-    if not ids:
-        return set()
-    return {r.id for r in conn.execute(_PARTITIONS_IN_ACCOUNT, {"aid": account_id, "ids": ids})}
+    def insert(self, values: Mapping[str, Any]) -> None:
+        self.conn.execute(user_groups.insert().values(**values))
 
+    def update_if_etag(self, group_id: str, old_etag: str, values: Mapping[str, Any]) -> bool:
+        """Write ``values`` to the group ``group_id`` if its etag is still ``old_etag``;
+        False (nothing written) if a concurrent writer changed it first, or it is gone
+        (store/conflicts.update_if_etag, run by services/writes.conditional_update)."""
+        return conflicts.update_if_etag(self.conn, user_groups, group_id, old_etag, values)
 
-def users_in_account(conn: sa.Connection, account_id: str, user_ids: Iterable[str]) -> set[str]:
-    """Which of ``user_ids`` are users of ``account_id``."""
-    ids = list(dict.fromkeys(user_ids))
-    if not ids:
-        return set()
-    return {r.id for r in conn.execute(_USERS_IN_ACCOUNT, {"aid": account_id, "ids": ids})}
+    def touch(self, group_id: str, *, now: int) -> None:
+        """A new ``update_time`` (``now``) and a fresh etag, nothing else changed (the
+        group's partitions changed under it: a partition was deleted)."""
+        self.conn.execute(_TOUCH, {"gid": group_id, "now": now, "new_etag": new_etag()})
 
-
-def insert(conn: sa.Connection, values: dict[str, Any]) -> None:
-    conn.execute(user_groups.insert().values(**values))
-
-
-def update_if_etag(
-    conn: sa.Connection, group_id: str, old_etag: str, values: Mapping[str, Any]
-) -> bool:
-    """Write ``values`` to the group ``group_id`` if its etag is still ``old_etag``;
-    False (nothing written) if a concurrent writer changed it first, or it is gone
-    (store/conflicts.update_if_etag, run by services/writes.conditional_update)."""
-    return conflicts.update_if_etag(conn, user_groups, group_id, old_etag, values)
-
-
-def touch(conn: sa.Connection, group_id: str, *, now: int) -> None:
-    """A new ``update_time`` (``now``) and a fresh etag, nothing else changed (the
-    group's partitions changed under it: a partition was deleted)."""
-    conn.execute(_TOUCH, {"gid": group_id, "now": now, "new_etag": new_etag()})
-
-
-def set_partitions(conn: sa.Connection, group_id: str, partition_ids: Sequence[str]) -> None:
-    """Replace the group's partitions with ``partition_ids``."""
-    conn.execute(group_partitions.delete().where(group_partitions.c.group_id == group_id))
-    if partition_ids:
-        conn.execute(
-            group_partitions.insert(),
-            [{"group_id": group_id, "partition_id": pid} for pid in partition_ids],
+    def set_partitions(self, group_id: str, partition_ids: Sequence[str]) -> None:
+        """Replace the group's partitions with ``partition_ids``."""
+        self.conn.execute(
+            group_partitions.delete().where(group_partitions.c.group_id == group_id)
         )
-
-
-def _members_among(conn: sa.Connection, group_id: str, user_ids: Sequence[str]) -> set[str]:
-    params = {"gid": group_id, "ids": list(user_ids)}
-    return {r.user_id for r in conn.execute(_MEMBERS_AMONG, params)}
-
-
-def add_members(conn: sa.Connection, group_id: str, user_ids: Sequence[str]) -> list[str]:
-    """Add the users that are not members yet; returns those added."""
-    if not user_ids:
-        return []
-    present = _members_among(conn, group_id, user_ids)
-    new = [u for u in user_ids if u not in present]
-    if new:
-        now = now_us()
-        conn.execute(
-            group_members.insert(),
-            [{"group_id": group_id, "user_id": u, "create_time": now} for u in new],
-        )
-    return new
-
-
-def remove_members(conn: sa.Connection, group_id: str, user_ids: Sequence[str]) -> list[str]:
-    """Remove the users that are members; returns those removed."""
-    if not user_ids:
-        return []
-    present = _members_among(conn, group_id, user_ids)
-    if present:
-        conn.execute(
-            group_members.delete().where(
-                group_members.c.group_id == group_id, group_members.c.user_id.in_(list(present))
+        if partition_ids:
+            self.conn.execute(
+                group_partitions.insert(),
+                [{"group_id": group_id, "partition_id": pid} for pid in partition_ids],
             )
+
+    def _members_among(self, group_id: str, user_ids: Sequence[str]) -> set[str]:
+        params = {"gid": group_id, "ids": list(user_ids)}
+        return {r.user_id for r in self.conn.execute(_MEMBERS_AMONG, params)}
+
+    def add_members(self, group_id: str, user_ids: Sequence[str]) -> list[str]:
+        """Add the users that are not members yet; returns those added."""
+        if not user_ids:
+            return []
+        present = self._members_among(group_id, user_ids)
+        new = [u for u in user_ids if u not in present]
+        if new:
+            now = now_us()
+            self.conn.execute(
+                group_members.insert(),
+                [{"group_id": group_id, "user_id": u, "create_time": now} for u in new],
+            )
+        return new
+
+    def remove_members(self, group_id: str, user_ids: Sequence[str]) -> list[str]:
+        """Remove the users that are members; returns those removed."""
+        if not user_ids:
+            return []
+        present = self._members_among(group_id, user_ids)
+        if present:
+            self.conn.execute(
+                group_members.delete().where(
+                    group_members.c.group_id == group_id,
+                    group_members.c.user_id.in_(list(present)),
+                )
+            )
+        return [u for u in user_ids if u in present]
+
+    def delete(self, group_id: str) -> None:
+        """The group and its memberships and partition links."""
+        self.conn.execute(group_members.delete().where(group_members.c.group_id == group_id))
+        self.conn.execute(
+            group_partitions.delete().where(group_partitions.c.group_id == group_id)
         )
-    return [u for u in user_ids if u in present]
+        self.conn.execute(user_groups.delete().where(user_groups.c.id == group_id))
 
+    def reaching(self, partition_id: str) -> list[Any]:
+        """(id, account_id) of the groups that reach a partition, by id."""
+        return list(self.conn.execute(_REACHING, {"pid": partition_id}))
 
-def delete(conn: sa.Connection, group_id: str) -> None:
-    """The group and its memberships and partition links."""
-    conn.execute(group_members.delete().where(group_members.c.group_id == group_id))
-    conn.execute(group_partitions.delete().where(group_partitions.c.group_id == group_id))
-    conn.execute(user_groups.delete().where(user_groups.c.id == group_id))
+    def list_in_account(
+        self, account_id: str, query: ListQuery, *, member: str | None = None
+    ) -> Page:
+        """One page (``query``, parsed against ``GROUPS_LIST``) of the account's groups;
+        with ``member`` (a user id) only the groups that user is in."""
+        if member is None:
+            return run_list(self.conn, GROUPS_LIST, query, _IN_ACCOUNT,
+                            params={"aid": account_id})
+        return run_list(self.conn, GROUPS_LIST, query, _IN_ACCOUNT_OF_MEMBER,
+                        params={"aid": account_id, "uid": member})
 
-
-def groups_reaching(conn: sa.Connection, partition_id: str) -> list[Any]:
-    """(id, account_id) of the groups that reach a partition, by id."""
-    return list(conn.execute(_REACHING, {"pid": partition_id}))
-
-
-def list_in_account(
-    conn: sa.Connection, account_id: str, query: ListQuery, *, member: str | None = None
-) -> Page:
-    """One page (``query``, parsed against ``GROUPS_LIST``) of the account's groups;
-    with ``member`` (a user id) only the groups that user is in."""
-    if member is None:
-        return run_list(conn, GROUPS_LIST, query, _IN_ACCOUNT, params={"aid": account_id})
-    return run_list(
-        conn, GROUPS_LIST, query, _IN_ACCOUNT_OF_MEMBER, params={"aid": account_id, "uid": member}
-    )
-
-
-def list_of_member(conn: sa.Connection, user_id: str, query: ListQuery) -> Page:
-    """One page (``query``, parsed against ``MY_GROUPS_LIST``) of the groups ``user_id``
-    is a member of, in any account."""
-    return run_list(conn, MY_GROUPS_LIST, query, _OF_MEMBER, params={"uid": user_id})
+    def list_of_member(self, user_id: str, query: ListQuery) -> Page:
+        """One page (``query``, parsed against ``MY_GROUPS_LIST``) of the groups
+        ``user_id`` is a member of, in any account."""
+        return run_list(self.conn, MY_GROUPS_LIST, query, _OF_MEMBER, params={"uid": user_id})

@@ -1,7 +1,8 @@
-"""The request_id keys of idempotent creates (table ``idempotency_keys``) in the store.
+"""The request_id keys of idempotent creates (table ``idempotency_keys``) in the store:
+``uow.idempotency``.
 
 The rule (what a key is, how long it is remembered, what a retry gets) lives in
-services/writes.py; here are the statements, each on the caller's connection:
+services/writes.py; here are the statements, each in the unit of work's transaction:
 
 - ``find`` reads a key; ``forget`` deletes one (an expired key, before a new request
   takes its place).
@@ -23,9 +24,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from accounts_grpc.store.rows import Repository
 from accounts_grpc.store.tables import idempotency_keys
 
-__all__ = ["StoredKey", "claim", "find", "forget", "prune", "record_result"]
+__all__ = ["IdempotencyKeys", "StoredKey"]
 
 _t = idempotency_keys
 
@@ -51,62 +53,63 @@ class StoredKey:
     create_time: int
 
 
-def find(conn: sa.Connection, key: str) -> StoredKey | None:
-    """The key's row, or None (an expired row too: the caller judges its age)."""
-    row = conn.execute(_FIND, {"k": key}).first()
-    if row is None:
-        return None
-    return StoredKey(row.fingerprint, row.result, row.create_time)
+class IdempotencyKeys(Repository):
+    """The request_id keys (see the module docstring)."""
 
+    __slots__ = ()
 
-def forget(conn: sa.Connection, key: str) -> None:
-    """Delete the key (it has expired: a new request takes it)."""
-    conn.execute(_FORGET, {"k": key})
+    def find(self, key: str) -> StoredKey | None:
+        """The key's row, or None (an expired row too: the caller judges its age)."""
+        row = self.conn.execute(_FIND, {"k": key}).first()
+        if row is None:
+            return None
+        return StoredKey(row.fingerprint, row.result, row.create_time)
 
+    def forget(self, key: str) -> None:
+        """Delete the key (it has expired: a new request takes it)."""
+        self.conn.execute(_FORGET, {"k": key})
 
-def claim(
-    conn: sa.Connection,
-    key: str,
-    *,
-    method: str,
-    fingerprint: str,
-    now: int,
-    raise_if_taken: bool = False,
-) -> bool:
-    """Insert the key with an empty result, in a savepoint; True if this call has it.
+    def claim(
+        self,
+        key: str,
+        *,
+        method: str,
+        fingerprint: str,
+        now: int,
+        raise_if_taken: bool = False,
+    ) -> bool:
+        """Insert the key with an empty result, in a savepoint; True if this call has it.
 
-    False if a concurrent call with the same key committed it first (its transaction
-    is over, so reading the key again finds its result). With ``raise_if_taken`` that
-    ``IntegrityError`` propagates instead: a caller that has read again once already
-    gives up rather than loop.
-    """
-    try:
-        with conn.begin_nested():
-            conn.execute(
-                _CLAIM,
-                {"key": key, "method": method, "fingerprint": fingerprint, "result": {},
-                 "create_time": now},
-            )
-    except IntegrityError:
-        if raise_if_taken:
-            raise
-        return False
-    return True
+        False if a concurrent call with the same key committed it first (its transaction
+        is over, so reading the key again finds its result). With ``raise_if_taken`` that
+        ``IntegrityError`` propagates instead: a caller that has read again once already
+        gives up rather than loop.
+        """
+        try:
+            with self.conn.begin_nested():
+                self.conn.execute(
+                    _CLAIM,
+                    {"key": key, "method": method, "fingerprint": fingerprint, "result": {},
+                     "create_time": now},
+                )
+        except IntegrityError:
+            if raise_if_taken:
+                raise
+            return False
+        return True
 
+    def record_result(self, key: str, result: Mapping[str, Any]) -> None:
+        """Store the ids the create returned (what a retry will load)."""
+        self.conn.execute(_RECORD, {"k": key, "r": dict(result)})
 
-def record_result(conn: sa.Connection, key: str, result: Mapping[str, Any]) -> None:
-    """Store the ids the create returned (what a retry will load)."""
-    conn.execute(_RECORD, {"k": key, "r": dict(result)})
-
-
-def prune(conn: sa.Connection, *, older_than: int, limit: int) -> int:
-    """Delete up to ``limit`` keys created before ``older_than`` (microseconds), oldest
-    first; returns how many went."""
-    expired = (
-        sa.select(_t.c.key)
-        .where(_t.c.create_time < older_than)
-        .order_by(_t.c.create_time)
-        .limit(limit)
-    )
-    gone = conn.execute(_t.delete().where(_t.c.key.in_(expired))).rowcount
-    return int(gone or 0)
+    def prune(self, *, older_than: int, limit: int) -> int:
+        """Delete up to ``limit`` keys created before ``older_than`` (microseconds), oldest
+        first; returns how many went."""
+        expired = (
+            sa.select(_t.c.key)
+            .where(_t.c.create_time < older_than)
+            .order_by(_t.c.create_time)
+            .limit(limit)
+        )
+        gone = self.conn.execute(_t.delete().where(_t.c.key.in_(expired))).rowcount
+        return int(gone or 0)

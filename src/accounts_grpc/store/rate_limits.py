@@ -1,4 +1,4 @@
-"""The failed-attempt counters (table ``rate_limits``) in the store.
+"""The failed-attempt counters (table ``rate_limits``) in the store: ``uow.rate_limits``.
 
 The policy (which counters an attempt has, and their limits) lives in
 services/ratelimit.py; here is the SQL, three statements:
@@ -22,44 +22,58 @@ from collections.abc import Collection, Mapping
 
 import sqlalchemy as sa
 
+from accounts_grpc.store.rows import Repository
 from accounts_grpc.store.tables import rate_limits
 
-__all__ = ["Attempt", "blocked_until", "prune", "reserve"]
+__all__ = ["RateLimits"]
 
 
-class Attempt:
-    """A reserved attempt: check the secret on ``conn``; ``succeeded()`` if it matched."""
+class RateLimits(Repository):
+    """The failed-attempt counters (see the module docstring)."""
 
-    __slots__ = ("conn", "ok")
+    __slots__ = ()
 
-    def __init__(self, conn: sa.Connection) -> None:
-        self.conn = conn
-        self.ok = False
+    def reserve(
+        self, limits: Mapping[str, int], *, now: int, window_us: int, block_us: int
+    ) -> set[str]:
+        """Count a failure on each counter ``key`` of ``limits`` (its limit, at least 1)
+        that is not blocked at ``now``; returns the keys that are blocked (counted
+        nothing). A counter that reaches its limit is blocked until ``now + block_us``; a
+        counter whose window (``window_us``) or block has passed starts afresh at 1. Meant
+        for a write transaction that commits it if the attempt fails and rolls it back
+        otherwise."""
+        if not limits:
+            return set()
+        keys = sorted(limits)  # one lock order everywhere (PostgreSQL)
+        params: dict[str, object] = {
+            "now": now, "stale": now - window_us, "until": now + block_us,
+        }
+        for i, k in enumerate(keys):
+            params[f"k{i}"] = params[f"c{i}"] = k
+            params[f"l{i}"] = limits[k]
+            params[f"b{i}"] = now + block_us if limits[k] <= 1 else None
+        counted = set(self.conn.execute(_reserve_statement(len(keys)), params).scalars())
+        return set(keys) - counted
 
-    def succeeded(self) -> None:
-        self.ok = True
+    def blocked_until(self, keys: Collection[str]) -> int | None:
+        """The time the last of ``keys`` stops being blocked (None: none is blocked)."""
+        until: int | None = self.conn.execute(
+            sa.select(sa.func.max(rate_limits.c.blocked_until)).where(
+                rate_limits.c.key.in_(sorted(keys))
+            )
+        ).scalar()
+        return until
 
-
-def reserve(
-    conn: sa.Connection, limits: Mapping[str, int], *, now: int, window_us: int, block_us: int
-) -> set[str]:
-    """Count a failure on each counter ``key`` of ``limits`` (its limit, at least 1) that
-    is not blocked at ``now``; returns the keys that are blocked (counted nothing). A
-    counter that reaches its limit is blocked until ``now + block_us``; a counter whose
-    window (``window_us``) or block has passed starts afresh at 1. Meant for a write
-    transaction that commits it if the attempt fails and rolls it back otherwise."""
-    if not limits:
-        return set()
-    keys = sorted(limits)  # one lock order everywhere (PostgreSQL)
-    params: dict[str, object] = {
-        "now": now, "stale": now - window_us, "until": now + block_us,
-    }
-    for i, k in enumerate(keys):
-        params[f"k{i}"] = params[f"c{i}"] = k
-        params[f"l{i}"] = limits[k]
-        params[f"b{i}"] = now + block_us if limits[k] <= 1 else None
-    counted = set(conn.execute(_reserve_statement(len(keys)), params).scalars())
-    return set(keys) - counted
+    def prune(self, *, now: int, window_us: int) -> None:
+        """Delete the counters that would start afresh anyway: window and block both
+        over."""
+        t = rate_limits
+        self.conn.execute(
+            t.delete().where(
+                t.c.window_start < now - window_us,
+                sa.or_(t.c.blocked_until.is_(None), t.c.blocked_until < now),
+            )
+        )
 
 
 @functools.cache
@@ -87,25 +101,4 @@ def _reserve_statement(n: int) -> sa.TextClause:
         # a counter blocked now is left as it is, and returns no row: refused
         "WHERE rate_limits.blocked_until IS NULL OR rate_limits.blocked_until <= :now "
         "RETURNING key"
-    )
-
-
-def blocked_until(conn: sa.Connection, keys: Collection[str]) -> int | None:
-    """The time the last of ``keys`` stops being blocked (None: none is blocked)."""
-    until: int | None = conn.execute(
-        sa.select(sa.func.max(rate_limits.c.blocked_until)).where(
-            rate_limits.c.key.in_(sorted(keys))
-        )
-    ).scalar()
-    return until
-
-
-def prune(conn: sa.Connection, *, now: int, window_us: int) -> None:
-    """Delete the counters that would start afresh anyway: window and block both over."""
-    t = rate_limits
-    conn.execute(
-        t.delete().where(
-            t.c.window_start < now - window_us,
-            sa.or_(t.c.blocked_until.is_(None), t.c.blocked_until < now),
-        )
     )

@@ -1,4 +1,4 @@
-"""The signing keys (table ``signing_keys``) in the store.
+"""The signing keys (table ``signing_keys``) in the store: ``uow.signing_keys``.
 
 The rules (phases, the publish lead, lifetimes, caching, encryption) live in
 auth/keys.py; here is the SQL. Times are microseconds since the epoch; the caller
@@ -6,24 +6,21 @@ passes ``now``, and the expiry margin (``margin_seconds``), which are its to dec
 
 A retired key leaves the JWKS at ``retire_time + max_token_lifetime +
 max_cache_seconds + margin_seconds``: computed in SQL, from the row's own values, by
-whichever statement comes later, ``retire_current`` (a rotation) or ``record_use``
+whichever statement comes later, ``retire_current`` (a rotation) or ``record_uses``
 (a server records its lifetime and caches on the key).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
-from accounts_grpc.store.db import Database
+from accounts_grpc.store.rows import Repository
 from accounts_grpc.store.tables import signing_keys
 
-__all__ = ["insert", "live", "lock_live", "record_uses", "retire_current"]
-
-log = logging.getLogger(__name__)
+__all__ = ["SigningKeys"]
 
 _c = signing_keys.c
 
@@ -32,63 +29,63 @@ def _not_expired(now: int) -> sa.ColumnElement[bool]:
     return sa.or_(_c.expire_time.is_(None), _c.expire_time > now)
 
 
-def live(conn: sa.Connection, *, now: int) -> Sequence[sa.Row[*tuple[Any, ...]]]:
-    """Every key not expired at ``now``, every column, the latest to activate first."""
-    return conn.execute(
-        sa.select(signing_keys)
-        .where(_not_expired(now))
-        .order_by(_c.activate_time.desc(), _c.create_time.desc(), _c.kid)
-    ).all()
+class SigningKeys(Repository):
+    """The signing keys every server shares (see the module docstring)."""
 
+    __slots__ = ()
 
-def lock_live(conn: sa.Connection, *, now: int) -> Sequence[sa.Row[*tuple[Any, ...]]]:
-    """In a write transaction that may create a key: on PostgreSQL, lock the table
-    against other servers creating one (SQLite's write transactions hold the database
-    lock already); then the keys not expired at ``now`` (``kid``, ``activate_time``,
-    ``retire_time``, ``max_cache_seconds``, ``private_key_enc``)."""
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
-    return conn.execute(
-        sa.select(_c.kid, _c.activate_time, _c.retire_time, _c.max_cache_seconds,
-                  _c.private_key_enc)
-        .where(_not_expired(now))
-    ).all()
+    def live(self, *, now: int) -> Sequence[sa.Row[*tuple[Any, ...]]]:
+        """Every key not expired at ``now``, every column, the latest to activate first."""
+        return self.conn.execute(
+            sa.select(signing_keys)
+            .where(_not_expired(now))
+            .order_by(_c.activate_time.desc(), _c.create_time.desc(), _c.kid)
+        ).all()
 
+    def lock_live(self, *, now: int) -> Sequence[sa.Row[*tuple[Any, ...]]]:
+        """In a write transaction that may create a key: on PostgreSQL, lock the table
+        against other servers creating one (SQLite's write transactions hold the database
+        lock already); then the keys not expired at ``now`` (``kid``, ``activate_time``,
+        ``retire_time``, ``max_cache_seconds``, ``private_key_enc``)."""
+        if self.conn.dialect.name == "postgresql":
+            self.conn.exec_driver_sql("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
+        return self.conn.execute(
+            sa.select(_c.kid, _c.activate_time, _c.retire_time, _c.max_cache_seconds,
+                      _c.private_key_enc)
+            .where(_not_expired(now))
+        ).all()
 
-def retire_current(conn: sa.Connection, *, at: int, margin_seconds: int) -> None:
-    """Every key not retired retires at ``at``; each one's expiry follows from its own
-    recorded lifetime and caches."""
-    conn.execute(
-        signing_keys.update()
-        .where(_c.retire_time.is_(None))
-        .values(retire_time=at,
-                expire_time=_expiry(sa.literal(at, sa.BigInteger), _c.max_token_lifetime,
-                                    _c.max_cache_seconds, margin_seconds))
-    )
+    def retire_current(self, *, at: int, margin_seconds: int) -> None:
+        """Every key not retired retires at ``at``; each one's expiry follows from its own
+        recorded lifetime and caches."""
+        self.conn.execute(
+            signing_keys.update()
+            .where(_c.retire_time.is_(None))
+            .values(retire_time=at,
+                    expire_time=_expiry(sa.literal(at, sa.BigInteger), _c.max_token_lifetime,
+                                        _c.max_cache_seconds, margin_seconds))
+        )
 
+    def retire_now(self, kid: str, *, now: int) -> None:
+        """Take ``kid`` out of the JWKS at ``now`` (``keys retire``); a key still pending
+        after it (the next one) signs from ``now`` instead."""
+        self.conn.execute(signing_keys.update().where(_c.kid == kid).values(
+            retire_time=sa.case((_c.retire_time.is_(None), now), (_c.retire_time > now, now),
+                                else_=_c.retire_time),
+            expire_time=now))
+        self.conn.execute(signing_keys.update()
+                          .where(_c.kid != kid, _c.retire_time.is_(None), _c.activate_time > now)
+                          .values(activate_time=now))
 
-def insert(conn: sa.Connection, values: Mapping[str, Any]) -> None:
-    conn.execute(signing_keys.insert().values(**values))
+    def insert(self, values: Mapping[str, Any]) -> None:
+        self.conn.execute(signing_keys.insert().values(**values))
 
-
-def record_uses(db: Database, kids: Iterable[str], *, lifetime: int, cache_seconds: int,
-                margin_seconds: int, best_effort: bool = False) -> bool:
-    """In one write transaction: raise each key's ``max_token_lifetime`` and
-    ``max_cache_seconds`` to these (never lower them), and a retired key's
-    ``expire_time`` with them. ``best_effort``: a database error is logged and returns
-    False instead of raising."""
-    try:
-        with db.write() as uow:
-            for kid in kids:
-                uow.conn.execute(_record_stmt(kid, lifetime, cache_seconds, margin_seconds))
-            uow.commit()
-    except sa.exc.SQLAlchemyError:
-        if not best_effort:
-            raise
-        log.warning("could not record the token lifetime on the signing keys yet",
-                    exc_info=True)
-        return False
-    return True
+    def record_uses(self, kids: Iterable[str], *, lifetime: int, cache_seconds: int,
+                    margin_seconds: int) -> None:
+        """Raise each key's ``max_token_lifetime`` and ``max_cache_seconds`` to these
+        (never lower them), and a retired key's ``expire_time`` with them."""
+        for kid in kids:
+            self.conn.execute(_record_stmt(kid, lifetime, cache_seconds, margin_seconds))
 
 
 def _expiry(retire_time: Any, lifetime: Any, cache: Any, margin_seconds: int) -> Any:

@@ -230,7 +230,15 @@ audit_events = sa.Table(
     sa.Column("changed_fields", JSONList, nullable=False),
     sa.Column("request_id", sa.String(200), nullable=False, server_default=""),
     sa.Column("create_time", TIME, nullable=False),
+    # the change feed's position, increasing in commit order (0009; store/audit.py)
+    sa.Column("seq", sa.BigInteger, nullable=True),
+    # which tokens the event kills, for most events null (0009; services/events.py)
+    sa.Column("revocation", sa.JSON, nullable=True),
+    # a change made with a delegated token, or a token exchange: act.sub and sub (0010)
+    sa.Column("delegation_actor_user_id", ID, nullable=False, server_default=""),
+    sa.Column("delegation_subject_user_id", ID, nullable=False, server_default=""),
     sa.Index("ix_audit_events_account_id_create_time_id", "account_id", "create_time", "id"),
+    sa.Index("uq_audit_events_seq", "seq", unique=True),
 )
 
 signing_keys = sa.Table(

@@ -24,10 +24,10 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from accounts_grpc.domain.listing import ListQuery, Page, encode_token
-from accounts_grpc.store.db import Record
 from accounts_grpc.store.listing.filters import _Filter, _filter
 from accounts_grpc.store.listing.plans import _count, _plan_indexed
 from accounts_grpc.store.listing.spec import IndexScope, ListSpec
+from accounts_grpc.store.rows import Record
 
 
 def _keyset(
@@ -154,7 +154,11 @@ def _page_rows(conn: sa.Connection, built: _Statements, values: Mapping[str, Any
     return [Record(dict(zip(names, row, strict=True))) for row in rows]
 
 
-#: statements built for reusable base statements (``run_list(params=...)``), by shape
+#: statements built for reusable base statements (``run_list(params=...)``), by shape: the
+#: base's ``id()``, checked against the kept ``base`` itself (an id may be reused). Building
+#: and compiling a page's statements costs more than running them (ListAccounts' page 1 in
+#: process: 1.1 ms built each time, 0.2-0.3 ms kept); lists whose base statement is built
+#: per call (no ``params``) build them anew, as the generic twin.
 _BUILT: dict[tuple[Any, ...], _Statements] = {}
 _BUILT_MAX = 2048
 
