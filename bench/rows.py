@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 from accounts.v1 import (
+    access_pb2,
     account_service_pb2,
     account_service_pb2_grpc,
     session_service_pb2,
@@ -93,6 +94,17 @@ ROWS: tuple[Row, ...] = (
         note="FlexMeasures REST: ~130 req/s", extra=True),
     Row("rest_me", "REST GET /v1/me", "http", ("admin_token",), baseline="getme_jwt",
         extra=True),
+    # issue 15: the access check, one asset and a batch of 100 (admin asks about user H)
+    Row("check_access", "CheckAccess (1 device)", needs=("human_user_id", "device_ids"),
+        baseline="get_account", aim=0.5, no_errors=True,
+        aim_text=">= 0.5x GetAccount, 0 err"),
+    Row("check_access_100", "CheckAccess batch of 100 devices",
+        needs=("human_user_id", "device_ids"), baseline="check_access", aim=0.2,
+        no_errors=True, aim_text=">= 0.2x the single call: >= 20x faster per asset",
+        note="one call answers 100 checks"),
+    Row("exchange_token", "ExchangeToken (RFC 8693, admin -> member)",
+        needs=("admin_token", "account_id"), baseline="create_token",
+        note="verifies, signs one JWT and audits the exchange per call", extra=True),
 )
 BY_KEY = {r.key: r for r in ROWS}
 
@@ -140,6 +152,20 @@ def _http_get(port: int, path: str, token: str) -> Callable[[], None]:
     return call
 
 
+def _access_call(users: Any, ctx: dict[str, Any], admin: Any, n: int,
+                 i: int) -> Callable[[], Any]:
+    """CheckAccess as admin about user H: ``n`` checks (read, control, charge in turn) of
+    the tenant's devices, from device ``i`` on."""
+    devices = ctx["device_ids"]
+    actions = (access_pb2.ACCESS_ACTION_READ, access_pb2.ACCESS_ACTION_CONTROL,
+               access_pb2.ACCESS_ACTION_CHARGE)
+    req = user_service_pb2.CheckAccessRequest(user_id=ctx["human_user_id"], checks=[
+        access_pb2.AccessCheck(action=actions[k % 3], device_id=devices[(i + k) % len(devices)])
+        for k in range(n)])
+    check = users.CheckAccess
+    return lambda: check(req, metadata=admin, timeout=CALL_TIMEOUT)
+
+
 def build_call(key: str, ctx: dict[str, Any], channel: Any, i: int, *,
                aio: bool = False) -> Callable[[], Any]:
     """One closed-loop iteration of row ``key`` for client ``i``. ``channel`` is a
@@ -177,6 +203,12 @@ def build_call(key: str, ctx: dict[str, Any], channel: Any, i: int, *,
             grant_type="client_credentials", client_id=ctx["admin_client_id"],
             client_secret=ctx["admin_client_secret"])
         return lambda: create(treq, timeout=t)
+    if key == "exchange_token":
+        exchange = sessions.ExchangeToken
+        xreq = session_service_pb2.ExchangeTokenRequest(
+            subject_token=ctx["admin_token"], account_id=ctx["account_id"], scope="member",
+            subject_token_type="urn:ietf:params:oauth:token-type:access_token")
+        return lambda: exchange(xreq, timeout=t)
     if key == "get_account":
         get, areq = accts.GetAccount, account_service_pb2.GetAccountRequest(id=ctx["account_id"])
         return lambda: get(areq, metadata=admin, timeout=t)
@@ -200,6 +232,8 @@ def build_call(key: str, ctx: dict[str, Any], channel: Any, i: int, *,
             user=user_pb2.UserRef(user_id=ctx["human_user_id"]),
             devices=[user_pb2.DeviceRef(device_id=devices[i % len(devices)])])
         return lambda: add(dreq, metadata=admin, timeout=t)
+    if key in ("check_access", "check_access_100"):
+        return _access_call(users, ctx, admin, 100 if key == "check_access_100" else 1, i)
     if key == "session_getme":
         create_s, get_me = sessions.CreateSession, users.GetMe
         sreq = session_service_pb2.CreateSessionRequest(

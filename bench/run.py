@@ -20,7 +20,13 @@ What it measures (the issue "Serving under real load"; every ratio is within one
 4. PostgreSQL: the rows of 1 again, on a database ``bench_<random>`` created on
    ``--pg-admin-url`` (migrated with ``accounts-grpc migrate``, seeded with COPY, dropped
    at the end); "n/a (PostgreSQL not reachable)" when it is not.
-5. ``--repeat N`` (3) runs all of it N times: each row shows its best pass, and every
+5. Tracing: GetMe over gRPC and over REST, SQLite, pinned, with a server that traces
+   nothing (no OTLP endpoint: the default) and then one that samples every call and
+   exports its spans over OTLP/HTTP (``--otlp-endpoint``) to a stand-in collector in this
+   process (``bench/otlp_sink.py``), side by side: "cost us/call" is the server CPU time
+   tracing adds to a call. The load sends no ``traceparent``, so each call is a new
+   trace, sampled (``parentbased_always_on``): the most tracing can cost.
+6. ``--repeat N`` (3) runs all of it N times: each row shows its best pass, and every
    ratio the min/median/max of its N per-pass values ("spread").
 
 How (everything on 127.0.0.1, in a fresh temp directory): the SQLite database is seeded
@@ -61,6 +67,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,13 +77,16 @@ import grpc
 
 from bench import fixtures, procs, report, rows, seed
 from bench.load import Job, LoadPool, Result
-from bench.report import AlgResult, CoresResult, RowResult
+from bench.otlp_sink import OtlpSink
+from bench.report import AlgResult, CoresResult, RowResult, TracingResult
 
 RESULTS = Path(__file__).parent / "results"
 MIN_CALLS = 30  # a row with fewer calls in its window is measured again, longer
 ALGS = ("RS256", "ES256", "EdDSA")
 CORE_ROWS = ("getme_jwt", "get_account")
-SECTIONS = ("pinned", "algs", "cores", "postgres")
+SECTIONS = ("pinned", "algs", "cores", "postgres", "tracing", "watch")
+TRACING_ROWS = ("getme_jwt", "rest_me")
+WATCH_STREAMS, WATCH_WRITERS = 100, 4  #: the fan-out section's open streams and writers
 PG_ADMIN_URL = os.environ.get("ACCOUNTS_BENCH_PG_ADMIN_URL",
                               "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -197,6 +207,7 @@ class Bench:
         self.has_processes = False
         self.server_alg = ""  # the algorithm the main server signs with
         self.server_key = ""  # and its key type ("RSA 2048")
+        self.sink: OtlpSink | None = None  # the tracing rows' collector
         self._cfg: dict[str, Any] = {}
 
     @property
@@ -213,17 +224,19 @@ class Bench:
 
     def start_accounts(self, db: str, *, pinned: bool = True, processes: int = 1,
                        workers: int | None = None, max_rpcs: int | None = None,
-                       tag: str = "") -> None:
+                       tag: str = "", extra: list[str] | None = None) -> None:
         """Start the accounts server on ``db`` (stopping the one running). ``processes``
-        becomes ``--processes`` when the tree has the flag (1 otherwise)."""
+        becomes ``--processes`` when the tree has the flag (1 otherwise); ``extra``: more
+        ``serve`` flags."""
         self.stop_accounts()
         self._cfg = dict(db=db, pinned=pinned, processes=processes, workers=workers,
-                         max_rpcs=max_rpcs, tag=tag)
+                         max_rpcs=max_rpcs, tag=tag, extra=extra)
         env = self.envs[db]
         srv = procs.accounts_server(
             self.tmp, env.url, env.kek, workers or self.workers, max_rpcs=max_rpcs,
             tag=f"-{db}{tag}", cpus=self.server_cpus if pinned else None,
-            processes=processes if self.has_processes else None, extra=env.serve_args)
+            processes=processes if self.has_processes else None,
+            extra=[*env.serve_args, *(extra or [])])
         self.servers.append(srv.proc)
         self.server = srv.proc
         env.ctx.update(grpc_address=srv.grpc_address, http_port=srv.http_port)
@@ -287,6 +300,9 @@ class Bench:
             self.pool.close()
             self.pool = None
         self.stop_servers()
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
         if self.pg_dbname:
             try:
                 _pg_drop(self.pg_admin, self.pg_dbname)
@@ -558,9 +574,10 @@ class Bench:
                  warmup: float) -> dict[str, Any]:
         """Everything once: {"rows": {rid: RowResult}, "jwt": {alg: rates},
         "create_token": {alg: RowResult}, "token_alg": {alg: alg seen},
-        "cores": {key: {"1": RowResult, "2": RowResult}}}."""
+        "cores": {key: {"1": RowResult, "2": RowResult}},
+        "tracing": {key: {"off": RowResult, "on": RowResult, "spans": per call}}}."""
         out: dict[str, Any] = {"rows": {}, "jwt": {}, "create_token": {}, "token_alg": {},
-                               "cores": {}}
+                               "cores": {}, "tracing": {}}
         res: dict[str, RowResult] = out["rows"]
         per_process = [k for k in wanted if k != "pyjwt_sign"]
         if "pinned" in sections:
@@ -644,7 +661,92 @@ class Bench:
                 self._log_row(r)
                 res[r.rid] = r
             self.stop_accounts()
+        if "tracing" in sections:
+            self.tracing_rows(out["tracing"], seconds, warmup)
+        if "watch" in sections:
+            out["watch"] = self.watch_fanout(seconds, warmup)
         return out
+
+    def watch_fanout(self, seconds: float, warmup: float) -> str:
+        """WatchEvents fan-out (issue 15): WATCH_STREAMS streams open on one server
+        (SQLite, pinned) while WATCH_WRITERS writers rename accounts as fast as they can;
+        the events/s delivered to all the streams, beside the events/s committed (each
+        event reaches every stream: the full fan-out is WATCH_STREAMS times that)."""
+        from accounts.v1 import account_pb2, account_service_pb2, account_service_pb2_grpc
+
+        failed = self.try_start("sqlite", pinned=True, tag="-watch", extra=[
+            "--grpc-max-streams-per-peer", str(WATCH_STREAMS), "--drain-delay", "0"])
+        if failed:
+            return f"n/a ({failed})"
+        ctx = self.envs["sqlite"].ctx
+        admin = rows.bearer(ctx["admin_token"])
+        delivered = [0] * WATCH_STREAMS
+        committed = [0]
+        stop = threading.Event()
+        channels = [grpc.insecure_channel(ctx["grpc_address"]) for _ in range(4)]
+        stubs = [account_service_pb2_grpc.AccountServiceStub(ch) for ch in channels]
+        calls = [stubs[i % 4].WatchEvents(account_service_pb2.WatchEventsRequest(),
+                                          metadata=admin) for i in range(WATCH_STREAMS)]
+
+        def read(i: int) -> None:
+            with contextlib.suppress(grpc.RpcError):
+                for _ in calls[i]:
+                    delivered[i] += 1
+
+        def write(i: int) -> None:
+            while not stop.is_set():
+                stubs[i % 4].UpdateAccount(account_service_pb2.UpdateAccountRequest(
+                    account=account_pb2.Account(id=ctx["account_id"], name=f"w{i}-{time.time()}"),
+                    update_mask={"paths": ["name"]}), metadata=admin, timeout=30)
+                committed[0] += 1
+
+        threads = [threading.Thread(target=read, args=(i,), daemon=True)
+                   for i in range(WATCH_STREAMS)]
+        threads += [threading.Thread(target=write, args=(i,), daemon=True)
+                    for i in range(WATCH_WRITERS)]
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(warmup + 1.0)  # every stream open, the poller warm
+            d0, c0, t0 = sum(delivered), committed[0], time.monotonic()
+            time.sleep(seconds)
+            d1, c1, t1 = sum(delivered), committed[0], time.monotonic()
+        finally:
+            stop.set()
+            for c in calls:
+                c.cancel()
+            for ch in channels:
+                ch.close()
+            self.stop_accounts()
+        rate_in, rate_out = (c1 - c0) / (t1 - t0), (d1 - d0) / (t1 - t0)
+        text = (f"{WATCH_STREAMS} streams, {WATCH_WRITERS} writers: {rate_in:,.0f} events/s "
+                f"committed, {rate_out:,.0f} events/s delivered "
+                f"({rate_out / max(rate_in * WATCH_STREAMS, 1e-9):.2f} of the full fan-out)")
+        log(f"  WatchEvents fan-out: {text}")
+        return text
+
+    def tracing_rows(self, out: dict[str, Any], seconds: float, warmup: float) -> None:
+        """Each row on a server of its own, tracing off, then on; the server stops after
+        each row (exporting what it has batched: --drain-delay 0), so the spans the sink
+        received are the row's."""
+        if self.sink is None:
+            self.sink = OtlpSink()
+        log("tracing off and on (SQLite, pinned; on: every call sampled, spans exported over "
+            f"OTLP/HTTP to {self.sink.url}):")
+        for key in TRACING_ROWS:
+            for mode, flags in (("off", []), ("on", ["--otlp-endpoint", self.sink.url])):
+                spans = self.sink.spans
+                failed = self.try_start("sqlite", pinned=True, tag=f"-trace-{mode}",
+                                        extra=["--drain-delay", "0", *flags])
+                r = report.not_available(key, failed) if failed else \
+                    self.measure(key, "sqlite", seconds, warmup)
+                self.stop_accounts()
+                self._log_row(r, f" [tracing {mode}]")
+                out.setdefault(key, {})[mode] = r
+                if mode == "on" and r.status == "ok" and r.rps:
+                    # the calls of warm-up and window at the window's rate, and the probe
+                    calls = r.rps * (warmup + seconds) + 1
+                    out[key]["spans"] = (self.sink.spans - spans) / calls
 
     def _jwt_seconds(self) -> float:
         if self.args.jwt_seconds is not None:
@@ -745,6 +847,25 @@ def fold_cores(passes: list[dict[str, Any]]) -> list[CoresResult]:
     return out
 
 
+def fold_tracing(passes: list[dict[str, Any]]) -> list[TracingResult]:
+    out = []
+    for key in TRACING_ROWS:
+        runs = [p["tracing"][key] for p in passes if key in p["tracing"]]
+        if not runs:
+            continue
+        t = TracingResult(key, rows.BY_KEY[key].title)
+        for mode in ("off", "on"):
+            rs = [r[mode] for r in runs if mode in r]
+            if rs:
+                setattr(t, mode, report.best_of([{"x": r} for r in rs])["x"])
+        t.cost_us = report.tracing_cost(t.off, t.on)
+        t.spread = report.spread(report.tracing_cost(r.get("off"), r.get("on")) for r in runs)
+        spans = [r["spans"] for r in runs if "spans" in r]
+        t.spans_per_call = max(spans) if spans else None
+        out.append(t)
+    return out
+
+
 def _passes_json(passes: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from dataclasses import asdict
 
@@ -759,6 +880,9 @@ def _passes_json(passes: list[dict[str, Any]]) -> list[dict[str, Any]]:
         "jwt": p["jwt"],
         "create_token": {a: row(r) for a, r in p["create_token"].items()},
         "cores": {k: {n: row(r) for n, r in v.items()} for k, v in p["cores"].items()},
+        "tracing": {k: {m: row(r) if isinstance(r, RowResult) else r for m, r in v.items()}
+                    for k, v in p["tracing"].items()},
+        "watch": p.get("watch"),
     } for p in passes]
 
 
@@ -944,6 +1068,10 @@ def _header(meta: dict[str, Any]) -> str:
             f"best of {meta['passes']} pass{'es' if meta['passes'] != 1 else ''}. {cores}")
 
 
+TRACING_TITLE = ("Tracing (SQLite, pinned; off: no OTLP endpoint, nothing installed; on: "
+                 "every call sampled, spans exported over OTLP/HTTP to a local sink; cost: "
+                 "the server CPU per call tracing adds, spread over the passes):")
+
 FOOTNOTES = """\
 x echo: rps / bare echo rps. vs baseline: rps / the named row's rps, same database (the
 aim's ratio); spread: min/median/max of that ratio over the passes, each pass on its own.
@@ -1014,6 +1142,7 @@ def main(argv: list[str] | None = None) -> int:
         results = report.best_of([r["rows"] for r in runs]) if runs else {}
         algs = fold_algs(runs, b.server_alg) if "algs" in sections else []
         cores = fold_cores(runs) if "cores" in sections else []
+        tracing = fold_tracing(runs) if "tracing" in sections else []
         points = b.sweep(sizes, seconds, warmup) if sizes else []
         meta = _meta(args, b, seconds, warmup, passes, started)
         meta["wall_seconds"] = round(time.monotonic() - t0)
@@ -1029,13 +1158,19 @@ def main(argv: list[str] | None = None) -> int:
             out += ["", "Every core (SQLite, unpinned, the load generator on the same 2 cores; "
                     f"--processes 2 against --processes 1{'' if b.has_processes else ': n/a'}):",
                     report.cores_text(cores)]
+        if tracing:
+            out += ["", TRACING_TITLE, report.tracing_text(tracing)]
+        if any("watch" in r for r in runs):
+            out += ["", "WatchEvents fan-out (SQLite, pinned; per pass):",
+                    *(f"  {r['watch']}" for r in runs if "watch" in r)]
         if points:
             out += ["", "Pool-size sweep (GetMe with a JWT; both servers restarted per size; "
                     "rps counts answered calls only):", report.sweep_text(points)]
         print("\n".join(out), flush=True)
         log(f"bench: {time.monotonic() - t0:.0f}s in all")
         if not args.no_write:
-            _write(Path(args.out), meta, results, algs, cores, points, runs, b.concurrency)
+            _write(Path(args.out), meta, results, algs, cores, tracing, points, runs,
+                   b.concurrency)
         if b.died:
             log(f"bench: {'; '.join(sorted(b.died))}: a server exited during the run "
                 "(logs above)")
@@ -1053,8 +1188,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(stem: Path, meta: dict[str, Any], results: dict[str, RowResult],
-           algs: list[AlgResult], cores: list[CoresResult], points: list[dict[str, Any]],
-           runs: list[dict[str, Any]], concurrency: int) -> None:
+           algs: list[AlgResult], cores: list[CoresResult], tracing: list[TracingResult],
+           points: list[dict[str, Any]], runs: list[dict[str, Any]],
+           concurrency: int) -> None:
     stem.parent.mkdir(parents=True, exist_ok=True)
     md = ["# accounts-grpc bench", "", _header(meta), ""]
     if results:
@@ -1064,13 +1200,15 @@ def _write(stem: Path, meta: dict[str, Any], results: dict[str, RowResult],
         md += ["## Signing algorithms", "", report.algs_markdown(algs), ""]
     if cores:
         md += ["## Every core", "", report.cores_markdown(cores), ""]
+    if tracing:
+        md += ["## Tracing", "", TRACING_TITLE, "", report.tracing_markdown(tracing), ""]
     if points:
         md += ["## Pool-size sweep", "", "```", report.sweep_text(points), "```", ""]
     md += ["Reproduce: `make bench` (flags: `make bench BENCH_ARGS='--quick'`, "
            "`python -m bench.run --help`)."]
     Path(f"{stem}.md").write_text("\n".join(md) + "\n")
     Path(f"{stem}.json").write_text(
-        report.to_json(results, meta, points, algs=algs, cores=cores,
+        report.to_json(results, meta, points, algs=algs, cores=cores, tracing=tracing,
                        passes=_passes_json(runs)) + "\n")
     log(f"wrote {stem}.md and {stem}.json")
 

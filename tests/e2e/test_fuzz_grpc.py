@@ -256,8 +256,10 @@ def call(channel: grpc.Channel, m: MethodDescriptor, request: Message | bytes,
         elif m.server_streaming:
             stream = channel.unary_stream(path, serialize, response_cls.FromString)(
                 request, metadata=metadata, timeout=CALL_TIMEOUT)
-            for _ in stream:  # the first answer (or the error) is enough
-                break
+            stream.initial_metadata()  # open (a feed may have nothing to send), or failed
+            if not stream.is_active():
+                for _ in stream:  # the first answer, or the error
+                    break
             stream.cancel()
         else:
             channel.unary_unary(path, serialize, response_cls.FromString)(

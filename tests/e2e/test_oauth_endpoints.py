@@ -113,7 +113,8 @@ def test_metadata_documents(server: Server) -> None:
     assert doc["jwks_uri"] == base + "/.well-known/jwks.json"
     assert doc["introspection_endpoint"] == base + "/oauth2/introspect"
     assert doc["revocation_endpoint"] == base + "/oauth2/revoke"
-    assert doc["grant_types_supported"] == ["client_credentials"]
+    assert doc["grant_types_supported"] == [
+        "client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
     methods = ["client_secret_basic", "client_secret_post"]
     for endpoint in ("token", "introspection", "revocation"):
         assert doc[f"{endpoint}_endpoint_auth_methods_supported"] == methods

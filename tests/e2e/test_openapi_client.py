@@ -55,7 +55,9 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Generated]:
     """The client, generated once per module and importable as ``accounts_rest_client``."""
     out = tmp_path_factory.mktemp("openapi-client")
     config = out / "config.yaml"
-    config.write_text("post_hooks: []\n")  # no ruff run over the generated code
+    # no ruff run over the generated code; a server stream's lines (WatchEvents) are JSON
+    config.write_text("post_hooks: []\ncontent_type_overrides:\n"
+                      "  application/x-ndjson: application/json\n")
     run = subprocess.run(
         [str(GENERATOR), "generate", "--path", str(ROOT / "openapi.json"),
          "--output-path", str(out / PACKAGE), "--meta", "none", "--config", str(config)],

@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
-from accounts.v1 import user_pb2
+from accounts.v1 import access_pb2, user_pb2
 from accounts.v1 import user_service_pb2 as us
 from google.protobuf import field_mask_pb2
 
@@ -53,6 +53,9 @@ MANAGE_EXTERNAL = row(NF_USER, OK, OK, PD, PD, OK, NF_USER)
 READ_EXTERNAL = row(NF_USER, OK, OK, OK, OK, OK, NF_USER)
 #: Managing a HUMAN user: the machine user may not even see it.
 MANAGE_HUMAN = row(NF_USER, OK, NF_USER, PD, PD, OK, NF_USER)
+#: Asking what an EXTERNAL user may do (CheckAccess): its readers with read rights and
+#: admin; the intermediary's machine user reads the user but may not ask.
+ASK_ABOUT_EXTERNAL = row(NF_USER, OK, PD, OK, OK, OK, NF_USER)
 
 
 @dataclass(frozen=True)
@@ -306,7 +309,32 @@ CASES = [
         ),
         writes=False,
     ),
+    # who may ask what a user may do with assets: readers with read rights, and admin
+    Case(
+        "CheckAccess",
+        ASK_ABOUT_EXTERNAL,
+        lambda w, p: _users(w).CheckAccess(
+            us.CheckAccessRequest(user_id=w.extra["x"].id, checks=[access_pb2.AccessCheck(
+                action=access_pb2.ACCESS_ACTION_READ, device_id=w.devices[0].device_id)]),
+            metadata=p.md,
+        ),
+        writes=False,
+        check=lambda w, p, r: _check_rule(r.decisions[0].rule),
+    ),
+    Case(
+        "ListAccessibleDevices",
+        ASK_ABOUT_EXTERNAL,
+        lambda w, p: _users(w).ListAccessibleDevices(
+            us.ListAccessibleDevicesRequest(user_id=w.extra["x"].id), metadata=p.md
+        ),
+        writes=False,
+        check=lambda w, p, r: _check_rule(r.devices[0].grants[0].rule),
+    ),
 ]
+
+
+def _check_rule(rule: str) -> None:
+    assert rule == "device_permission", rule
 
 
 def by_meter_of(w: World, i: int) -> user_pb2.DeviceRef:

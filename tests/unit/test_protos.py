@@ -32,6 +32,7 @@ EXPECTED_RPCS = {
         "UpdateAccount",
         "CloseAccount",
         "ListAuditEvents",
+        "WatchEvents",  # issue 15: the change feed (a server stream)
     ],
     "UserService": [
         "CreateUser",
@@ -48,6 +49,8 @@ EXPECTED_RPCS = {
         "RemoveChargingPermission",
         "UpsertUserOrder",
         "ListUserOrders",
+        "CheckAccess",
+        "ListAccessibleDevices",
     ],
     "UserGroupService": [
         "CreateUserGroup",
@@ -75,6 +78,7 @@ EXPECTED_RPCS = {
         "RevokeSession",
         "IntrospectToken",
         "GetJwks",
+        "ExchangeToken",  # issue 15: the subject token is its credential, so public
     ],
 }
 
@@ -96,7 +100,8 @@ REQUIRED_ROUTES = {
     ("DELETE", "/v1/sessions/{id}"): "SessionService.RevokeSession",
 }
 
-PUBLIC_RPCS = {"SessionService.CreateToken", "SessionService.GetJwks"}
+PUBLIC_RPCS = {"SessionService.CreateToken", "SessionService.GetJwks",
+               "SessionService.ExchangeToken"}
 KNOWN_ROLES = {"admin", "admin-reader", "account-admin", "consultant", "member"}
 
 SERVICE_MODULES = [

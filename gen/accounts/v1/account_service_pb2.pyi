@@ -110,13 +110,29 @@ class ListAuditEventsRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ...) -> None: ...
 
 class ListAuditEventsResponse(_message.Message):
-    __slots__ = ("audit_events", "next_page_token", "previous_page_token", "total_size")
+    __slots__ = ("audit_events", "next_page_token", "previous_page_token", "total_size", "next_cursor")
     AUDIT_EVENTS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
     audit_events: _containers.RepeatedCompositeFieldContainer[_audit_event_pb2.AuditEvent]
     next_page_token: str
     previous_page_token: str
     total_size: int
-    def __init__(self, audit_events: _Optional[_Iterable[_Union[_audit_event_pb2.AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., previous_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+    next_cursor: str
+    def __init__(self, audit_events: _Optional[_Iterable[_Union[_audit_event_pb2.AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., previous_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., next_cursor: _Optional[str] = ...) -> None: ...
+
+class WatchEventsRequest(_message.Message):
+    __slots__ = ("account_id", "cursor")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    cursor: str
+    def __init__(self, account_id: _Optional[str] = ..., cursor: _Optional[str] = ...) -> None: ...
+
+class WatchEventsResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: _audit_event_pb2.AuditEvent
+    def __init__(self, event: _Optional[_Union[_audit_event_pb2.AuditEvent, _Mapping]] = ...) -> None: ...

@@ -66,6 +66,11 @@ class AccountServiceStub:
                 request_serializer=accounts_dot_v1_dot_account__service__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=accounts_dot_v1_dot_account__service__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.WatchEvents = channel.unary_stream(
+                '/accounts.v1.AccountService/WatchEvents',
+                request_serializer=accounts_dot_v1_dot_account__service__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=accounts_dot_v1_dot_account__service__pb2.WatchEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AccountServiceServicer:
@@ -123,6 +128,34 @@ class AccountServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEvents(self, request, context):
+        """Streams the audit events the caller may read, from a cursor on, in feed
+        order, and goes on streaming new ones as they commit (within about a
+        second). `account-admin`: its own account's events; `admin` and
+        `admin-reader`: every account's (and the platform's, such as a retired
+        signing key), or one account's. Each event carries its `cursor`: a client
+        that reconnects (after a disconnect, a server restart, or to another
+        server on the same database) resumes after the last event it processed,
+        with none missed or repeated. Events that revoke tokens carry a
+        `revocation`.
+
+        Feed positions follow commit order, not insertion order: on PostgreSQL,
+        concurrent transactions commit out of order, so each one numbers its
+        events just before COMMIT while holding a transaction-scoped advisory
+        lock, released only once the commit is visible; a reader that has seen
+        position N can therefore never later see a smaller one. (Writers that
+        audit serialize at that final step only.) On SQLite writers are
+        serialized already and number at insert. Positions may have gaps.
+
+        A server that is stopping ends the stream with UNAVAILABLE; a caller
+        whose token expires or stops working ends with UNAUTHENTICATED. Over REST
+        the stream is newline-delimited JSON, one `{"result": ...}` per event and
+        a last `{"error": ...}` if the stream fails, as grpc-gateway streams it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AccountServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +188,11 @@ def add_AccountServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=accounts_dot_v1_dot_account__service__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=accounts_dot_v1_dot_account__service__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'WatchEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEvents,
+                    request_deserializer=accounts_dot_v1_dot_account__service__pb2.WatchEventsRequest.FromString,
+                    response_serializer=accounts_dot_v1_dot_account__service__pb2.WatchEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -321,6 +359,33 @@ class AccountService:
             '/accounts.v1.AccountService/ListAuditEvents',
             accounts_dot_v1_dot_account__service__pb2.ListAuditEventsRequest.SerializeToString,
             accounts_dot_v1_dot_account__service__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/accounts.v1.AccountService/WatchEvents',
+            accounts_dot_v1_dot_account__service__pb2.WatchEventsRequest.SerializeToString,
+            accounts_dot_v1_dot_account__service__pb2.WatchEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x63\x63ounts/v1/audit_event.proto\x12\x0b\x61\x63\x63ounts.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x02\n\nAuditEvent\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\naccount_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\ractor_user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61\x63tion\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rresource_type\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bresource_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63hanged_fields\x18\x07 \x03(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61\x63\x63ounts/v1/audit_event.proto\x12\x0b\x61\x63\x63ounts.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x03\n\nAuditEvent\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\naccount_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\ractor_user_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x61\x63tion\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1b\n\rresource_type\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bresource_id\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1c\n\x0e\x63hanged_fields\x18\x07 \x03(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nrequest_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x65tag\x18\x0b \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06\x63ursor\x18\x0c \x01(\tB\x04\xe2\x41\x01\x03\x12\x31\n\nrevocation\x18\r \x01(\x0b\x32\x17.accounts.v1.RevocationB\x04\xe2\x41\x01\x03\x12&\n\x18\x64\x65legation_actor_user_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03\x12(\n\x1a\x64\x65legation_subject_user_id\x18\x0f \x01(\tB\x04\xe2\x41\x01\x03\"\xdb\x01\n\nRevocation\x12/\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.accounts.v1.RevocationKindB\x04\xe2\x41\x01\x03\x12\x16\n\x08subjects\x18\x02 \x03(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bsession_ids\x18\x03 \x03(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07key_ids\x18\x04 \x03(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0b\x61\x63\x63ount_ids\x18\x05 \x03(\tB\x04\xe2\x41\x01\x03\x12\x37\n\rissued_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03*\xee\x02\n\x0eRevocationKind\x12\x1f\n\x1bREVOCATION_KIND_UNSPECIFIED\x10\x00\x12#\n\x1fREVOCATION_KIND_SESSION_REVOKED\x10\x01\x12 \n\x1cREVOCATION_KIND_USER_DELETED\x10\x02\x12\"\n\x1eREVOCATION_KIND_ACCOUNT_CLOSED\x10\x03\x12!\n\x1dREVOCATION_KIND_ROLES_CHANGED\x10\x04\x12,\n(REVOCATION_KIND_GROUP_MEMBERSHIP_CHANGED\x10\x05\x12-\n)REVOCATION_KIND_DEVICE_PERMISSION_REMOVED\x10\x06\x12\'\n#REVOCATION_KIND_SIGNING_KEY_RETIRED\x10\x07\x12\'\n#REVOCATION_KIND_CREDENTIALS_ROTATED\x10\x08\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,6 +55,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AUDITEVENT'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
   _globals['_AUDITEVENT'].fields_by_name['etag']._loaded_options = None
   _globals['_AUDITEVENT'].fields_by_name['etag']._serialized_options = b'\342A\001\003'
+  _globals['_AUDITEVENT'].fields_by_name['cursor']._loaded_options = None
+  _globals['_AUDITEVENT'].fields_by_name['cursor']._serialized_options = b'\342A\001\003'
+  _globals['_AUDITEVENT'].fields_by_name['revocation']._loaded_options = None
+  _globals['_AUDITEVENT'].fields_by_name['revocation']._serialized_options = b'\342A\001\003'
+  _globals['_AUDITEVENT'].fields_by_name['delegation_actor_user_id']._loaded_options = None
+  _globals['_AUDITEVENT'].fields_by_name['delegation_actor_user_id']._serialized_options = b'\342A\001\003'
+  _globals['_AUDITEVENT'].fields_by_name['delegation_subject_user_id']._loaded_options = None
+  _globals['_AUDITEVENT'].fields_by_name['delegation_subject_user_id']._serialized_options = b'\342A\001\003'
+  _globals['_REVOCATION'].fields_by_name['kind']._loaded_options = None
+  _globals['_REVOCATION'].fields_by_name['kind']._serialized_options = b'\342A\001\003'
+  _globals['_REVOCATION'].fields_by_name['subjects']._loaded_options = None
+  _globals['_REVOCATION'].fields_by_name['subjects']._serialized_options = b'\342A\001\003'
+  _globals['_REVOCATION'].fields_by_name['session_ids']._loaded_options = None
+  _globals['_REVOCATION'].fields_by_name['session_ids']._serialized_options = b'\342A\001\003'
+  _globals['_REVOCATION'].fields_by_name['key_ids']._loaded_options = None
+  _globals['_REVOCATION'].fields_by_name['key_ids']._serialized_options = b'\342A\001\003'
+  _globals['_REVOCATION'].fields_by_name['account_ids']._loaded_options = None
+  _globals['_REVOCATION'].fields_by_name['account_ids']._serialized_options = b'\342A\001\003'
+  _globals['_REVOCATION'].fields_by_name['issued_before']._loaded_options = None
+  _globals['_REVOCATION'].fields_by_name['issued_before']._serialized_options = b'\342A\001\003'
+  _globals['_REVOCATIONKIND']._serialized_start=842
+  _globals['_REVOCATIONKIND']._serialized_end=1208
   _globals['_AUDITEVENT']._serialized_start=113
-  _globals['_AUDITEVENT']._serialized_end=462
+  _globals['_AUDITEVENT']._serialized_end=617
+  _globals['_REVOCATION']._serialized_start=620
+  _globals['_REVOCATION']._serialized_end=839
 # @@protoc_insertion_point(module_scope)

@@ -132,3 +132,37 @@ class IntrospectTokenResponse(_message.Message):
     client_id: str
     scope: str
     def __init__(self, active: _Optional[bool] = ..., token_type: _Optional[str] = ..., sub: _Optional[str] = ..., account_id: _Optional[str] = ..., roles: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[_user_pb2.UserKind, str]] = ..., iss: _Optional[str] = ..., aud: _Optional[str] = ..., jti: _Optional[str] = ..., exp: _Optional[int] = ..., iat: _Optional[int] = ..., client_id: _Optional[str] = ..., scope: _Optional[str] = ...) -> None: ...
+
+class ExchangeTokenRequest(_message.Message):
+    __slots__ = ("grant_type", "subject_token", "subject_token_type", "account_id", "scope", "actor_user_id", "requested_token_type", "requested_lifetime")
+    GRANT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_USER_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_LIFETIME_FIELD_NUMBER: _ClassVar[int]
+    grant_type: str
+    subject_token: str
+    subject_token_type: str
+    account_id: str
+    scope: str
+    actor_user_id: str
+    requested_token_type: str
+    requested_lifetime: int
+    def __init__(self, grant_type: _Optional[str] = ..., subject_token: _Optional[str] = ..., subject_token_type: _Optional[str] = ..., account_id: _Optional[str] = ..., scope: _Optional[str] = ..., actor_user_id: _Optional[str] = ..., requested_token_type: _Optional[str] = ..., requested_lifetime: _Optional[int] = ...) -> None: ...
+
+class ExchangeTokenResponse(_message.Message):
+    __slots__ = ("access_token", "issued_token_type", "token_type", "expires_in", "scope")
+    ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    access_token: str
+    issued_token_type: str
+    token_type: str
+    expires_in: int
+    scope: str
+    def __init__(self, access_token: _Optional[str] = ..., issued_token_type: _Optional[str] = ..., token_type: _Optional[str] = ..., expires_in: _Optional[int] = ..., scope: _Optional[str] = ...) -> None: ...

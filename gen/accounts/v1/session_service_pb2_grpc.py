@@ -68,6 +68,11 @@ class SessionServiceStub:
                 request_serializer=accounts_dot_v1_dot_session__service__pb2.IntrospectTokenRequest.SerializeToString,
                 response_deserializer=accounts_dot_v1_dot_session__service__pb2.IntrospectTokenResponse.FromString,
                 _registered_method=True)
+        self.ExchangeToken = channel.unary_unary(
+                '/accounts.v1.SessionService/ExchangeToken',
+                request_serializer=accounts_dot_v1_dot_session__service__pb2.ExchangeTokenRequest.SerializeToString,
+                response_deserializer=accounts_dot_v1_dot_session__service__pb2.ExchangeTokenResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -127,6 +132,39 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExchangeToken(self, request, context):
+        """Exchanges an access token for a delegated one (OAuth 2.0 Token Exchange,
+        RFC 8693): a JWT that acts in another account, for a bounded time, and
+        names in its `act` claim (RFC 8693 section 4.1) the user who acts. Over
+        HTTP the same exchange is also `POST /v1/token` with `grant_type=
+        urn:ietf:params:oauth:grant-type:token-exchange` (form or JSON; errors
+        in RFC 6749 section 5.2 form). Needs no other authentication: the
+        `subject_token` is the credential. Two cases:
+
+        - Consultancy: a user with the `consultant` role whose account C is the
+        `consultancy_account_id` of account D exchanges its own token for one
+        that acts in D with the `consultant` role only (read-only).
+        - Installer: an `admin` issues a token that acts in a chosen account
+        with chosen roles (`scope`; never `admin` or `admin-reader`) for a
+        named user (`actor_user_id`), e.g. an installer's time-limited access.
+
+        The token's `sub` is the subject token's user (on whose authority it
+        acts), `act.sub` the acting user, `account_id` the account it acts in,
+        `roles` the delegated roles. Its lifetime is capped by the subject
+        token's remaining lifetime and by `--delegation-max-lifetime`. The
+        server re-checks the delegation on every call made with it: deleting
+        the actor or the subject, rotating either's client secret, removing the
+        subject's `admin` or `consultant` role, moving D to another consultancy
+        or closing either account kills the token. A delegated token cannot be
+        exchanged again (PERMISSION_DENIED `DELEGATED_TOKEN`). Every exchange,
+        allowed or refused, is audited ("token.exchange",
+        "token.exchange_denied") in the target account's log, naming the actor
+        and the subject; so is every write made with a delegated token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +197,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.IntrospectToken,
                     request_deserializer=accounts_dot_v1_dot_session__service__pb2.IntrospectTokenRequest.FromString,
                     response_serializer=accounts_dot_v1_dot_session__service__pb2.IntrospectTokenResponse.SerializeToString,
+            ),
+            'ExchangeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExchangeToken,
+                    request_deserializer=accounts_dot_v1_dot_session__service__pb2.ExchangeTokenRequest.FromString,
+                    response_serializer=accounts_dot_v1_dot_session__service__pb2.ExchangeTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -327,6 +370,33 @@ class SessionService:
             '/accounts.v1.SessionService/IntrospectToken',
             accounts_dot_v1_dot_session__service__pb2.IntrospectTokenRequest.SerializeToString,
             accounts_dot_v1_dot_session__service__pb2.IntrospectTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExchangeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accounts.v1.SessionService/ExchangeToken',
+            accounts_dot_v1_dot_session__service__pb2.ExchangeTokenRequest.SerializeToString,
+            accounts_dot_v1_dot_session__service__pb2.ExchangeTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,3 +1,4 @@
+from accounts.v1 import access_pb2 as _access_pb2
 from accounts.v1 import account_pb2 as _account_pb2
 from accounts.v1 import options_pb2 as _options_pb2
 from accounts.v1 import user_pb2 as _user_pb2
@@ -245,3 +246,47 @@ class ListUserOrdersResponse(_message.Message):
     previous_page_token: str
     total_size: int
     def __init__(self, orders: _Optional[_Iterable[_Union[_user_pb2.Order, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., previous_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+
+class CheckAccessRequest(_message.Message):
+    __slots__ = ("user_id", "token", "checks")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    token: str
+    checks: _containers.RepeatedCompositeFieldContainer[_access_pb2.AccessCheck]
+    def __init__(self, user_id: _Optional[str] = ..., token: _Optional[str] = ..., checks: _Optional[_Iterable[_Union[_access_pb2.AccessCheck, _Mapping]]] = ...) -> None: ...
+
+class CheckAccessResponse(_message.Message):
+    __slots__ = ("user_id", "decisions")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    decisions: _containers.RepeatedCompositeFieldContainer[_access_pb2.AccessDecision]
+    def __init__(self, user_id: _Optional[str] = ..., decisions: _Optional[_Iterable[_Union[_access_pb2.AccessDecision, _Mapping]]] = ...) -> None: ...
+
+class ListAccessibleDevicesRequest(_message.Message):
+    __slots__ = ("user_id", "page_size", "page_token", "filter", "order_by")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    page_size: int
+    page_token: str
+    filter: str
+    order_by: str
+    def __init__(self, user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[str] = ..., order_by: _Optional[str] = ...) -> None: ...
+
+class ListAccessibleDevicesResponse(_message.Message):
+    __slots__ = ("devices", "next_page_token", "previous_page_token", "total_size")
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[_access_pb2.AccessibleDevice]
+    next_page_token: str
+    previous_page_token: str
+    total_size: int
+    def __init__(self, devices: _Optional[_Iterable[_Union[_access_pb2.AccessibleDevice, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., previous_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...

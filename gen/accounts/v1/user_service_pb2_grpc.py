@@ -112,6 +112,16 @@ class UserServiceStub:
                 request_serializer=accounts_dot_v1_dot_user__service__pb2.ListUserOrdersRequest.SerializeToString,
                 response_deserializer=accounts_dot_v1_dot_user__service__pb2.ListUserOrdersResponse.FromString,
                 _registered_method=True)
+        self.CheckAccess = channel.unary_unary(
+                '/accounts.v1.UserService/CheckAccess',
+                request_serializer=accounts_dot_v1_dot_user__service__pb2.CheckAccessRequest.SerializeToString,
+                response_deserializer=accounts_dot_v1_dot_user__service__pb2.CheckAccessResponse.FromString,
+                _registered_method=True)
+        self.ListAccessibleDevices = channel.unary_unary(
+                '/accounts.v1.UserService/ListAccessibleDevices',
+                request_serializer=accounts_dot_v1_dot_user__service__pb2.ListAccessibleDevicesRequest.SerializeToString,
+                response_deserializer=accounts_dot_v1_dot_user__service__pb2.ListAccessibleDevicesResponse.FromString,
+                _registered_method=True)
 
 
 class UserServiceServicer:
@@ -247,6 +257,28 @@ class UserServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckAccess(self, request, context):
+        """Checks what a user may do with physical assets: one decision per check,
+        in order, each with the rule that decided (the same policy every RPC
+        decides by, so a check and the real call never disagree). Up to 1000
+        checks in one call (the batch form: the facts are read once for all).
+        The user is `user_id`, or the bearer of `token`, or else the caller.
+        A user may ask about itself; `account-admin`, `consultant` and
+        `admin-reader` about the users they may read; `admin` about anyone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAccessibleDevices(self, request, context):
+        """Lists the devices a user may touch (may see, at least), each with the
+        actions it may do and the rules that allow them. Who may ask: as for
+        `CheckAccess`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -319,6 +351,16 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.ListUserOrders,
                     request_deserializer=accounts_dot_v1_dot_user__service__pb2.ListUserOrdersRequest.FromString,
                     response_serializer=accounts_dot_v1_dot_user__service__pb2.ListUserOrdersResponse.SerializeToString,
+            ),
+            'CheckAccess': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckAccess,
+                    request_deserializer=accounts_dot_v1_dot_user__service__pb2.CheckAccessRequest.FromString,
+                    response_serializer=accounts_dot_v1_dot_user__service__pb2.CheckAccessResponse.SerializeToString,
+            ),
+            'ListAccessibleDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccessibleDevices,
+                    request_deserializer=accounts_dot_v1_dot_user__service__pb2.ListAccessibleDevicesRequest.FromString,
+                    response_serializer=accounts_dot_v1_dot_user__service__pb2.ListAccessibleDevicesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -707,6 +749,60 @@ class UserService:
             '/accounts.v1.UserService/ListUserOrders',
             accounts_dot_v1_dot_user__service__pb2.ListUserOrdersRequest.SerializeToString,
             accounts_dot_v1_dot_user__service__pb2.ListUserOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckAccess(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accounts.v1.UserService/CheckAccess',
+            accounts_dot_v1_dot_user__service__pb2.CheckAccessRequest.SerializeToString,
+            accounts_dot_v1_dot_user__service__pb2.CheckAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccessibleDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/accounts.v1.UserService/ListAccessibleDevices',
+            accounts_dot_v1_dot_user__service__pb2.ListAccessibleDevicesRequest.SerializeToString,
+            accounts_dot_v1_dot_user__service__pb2.ListAccessibleDevicesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,7 +12,9 @@ status (``errors.py``). ``POST /v1/token`` also speaks RFC 6749 (``oauth.py``).
 Besides the RPC routes: ``/healthz`` (the process is up), ``/readyz`` (the database
 answers and the server is not draining; 503 otherwise), ``/metrics`` (Prometheus text
 format) and ``/openapi.json`` (OpenAPI 3.1, generated from the same annotations); the
-OAuth metadata, introspection and revocation endpoints (``oauth_endpoints.py``).
+OAuth metadata, introspection and revocation endpoints (``oauth_endpoints.py``). CORS for
+the origins of ``--cors-allowed-origins`` (``cors.py``): preflights are answered before
+any call, with each path's own methods.
 
 Limits: a route with a body authenticates and authorizes the caller first (a stranger
 gets 401/403 and its body is never read); a body larger than ``--http-max-body-bytes``
@@ -35,7 +37,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,6 +46,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 from prometheus_client import generate_latest
 
+from accounts_grpc import tracing
 from accounts_grpc.config import Settings
 from accounts_grpc.domain.validate import FORBIDDEN_CHARS
 from accounts_grpc.rest import oauth
@@ -55,8 +58,14 @@ from accounts_grpc.rest.asgi import (
     Send,
     read_body,
 )
-from accounts_grpc.rest.errors import Headers, error_response, shim_status
-from accounts_grpc.rest.oauth_endpoints import Networks, OAuthEndpoints
+from accounts_grpc.rest.cors import CorsPolicy
+from accounts_grpc.rest.errors import Headers, error_response, shim_status, status_dict
+from accounts_grpc.rest.oauth_endpoints import (
+    INTROSPECT_PATH,
+    REVOKE_PATH,
+    Networks,
+    OAuthEndpoints,
+)
 from accounts_grpc.rest.openapi import render
 from accounts_grpc.rest.routes import Match, Route, Router, routes_for
 from accounts_grpc.rest.templates import unescape
@@ -65,9 +74,11 @@ from accounts_grpc.rest.transcode import (
     invalid,
     load_json,
     merge_json,
+    message_json,
     parse_query,
     response_json,
     set_field,
+    stream_chunk,
 )
 from accounts_grpc.rpc import metrics, registry
 from accounts_grpc.rpc.pipeline import REQUEST_ID_KEY, Admission, CallFailed, request_id
@@ -81,6 +92,7 @@ SHUTTING_DOWN = status_for(
 
 
 JSON_TYPE = b"application/json"
+NDJSON_TYPE = b"application/x-ndjson"
 METRICS_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 # Request headers passed on to the pipeline as gRPC metadata (lowercase, as gRPC has
 # them); grpc-gateway's "Grpc-Metadata-<name>" headers pass on as "<name>".
@@ -100,6 +112,10 @@ class CallPipeline(Protocol):
              transport: str, handler: Callable[[Any], Any], *,
              admitted: Admission | None = None,
              build: Callable[[], Any] | None = None) -> Any: ...
+
+    def stream(self, method: str, request: Any, metadata: Mapping[str, str], peer: str,
+               transport: str, handler: Callable[[Any], Any], *,
+               build: Callable[[], Any] | None = None) -> Iterator[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -129,6 +145,10 @@ class GatewayConfig:
     jwks_max_age: int
     #: ``--trusted-proxies``: whose X-Forwarded-Host/-Proto the OAuth metadata believes
     trusted_proxies: Networks = ()
+    #: ``--cors-*``: the origins whose pages may call the shim (None: no CORS headers)
+    cors: CorsPolicy | None = None
+    #: server streams (WatchEvents) open at once, each stepped on a thread of its own
+    max_streams: int = 32
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pipeline: CallPipeline,
@@ -143,6 +163,8 @@ class GatewayConfig:
             max_queued=settings.grpc_max_queued_calls,
             jwks_max_age=settings.jwks_max_age,
             trusted_proxies=settings.proxy_networks(),
+            cors=CorsPolicy.from_settings(settings),
+            max_streams=settings.grpc_max_streams,
         )
 
 
@@ -178,8 +200,27 @@ def _peer(scope: Scope) -> str:
     return str(client[0]) if client else ""
 
 
-# where __call__ keeps the request's id for _headers (an ASGI scope may carry extra keys)
+def _raw_path(scope: Scope) -> str:
+    """The request's path as sent (still percent-encoded), without a query."""
+    raw = scope.get("raw_path")
+    raw_path = raw.decode("latin-1") if raw else str(scope["path"])
+    return raw_path.split("?", 1)[0]  # some servers leave the query on raw_path
+
+
+# where __call__ keeps the request's id for _headers (an ASGI scope may carry extra keys),
+# and, for the metrics, the route matched (its template or fixed path, and its RPC) and
+# the response's status
 REQUEST_ID_SCOPE = "accounts.request_id"
+ROUTE_SCOPE = "accounts.route"
+STATUS_SCOPE = "accounts.status"
+
+
+def _matched(scope: Scope, route: str, rpc: str) -> None:
+    """The route a request matched, for its metrics and (tracing) its span's name, which
+    must be set before the answer: the middleware ends the span with the last byte."""
+    scope[ROUTE_SCOPE] = (route, rpc)
+    if tracing.enabled():
+        tracing.name_http_span(scope["method"], route, rpc)
 
 
 def _echo_request_id(scope: Scope, send: Send) -> Send:
@@ -197,6 +238,7 @@ def _echo_request_id(scope: Scope, send: Send) -> Send:
     async def echo(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             message["headers"] = [*message.get("headers", ()), header]
+            scope[STATUS_SCOPE] = message["status"]
         await send(message)
 
     return echo
@@ -224,6 +266,7 @@ class Gateway:
         self.max_body = config.max_body_bytes
         self.body_timeout = config.body_timeout
         self.jwks_max_age = config.jwks_max_age
+        self.cors = config.cors
         routes = routes_for(registry.service_descriptors())
         for r in routes:
             servicer = config.servicers.get(r.service.full_name)
@@ -237,6 +280,12 @@ class Gateway:
         # without limit (counted on the loop's thread only, so no lock is needed)
         self.max_in_flight = config.workers + config.max_queued
         self.in_flight = 0
+        # server streams step on threads of their own, so that open streams never hold
+        # the workers unary calls need; past the bound a new one is refused at once
+        self.max_streams = config.max_streams
+        self.open_streams = 0
+        self.stream_executor = ThreadPoolExecutor(max_workers=config.max_streams,
+                                                  thread_name_prefix="rest-stream")
         self._openapi: bytes | None = None
         self._openapi_lock = threading.Lock()
         self._static: dict[str, Callable[[Scope, Receive, Send], Awaitable[int]]] = {
@@ -254,6 +303,7 @@ class Gateway:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.stream_executor.shutdown(wait=False, cancel_futures=True)
 
     # -- ASGI entry ---------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -262,22 +312,37 @@ class Gateway:
             if kind == "lifespan":
                 await self._lifespan(receive, send)
             return
+        # every request measured once, here, by the route it matched (rpc/metrics.py)
+        start = time.perf_counter()
+        metrics.http_started()
+        try:
+            await self._http(scope, receive, send)
+        finally:
+            route, rpc = scope.get(ROUTE_SCOPE, ("", ""))
+            metrics.http_ended(scope["method"], route, rpc, scope.get(STATUS_SCOPE, 0),
+                               time.perf_counter() - start)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         send = _echo_request_id(scope, send)  # every response names the request's id
+        if self.cors is not None:  # a preflight is answered before any call (rest/cors.py)
+            preflight = self.cors.preflight(scope, lambda: self._methods(scope))
+            if preflight is not None:
+                await _send(send, 204, preflight, b"")
+                return
+            send = self.cors.wrap(scope, send)
         path: str = scope["path"]
         static = self._static.get(path)
         if static is not None:
-            status = await static(scope, receive, send)
-            metrics.HTTP_REQUESTS.labels(path, str(status)).inc()
+            _matched(scope, path, "")
+            await static(scope, receive, send)
             return
-        raw = scope.get("raw_path")
-        raw_path = raw.decode("latin-1") if raw else path
-        if "?" in raw_path:  # some servers leave the query on raw_path
-            raw_path = raw_path.split("?", 1)[0]
+        raw_path = _raw_path(scope)
         method: str = scope["method"]
         match = self.router.match(method, raw_path)
         if match is None:
             await self._no_route(method, raw_path, send)
             return
+        _matched(scope, match.route.template.source, match.route.rpc)
         started = False
 
         async def tracked(message: dict[str, Any]) -> None:
@@ -288,6 +353,8 @@ class Gateway:
         try:
             if match.route.rpc == oauth.TOKEN_RPC:
                 await self._token(match, scope, receive, tracked)
+            elif match.route.method.server_streaming:
+                await self._stream(match, scope, receive, tracked)
             else:
                 await self._rpc(match, scope, receive, tracked)
         except asyncio.CancelledError:
@@ -304,6 +371,12 @@ class Gateway:
             log.exception("REST shim failed on %s %s", method, raw_path)
             if not started:
                 await _send(send, *error_response(internal_status()))
+
+    def _methods(self, scope: Scope) -> list[str]:
+        """The methods ``scope``'s path is served with, as a 405's ``Allow`` names them."""
+        if scope["path"] in self._static:
+            return ["POST"] if scope["path"] in (INTROSPECT_PATH, REVOKE_PATH) else ["GET", "HEAD"]
+        return self.router.allowed(_raw_path(scope))
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -377,7 +450,8 @@ class Gateway:
                 [error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1))]))
         loop = asyncio.get_running_loop()
         try:
-            future = loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+            future = loop.run_in_executor(
+                self.executor, tracing.carry(functools.partial(fn, *args, **kwargs)))
         except RuntimeError:  # the executor is shut down: the server is stopping
             raise CallFailed(shim_status("UNAVAILABLE", "the server is shutting down",
                                          "SHUTTING_DOWN")) from None
@@ -397,7 +471,6 @@ class Gateway:
 
     async def _rpc(self, match: Match, scope: Scope, receive: Receive, send: Send) -> None:
         route = match.route
-        start = time.perf_counter()
         metadata, _ctype, length = self._headers(scope)
         body: bytes | None = None
         admitted: Admission | None = None
@@ -413,10 +486,10 @@ class Gateway:
                 body = await asyncio.wait_for(read_body(receive, self.max_body, length),
                                               self.body_timeout)
             except BodyTooLarge:
-                await self._too_large(route, send, start)
+                await self._too_large(send)
                 return
             except TimeoutError:
-                await self._body_timeout(route, send, start)
+                await self._body_timeout(send)
                 return
             except ClientGone:
                 return
@@ -438,23 +511,94 @@ class Gateway:
             headers.append((b"cache-control", f"public, max-age={self.jwks_max_age}".encode()))
         await _send(send, 200, headers, out)
 
-    async def _too_large(self, route: Route | None, send: Send, start: float) -> None:
+    async def _stream(self, match: Match, scope: Scope, receive: Receive, send: Send) -> None:
+        """A server stream, as grpc-gateway forwards one (``ForwardResponseStream``):
+        ``application/x-ndjson``, a line ``{"result": ...}`` per message, and a last
+        ``{"error": ...}`` line if it fails once open. A failure before it opens (a bad
+        request, authentication, a bad cursor) is an error like any call's (its HTTP
+        status, a google.rpc.Status body), as grpc-gateway's ``HTTPError`` answers a
+        stream that fails before its headers. Each step of the stream (a message, or a
+        heartbeat at least every second) runs on the stream threads, never the
+        workers; a client that goes away ends it."""
+        route = match.route
+        if self.open_streams >= self.max_streams:
+            await _send(send, *error_response(shim_status(
+                "RESOURCE_EXHAUSTED", f"the server has too many streams open (the limit is "
+                f"{self.max_streams}); retry in 1 s", "TOO_MANY_STREAMS",
+                {"limit": str(self.max_streams), "scope": "server"},
+                [error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1))])))
+            return
+        metadata, _ctype, _length = self._headers(scope)
+        query = scope.get("query_string", b"")
+        loop = asyncio.get_running_loop()
+        try:
+            deadline = _deadline(scope)
+        except CallFailed as e:
+            await _send(send, *error_response(e.status))
+            return
+        self.open_streams += 1
+        gone = asyncio.ensure_future(_disconnected(receive))
+        try:
+            try:
+                messages = await loop.run_in_executor(self.stream_executor, tracing.carry(
+                    functools.partial(self.pipeline.stream, route.rpc, None, metadata,
+                                      _peer(scope), "rest", route.handler,
+                                      build=lambda: self._build(route, match.values, None,
+                                                                query))))
+            except CallFailed as e:  # before the stream opens: a plain error
+                await _send(send, *error_response(e.status))
+                return
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", NDJSON_TYPE)]})
+            try:
+                await self._forward(messages, gone, send, deadline)
+            finally:
+                await loop.run_in_executor(self.stream_executor, messages.close)  # type: ignore[attr-defined]
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            gone.cancel()
+            self.open_streams -= 1
+
+    async def _forward(self, messages: Any, gone: asyncio.Future[None], send: Send,
+                       deadline: float | None) -> None:
+        """Send the stream's messages until it ends, fails, passes its deadline, or its
+        client goes away."""
+        loop = asyncio.get_running_loop()
+        while True:
+            step: asyncio.Future[Any] = loop.run_in_executor(self.stream_executor, next,
+                                                             messages, _ENDED)
+            await asyncio.wait([step, gone], return_when=asyncio.FIRST_COMPLETED)
+            try:
+                message = await step  # a step under way is let finish: then it can close
+            except CallFailed as e:
+                if not gone.done():
+                    await send({"type": "http.response.body", "more_body": True,
+                                "body": stream_chunk("error", status_dict(e.status))})
+                return
+            if message is _ENDED or gone.done():
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": stream_chunk("error", status_dict(DEADLINE_PASSED))})
+                return
+            if message is not None:  # None: a heartbeat
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": stream_chunk("result", message_json(message))})
+
+    async def _too_large(self, send: Send) -> None:
         status = shim_status(
             "RESOURCE_EXHAUSTED",
             f"the request body is larger than the limit of {self.max_body} bytes",
             "REQUEST_TOO_LARGE", {"limit_bytes": str(self.max_body)},
         )
-        if route is not None:
-            metrics.observe("rest", route.rpc, "RESOURCE_EXHAUSTED", time.perf_counter() - start)
         await _send(send, *error_response(status, 413))
 
-    async def _body_timeout(self, route: Route, send: Send, start: float) -> None:
+    async def _body_timeout(self, send: Send) -> None:
         status = shim_status(
             "DEADLINE_EXCEEDED",
             f"the request body did not arrive within {self.body_timeout:g} s",
             "REQUEST_BODY_TIMEOUT", {"timeout_seconds": f"{self.body_timeout:g}"},
         )
-        metrics.observe("rest", route.rpc, "DEADLINE_EXCEEDED", time.perf_counter() - start)
         code, headers, body = error_response(status, 408)
         headers.append((b"connection", b"close"))
         await _send(send, code, headers, body)
@@ -466,24 +610,20 @@ class Gateway:
                                  {"method": method, "allow": ", ".join(allowed)})
             code, headers, body = error_response(status, 405)
             headers.append((b"allow", ", ".join(allowed).encode()))
-            metrics.HTTP_REQUESTS.labels("<method not allowed>", "405").inc()
         else:
             status = shim_status("NOT_FOUND", "Not Found", "ROUTE_NOT_FOUND",
                                  {"method": method})
             code, headers, body = error_response(status, 404)
-            metrics.HTTP_REQUESTS.labels("<unmatched>", "404").inc()
         await _send(send, code, headers, body)
 
     # -- POST /v1/token -------------------------------------------------------------------
     async def _token(self, match: Match, scope: Scope, receive: Receive, send: Send) -> None:
         route = match.route
-        start = time.perf_counter()
         metadata, ctype, length = self._headers(scope)
         authorization = metadata.pop("authorization", None)  # credentials, not a bearer token
         try:
             body = await read_body(receive, self.max_body, length)
         except BodyTooLarge:
-            metrics.observe("rest", route.rpc, "RESOURCE_EXHAUSTED", time.perf_counter() - start)
             err = oauth.OAuthError(413, "invalid_request",
                                    f"the request body is larger than {self.max_body} bytes")
             await _send(send, *err.response())
@@ -496,10 +636,10 @@ class Gateway:
                 raise oauth.OAuthError(400, "invalid_request",
                                        "send the parameters in the body, not the query string")
         except oauth.OAuthError as e:
-            code = "UNAUTHENTICATED" if e.status == 401 else "INVALID_ARGUMENT"
-            metrics.observe("rest", route.rpc, code, time.perf_counter() - start)
             await _send(send, *e.response())
             return
+        # a token-exchange grant runs as ExchangeToken (RFC 8693, rest/oauth.py)
+        route = next((r for r in self.router.routes if r.rpc == oauth.rpc_for(request)), route)
         try:
             response = await self._call(route, request, metadata, scope)
         except CallFailed as e:
@@ -569,6 +709,35 @@ class Gateway:
             if self._openapi is None:
                 self._openapi = render(self.router.routes).encode()
             return self._openapi
+
+
+_ENDED = object()
+DEADLINE_PASSED = status_for("DEADLINE_EXCEEDED", "the stream reached its Grpc-Timeout",
+                             "DEADLINE_EXCEEDED")
+#: grpc-timeout's units (the gRPC over HTTP/2 spec), in seconds
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def _deadline(scope: Scope) -> float | None:
+    """When a stream must end (``time.monotonic``), from a ``Grpc-Timeout`` header as
+    grpc-gateway takes it (``1S``, ``500m``: up to 8 digits and a unit); None without
+    one. A malformed one is INVALID_ARGUMENT."""
+    for k, v in scope["headers"]:
+        if k == b"grpc-timeout":
+            text = v.decode("latin-1")
+            if not (2 <= len(text) <= 9 and text[:-1].isdigit()
+                    and text[-1] in _TIMEOUT_UNITS):
+                raise CallFailed(shim_status(
+                    "INVALID_ARGUMENT", f"Grpc-Timeout {text[:20]!r} is not a timeout such "
+                    "as 1S or 500m", "INVALID_TIMEOUT"))
+            return time.monotonic() + int(text[:-1]) * _TIMEOUT_UNITS[text[-1]]
+    return None
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (a GET sends no body to wait for)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def create_http_app(config: GatewayConfig) -> Gateway:

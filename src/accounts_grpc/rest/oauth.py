@@ -17,6 +17,17 @@ adapts the HTTP edges so stock OAuth2 clients work unchanged:
 
 The call itself goes through the same Pipeline as gRPC's CreateToken.
 
+``grant_type=urn:ietf:params:oauth:grant-type:token-exchange`` (RFC 8693) makes the
+request an ExchangeTokenRequest, run as the ExchangeToken RPC (``rpc_for``): the
+parameters of RFC 8693 §2.1 plus ``account_id`` (the account the token acts in) and
+``actor_user_id`` (services/exchange.py). The subject token is the credential, so no
+client authentication is asked for and an ``Authorization`` header is not read;
+``actor_token``, ``resource`` and ``audience`` are refused rather than ignored, since
+ignoring them would issue another token than the one asked for. Its errors are RFC
+8693 §2.2.2's: ``invalid_request`` (a bad or delegated subject token), ``invalid_target``
+(an account the caller may not act in), ``invalid_scope`` (roles it may not delegate),
+``unauthorized_client`` (a caller that may not delegate at all).
+
 ``parse_token_form`` reads the requests of the RFC 7662 introspection and RFC 7009
 revocation endpoints (rest/oauth_endpoints.py) the same way: a form with ``token`` and
 an optional ``token_type_hint``, the client authenticated as at the token endpoint.
@@ -27,6 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
@@ -45,6 +57,26 @@ from accounts_grpc.rest.errors import (
 from accounts_grpc.rest.transcode import load_json, merge_json, parse_query
 
 TOKEN_RPC = "/accounts.v1.SessionService/CreateToken"
+EXCHANGE_RPC = "/accounts.v1.SessionService/ExchangeToken"
+EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+#: ExchangeTokenRequest's fields, and RFC 8693 parameters refused with a reason
+EXCHANGE_PARAMS = tuple(f.name for f in session_service_pb2.ExchangeTokenRequest.DESCRIPTOR.fields)
+UNSUPPORTED_EXCHANGE_PARAMS = {
+    "actor_token": "name the acting user with actor_user_id instead",
+    "actor_token_type": "name the acting user with actor_user_id instead",
+    "resource": "name the account to act in with account_id instead",
+    "audience": "name the account to act in with account_id instead",
+}
+#: reasons of ExchangeToken's refusals → RFC 8693 §2.2.2 / RFC 6749 §5.2 error codes
+_EXCHANGE_ERRORS = {
+    "NOT_CONSULTANT_OF_ACCOUNT": "invalid_target",
+    "ACCOUNT_NOT_FOUND": "invalid_target",
+    "ACCOUNT_CLOSED": "invalid_target",
+    "ROLE_NOT_DELEGABLE": "invalid_scope",
+    "UNKNOWN_ROLE": "invalid_scope",
+    "DELEGATED_TOKEN": "invalid_request",
+    "USER_NOT_FOUND": "invalid_request",
+}
 FORM = "application/x-www-form-urlencoded"
 PARAMS = ("grant_type", "client_id", "client_secret", "scope")
 #: the parameters of an RFC 7662 / RFC 7009 request (others are ignored, RFC 6749 §3.2)
@@ -184,19 +216,56 @@ def parse_token_form(body: bytes, content_type: str, authorization: str | None,
     return TokenForm(client_id, client_secret, token.strip(), hint, basic)
 
 
+TokenRequest = session_service_pb2.CreateTokenRequest | session_service_pb2.ExchangeTokenRequest
+
+
+def rpc_for(request: TokenRequest) -> str:
+    """The RPC a token endpoint request runs as: CreateToken, or ExchangeToken."""
+    if isinstance(request, session_service_pb2.ExchangeTokenRequest):
+        return EXCHANGE_RPC
+    return TOKEN_RPC
+
+
+def _exchange_form(params: dict[str, str]) -> session_service_pb2.ExchangeTokenRequest:
+    """An RFC 8693 form (its ``requested_lifetime`` a number) as an ExchangeTokenRequest."""
+    msg = session_service_pb2.ExchangeTokenRequest()
+    for name, value in params.items():
+        if name == "requested_lifetime":
+            if not value.isdigit() or int(value) > 2**31 - 1:
+                raise OAuthError(400, "invalid_request",
+                                 "requested_lifetime must be a number of seconds")
+            msg.requested_lifetime = int(value)
+        else:
+            setattr(msg, name, value)
+    return msg
+
+
 def build_request(body: bytes, content_type: str,
-                  authorization: str | None) -> tuple[session_service_pb2.CreateTokenRequest, bool]:
-    """The CreateTokenRequest from the HTTP request, and whether Basic was used."""
+                  authorization: str | None) -> tuple[TokenRequest, bool]:
+    """The CreateTokenRequest or ExchangeTokenRequest (by ``grant_type``) from the HTTP
+    request, and whether Basic was used."""
     msg = session_service_pb2.CreateTokenRequest()
     ctype = content_type.split(";", 1)[0].strip().lower()
     form = ctype == FORM
     if form:
-        for name, value in _form(body, PARAMS).items():
-            setattr(msg, name, value)
+        params = _form(body, (*PARAMS, *EXCHANGE_PARAMS, *UNSUPPORTED_EXCHANGE_PARAMS))
+        if params.get("grant_type") == EXCHANGE_GRANT:
+            _refuse_unsupported(params)
+            return _exchange_form({k: v for k, v in params.items() if k in EXCHANGE_PARAMS}), False
+        for name in PARAMS:
+            if name in params:
+                setattr(msg, name, params[name])
     elif ctype in ("", "application/json") or ctype.endswith("+json"):
         if body.strip():
             try:
-                merge_json(msg, load_json(body), "*")
+                doc = load_json(body)
+                if isinstance(doc, dict) and EXCHANGE_GRANT in (doc.get("grant_type"),
+                                                                doc.get("grantType")):
+                    _refuse_unsupported(doc)
+                    exchange = session_service_pb2.ExchangeTokenRequest()
+                    merge_json(exchange, doc, "*")
+                    return exchange, False
+                merge_json(msg, doc, "*")
             except InvalidArgument as e:
                 raise OAuthError(400, "invalid_request", e.message) from None
     else:
@@ -215,6 +284,13 @@ def build_request(body: bytes, content_type: str,
     return msg, basic
 
 
+def _refuse_unsupported(params: Mapping[str, object]) -> None:
+    for name, instead in UNSUPPORTED_EXCHANGE_PARAMS.items():
+        if name in params:
+            error = "invalid_target" if name in ("resource", "audience") else "invalid_request"
+            raise OAuthError(400, error, f"{name} is not supported: {instead}")
+
+
 def error_from_status(status: status_pb2.Status, basic: bool) -> OAuthError:
     """A failed CreateToken (or introspection, revocation) call → its RFC 6749 §5.2
     error."""
@@ -228,6 +304,8 @@ def error_from_status(status: status_pb2.Status, basic: bool) -> OAuthError:
     code = status.code
     if code == code_pb2.UNAUTHENTICATED:
         return OAuthError(401, "invalid_client", status.message, basic_challenge=basic)
+    if reason in _EXCHANGE_ERRORS:
+        return OAuthError(400, _EXCHANGE_ERRORS[reason], status.message)
     if code == code_pb2.INVALID_ARGUMENT:
         error = {"UNSUPPORTED_GRANT_TYPE": "unsupported_grant_type",
                  "INVALID_SCOPE": "invalid_scope",

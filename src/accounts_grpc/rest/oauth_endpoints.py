@@ -51,7 +51,6 @@ import ipaddress
 import json
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,7 +59,6 @@ from accounts_grpc.domain.principal import Principal
 from accounts_grpc.rest import oauth
 from accounts_grpc.rest.asgi import BodyTooLarge, ClientGone, Receive, Scope, Send, read_body
 from accounts_grpc.rest.errors import Headers, error_response, shim_status
-from accounts_grpc.rpc import metrics
 from accounts_grpc.rpc.pipeline import Admission, CallFailed
 from accounts_grpc.services.sessions import Issuer, SessionsService, TokenInfo
 
@@ -81,7 +79,7 @@ SESSION_SERVICE = "accounts.v1.SessionService"
 AUTH_METHODS = ("client_secret_basic", "client_secret_post")
 #: the claims of our JWTs (API.md), for ``claims_supported``
 CLAIMS = ("iss", "sub", "aud", "iat", "exp", "jti", "account_id", "roles", "kind",
-          "client_id")
+          "client_id", "act")
 BEARER_HINT = "a Bearer token is introspected at POST /v1/token:introspect"
 
 JSON_TYPE = b"application/json"
@@ -157,7 +155,8 @@ def metadata_document(base: str, issuer: Issuer) -> dict[str, Any]:
         "jwks_uri": base + JWKS_PATH,
         "introspection_endpoint": base + INTROSPECT_PATH,
         "revocation_endpoint": base + REVOKE_PATH,
-        "grant_types_supported": ["client_credentials"],
+        # RFC 8693 token exchange: delegated tokens (services/exchange.py)
+        "grant_types_supported": ["client_credentials", oauth.EXCHANGE_GRANT],
         "token_endpoint_auth_methods_supported": methods,
         "introspection_endpoint_auth_methods_supported": methods,
         "revocation_endpoint_auth_methods_supported": methods,
@@ -250,7 +249,7 @@ class OAuthEndpoints:
             return await self._unimplemented(send, scope["path"])
         try:
             # the keys may be re-read from the database: on a worker thread, through the
-            # pipeline (its error mapping, log line and metrics), public like GetJwks
+            # pipeline (its error mapping and log line), public like GetJwks
             issuer: Issuer = await self.in_worker(
                 self.pipeline.call, scope["path"], None, self.headers(scope)[0], _peer(scope),
                 "rest", lambda _request: sessions.issuer(), admitted=Admission(None))
@@ -293,14 +292,13 @@ class OAuthEndpoints:
                          run: Callable[[Principal, oauth.TokenForm], tuple[int, bytes]]
                          ) -> int:
         """Read and check the form, then, through the pipeline on a worker thread (one
-        log line, metrics, error mapping, the client's address for the limiter):
+        log line, error mapping, the client's address for the limiter):
         authenticate the client and ``run``."""
         if scope["method"] != "POST":
             return await self._method_not_allowed(scope, send, "POST")
         sessions = self.sessions
         if sessions is None:
             return await self._unimplemented(send, path)
-        start = time.perf_counter()
         metadata, ctype, length = self.headers(scope)
         authorization = metadata.pop("authorization", None)  # client credentials
         try:
@@ -317,11 +315,11 @@ class OAuthEndpoints:
         except ClientGone:
             return 499
         except TimeoutError:
-            return await self._answer(send, path, start, oauth.OAuthError(
+            return await self._answer(send, oauth.OAuthError(
                 408, "invalid_request",
                 f"the request body did not arrive within {self.body_timeout:g} s"))
         except oauth.OAuthError as e:
-            return await self._answer(send, path, start, e)
+            return await self._answer(send, e)
 
         def call(_request: Any) -> tuple[int, bytes]:
             p = sessions.authenticate_client(form.client_id, form.client_secret)
@@ -340,12 +338,9 @@ class OAuthEndpoints:
         await self.send(send, status, [(b"content-type", JSON_TYPE), *oauth.NO_STORE], out)
         return status
 
-    async def _answer(self, send: Send, path: str, start: float, e: oauth.OAuthError) -> int:
-        """A request refused before the call: counted as the call's outcome would be."""
-        code = "UNAUTHENTICATED" if e.status == 401 else (
-            "RESOURCE_EXHAUSTED" if e.status == 413 else (
-                "DEADLINE_EXCEEDED" if e.status == 408 else "INVALID_ARGUMENT"))
-        metrics.observe("rest", path, code, time.perf_counter() - start)
+    async def _answer(self, send: Send, e: oauth.OAuthError) -> int:
+        """A request refused before the call (counted, as every request, by its HTTP
+        status: gateway.py)."""
         await self.send(send, *e.response())
         return e.status
 

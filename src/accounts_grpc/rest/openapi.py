@@ -873,6 +873,15 @@ class DocumentBuilder:
             schema = {"$ref": REF + self.schemas.add(out_desc)}
         ok = {"description": self.notes.get(out_desc.full_name, "OK") or "OK",
               "content": {"application/json": {"schema": schema}}}
+        if route.method.server_streaming:  # grpc-gateway's stream: one object a line
+            ok["content"] = {"application/x-ndjson": {"schema": {
+                "type": "object",
+                "title": f"Stream result of {out_desc.full_name}",
+                "description": "One line of the newline-delimited JSON stream: `result` "
+                               "holds the next message; `error`, on the last line, the "
+                               "failure that ended the stream.",
+                "properties": {"result": schema, "error": {"$ref": REF + "Status"}},
+            }}}
         if route.rpc == TOKEN_RPC:  # RFC 6749's errors (rest/oauth.py); no body timeout
             return {"200": ok, **error_responses(
                 OAUTH2_ERRORS, ("400", "401", "413", "429", "431", "503"))}

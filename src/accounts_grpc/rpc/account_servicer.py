@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from accounts.v1 import account_service_pb2 as pb
-from accounts.v1 import account_service_pb2_grpc
+from accounts.v1 import account_service_pb2_grpc, audit_event_pb2
 
 from accounts_grpc.domain.principal import current_principal
 from accounts_grpc.rpc.convert.accounts import (
@@ -23,6 +24,7 @@ class AccountServiceServicer(account_service_pb2_grpc.AccountServiceServicer):
         self.services = services
         self.accounts = services.accounts
         self.audit_log = services.audit_log
+        self.events = services.events
 
     def CreateAccount(
         self, request: pb.CreateAccountRequest, context: Any
@@ -76,6 +78,7 @@ class AccountServiceServicer(account_service_pb2_grpc.AccountServiceServicer):
     def ListAuditEvents(
         self, request: pb.ListAuditEventsRequest, context: Any
     ) -> pb.ListAuditEventsResponse:
+        newest = self.events.newest_cursor()  # before the page: watching from it misses none
         page = self.audit_log.list_audit_events(
             current_principal(),
             request.account_id,
@@ -84,8 +87,31 @@ class AccountServiceServicer(account_service_pb2_grpc.AccountServiceServicer):
             filter=request.filter,
         )
         return pb.ListAuditEventsResponse(
-            audit_events=[audit_event_to_proto(r) for r in page.rows],
+            audit_events=[self._event(r) for r in page.rows],
             next_page_token=page.next_page_token,
             previous_page_token=page.previous_page_token,
             total_size=page.total_size,
+            next_cursor=newest,
         )
+
+    def WatchEvents(
+        self, request: pb.WatchEventsRequest, context: Any
+    ) -> Iterator[pb.WatchEventsResponse | None]:
+        """A server stream; ``None`` is a heartbeat (rpc/pipeline.py ``stream``)."""
+        batches = self.events.watch(current_principal(), request.account_id, request.cursor)
+        return (pb.WatchEventsResponse(event=self._event(row)) if row is not None else None
+                for batch in batches for row in (batch or [None]))
+
+    def _event(self, row: Any) -> audit_event_pb2.AuditEvent:
+        """An event with its feed cursor and what it revokes."""
+        event = audit_event_to_proto(row)
+        event.cursor = self.events.cursor(row.seq)
+        revoked = row.revocation
+        if revoked:
+            event.revocation.CopyFrom(audit_event_pb2.Revocation(
+                kind=f"REVOCATION_KIND_{revoked['kind']}",
+                subjects=revoked["subjects"], session_ids=revoked["session_ids"],
+                key_ids=revoked["key_ids"], account_ids=revoked["account_ids"],
+            ))
+            event.revocation.issued_before.FromSeconds(row.create_time // 1_000_000)
+        return event

@@ -1,7 +1,7 @@
 """What happens around every RPC, once, for gRPC and REST alike.
 
 errors → authentication → authorization → the request's strings → the servicer, then
-one log line and the metrics. The gRPC interceptor and the REST shim both call
+one log line and (gRPC) the metrics. The gRPC interceptor and the REST shim both call
 ``Pipeline.call``; servicers never read headers or the gRPC context (they take the
 Principal from a contextvar). The REST shim runs ``admit`` (authentication and
 authorization alone) before it reads a request body, so a stranger's body is never read.
@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -180,6 +180,10 @@ class Pipeline:
         info = CallInfo(method, transport, self.client_address(peer, metadata), metadata,
                         request_id(metadata.get(REQUEST_ID_KEY)))
         ctok = set_call(info)
+        # a gRPC call is counted here, as go-grpc-prometheus counts it (a stream by
+        # ``stream``); a REST request once, as an HTTP request naming its RPC (gateway.py)
+        counted = (metrics.rpc(method).begin() if transport == metrics.GRPC and observe_ok
+                   else None)
         try:
             principal = (self._admitted(method, metadata) if admitted is None
                          else admitted.principal)
@@ -190,65 +194,128 @@ class Pipeline:
             if isinstance(request, Message):
                 check_strings(request)
             return handler(request)
-        except DomainError as e:
-            code = e.code
-            raise CallFailed(status_from_error(e)) from None
-        except CallFailed as e:
-            code = code_pb2.Code.Name(e.status.code)
-            raise
-        except NotImplementedError:  # a servicer method still inherited from the generated base
-            code = "UNIMPLEMENTED"
-            raise CallFailed(
-                status_for("UNIMPLEMENTED", f"{method} is not implemented", "UNIMPLEMENTED")
-            ) from None
-        except db.ValueRefused as e:
-            # a value the driver or the database refused (out of range, bad encoding):
-            # the caller's mistake, so say so; the log line names no value
-            code = "INVALID_ARGUMENT"
-            errlog.warning("the database refused a value in %s: %s", method, db.describe(e))
-            raise CallFailed(
-                status_for("INVALID_ARGUMENT", "a value of the request cannot be stored",
-                           "INVALID_VALUE")
-            ) from None
-        except db.PoolExhausted:  # no pooled connection within db_pool_timeout
-            code = "UNAVAILABLE"
-            errlog.warning("database pool exhausted in %s", method)
-            raise CallFailed(
-                status_for("UNAVAILABLE", "the database is busy; retry later", "DATABASE_BUSY",
-                           extra=[error_details_pb2.RetryInfo(
-                               retry_delay=duration_pb2.Duration(seconds=1))])
-            ) from None
-        except db.DatabaseUnavailable as e:  # the database is down or busy: retryable
-            code = "UNAVAILABLE"
-            errlog.warning("database unavailable in %s: %s", method, db.describe(e))
-            raise CallFailed(
-                status_for("UNAVAILABLE", "the database is unavailable; retry later",
-                           "DATABASE_UNAVAILABLE")
-            ) from None
-        except db.DatabaseError as e:
-            code = "INTERNAL"
-            errlog.error("unexpected database error in %s: %s\n%s", method, db.describe(e),
-                         "".join(traceback.format_tb(e.__traceback__)))
-            raise CallFailed(internal_status()) from None
-        except Exception:
-            code = "INTERNAL"
-            errlog.exception("unexpected error in %s", method)
-            raise CallFailed(internal_status()) from None
+        except Exception as e:
+            failed = _failed(method, e)
+            code = code_pb2.Code.Name(failed.status.code)
+            raise failed from None
         finally:
             if token is not None:
                 reset_principal(token)
             reset_call(ctok)
             elapsed = time.perf_counter() - start
+            if counted is not None:
+                counted.end(code, elapsed)
             if code != "OK" or observe_ok:
                 _observe(info, code, elapsed, principal)
 
 
+    def stream(self, method: str, request: Any, metadata: Mapping[str, str], peer: str,
+               transport: str, handler: Callable[[Any], Iterable[Any]], *,
+               build: Callable[[], Any] | None = None) -> Iterator[Any]:
+        """A server stream, run as ``call`` runs a unary call: admitted, then
+        ``handler(request)`` (which checks what it must and returns the stream's
+        messages) with the principal set; a failure so far is raised here. Each later
+        message is made with the principal and the call set again, and a failure then
+        is raised by the iterator, as CallFailed mapped as ``call`` maps it. ``None``
+        from the handler is a heartbeat: the transport checks that its client is still
+        there. The stream's one log line is written when it ends."""
+        start = time.perf_counter()
+        seen: list[Principal | None] = []
+        # a gRPC stream is counted from here to its end, each message sent as it goes
+        counted = metrics.rpc(method).begin() if transport == metrics.GRPC else None
+
+        def begin(req: Any) -> Iterator[Any]:
+            seen.append(maybe_principal())
+            return iter(handler(req))
+
+        try:
+            messages = self.call(method, request, metadata, peer, transport, begin,
+                                 build=build, observe_ok=False)
+        except CallFailed as e:
+            if counted is not None:
+                counted.end(code_pb2.Code.Name(e.status.code), time.perf_counter() - start)
+            raise
+        info = CallInfo(method, transport, self.client_address(peer, metadata), metadata,
+                        request_id(metadata.get(REQUEST_ID_KEY)))
+        return self._streamed(info, seen[0], messages, start, counted)
+
+    @staticmethod
+    def _streamed(info: CallInfo, principal: Principal | None, messages: Iterator[Any],
+                  start: float, counted: metrics.Rpc | None) -> Iterator[Any]:
+        code = "OK"
+        try:
+            while True:
+                ctok = set_call(info)
+                token = set_principal(principal) if principal is not None else None
+                try:
+                    message = next(messages, _END)
+                except Exception as e:
+                    failed = _failed(info.method, e)
+                    code = code_pb2.Code.Name(failed.status.code)
+                    raise failed from None
+                finally:
+                    if token is not None:
+                        reset_principal(token)
+                    reset_call(ctok)
+                if message is _END:
+                    return
+                if counted is not None and message is not None:  # None: a heartbeat
+                    counted.sent.inc()
+                yield message
+        except GeneratorExit:
+            code = "CANCELLED"  # the client went away, or the transport stopped reading
+            raise
+        finally:
+            close = getattr(messages, "close", None)
+            if close is not None:
+                close()
+            if counted is not None:
+                counted.end(code, time.perf_counter() - start)
+            _observe(info, code, time.perf_counter() - start, principal)
+
+
+_END = object()
+
+
+def _failed(method: str, e: Exception) -> CallFailed:
+    """The status a failed call answers (``call`` and ``stream`` alike), logged as it
+    must be: typed domain errors as they say, the database's troubles as retryable or
+    as the caller's value, anything else INTERNAL with nothing of it on the wire."""
+    if isinstance(e, DomainError):
+        return CallFailed(status_from_error(e))
+    if isinstance(e, CallFailed):
+        return e
+    if isinstance(e, NotImplementedError):  # a servicer method still inherited from the base
+        return CallFailed(
+            status_for("UNIMPLEMENTED", f"{method} is not implemented", "UNIMPLEMENTED"))
+    if isinstance(e, db.ValueRefused):
+        # a value the driver or the database refused (out of range, bad encoding): the
+        # caller's mistake, so say so; the log line names no value
+        errlog.warning("the database refused a value in %s: %s", method, db.describe(e))
+        return CallFailed(status_for("INVALID_ARGUMENT", "a value of the request cannot be "
+                                     "stored", "INVALID_VALUE"))
+    if isinstance(e, db.PoolExhausted):  # no pooled connection within db_pool_timeout
+        errlog.warning("database pool exhausted in %s", method)
+        return CallFailed(status_for(
+            "UNAVAILABLE", "the database is busy; retry later", "DATABASE_BUSY",
+            extra=[error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=1))]))
+    if isinstance(e, db.DatabaseUnavailable):  # the database is down or busy: retryable
+        errlog.warning("database unavailable in %s: %s", method, db.describe(e))
+        return CallFailed(status_for("UNAVAILABLE", "the database is unavailable; retry later",
+                                     "DATABASE_UNAVAILABLE"))
+    if isinstance(e, db.DatabaseError):
+        errlog.error("unexpected database error in %s: %s\n%s", method, db.describe(e),
+                     "".join(traceback.format_tb(e.__traceback__)))
+        return CallFailed(internal_status())
+    errlog.error("unexpected error in %s", method, exc_info=e)
+    return CallFailed(internal_status())
+
+
 def _observe(info: CallInfo, code: str, elapsed: float, principal: Principal | None) -> None:
-    """The call's metrics and its one log line. The request id is safe to log as it is
+    """The call's one log line. The request id is safe to log as it is
     (``domain.call.request_id`` lets only visible ASCII through), and so is the peer
     (an IP address, or grpcio's own peer string)."""
     transport, method = info.transport, info.method
-    metrics.observe(transport, method, code, elapsed)
     if log.isEnabledFor(logging.INFO):
         log.info(
             "%s %s %s %.1fms caller=%s request_id=%s peer=%s",

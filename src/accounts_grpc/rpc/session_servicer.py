@@ -9,6 +9,8 @@ from accounts.v1 import session_service_pb2_grpc
 
 from accounts_grpc.domain.principal import current_principal
 from accounts_grpc.rpc.convert.sessions import (
+    exchange_args_of,
+    exchanged_to_proto,
     jwks_to_proto,
     session_to_proto,
     token_info_to_proto,
@@ -71,3 +73,8 @@ class SessionServiceServicer(session_service_pb2_grpc.SessionServiceServicer):
         self, request: pb.IntrospectTokenRequest, context: Any
     ) -> pb.IntrospectTokenResponse:
         return token_info_to_proto(self.sessions.introspect(current_principal(), request.token))
+
+    def ExchangeToken(
+        self, request: pb.ExchangeTokenRequest, context: Any
+    ) -> pb.ExchangeTokenResponse:
+        return exchanged_to_proto(self.services.exchange.exchange(exchange_args_of(request)))

@@ -8,6 +8,7 @@ from accounts.v1 import user_service_pb2 as pb
 from accounts.v1 import user_service_pb2_grpc
 
 from accounts_grpc.domain.principal import current_principal
+from accounts_grpc.rpc.convert import access as cva
 from accounts_grpc.rpc.convert import users as cv
 from accounts_grpc.rpc.convert.accounts import account_to_proto
 from accounts_grpc.rpc.convert.users import user_to_proto
@@ -21,6 +22,7 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         self.device_permissions = services.device_permissions
         self.charging = services.charging
         self.orders = services.orders
+        self.access = services.access
 
     def CreateUser(self, request: pb.CreateUserRequest, context: Any) -> pb.CreateUserResponse:
         created = self.users.create_user(
@@ -157,6 +159,35 @@ class UserServiceServicer(user_service_pb2_grpc.UserServiceServicer):
         )
         return pb.ListUserOrdersResponse(
             orders=[cv.order_to_proto(r) for r in page.rows],
+            next_page_token=page.next_page_token,
+            previous_page_token=page.previous_page_token,
+            total_size=page.total_size,
+        )
+
+    def CheckAccess(self, request: pb.CheckAccessRequest, context: Any) -> pb.CheckAccessResponse:
+        user_id, decisions = self.access.check_access(
+            current_principal(), cva.check_inputs(request.checks), user_id=request.user_id,
+            token=request.token,
+        )
+        return pb.CheckAccessResponse(
+            user_id=user_id,
+            decisions=[cva.decision_to_proto(c, d)
+                       for c, d in zip(request.checks, decisions, strict=True)],
+        )
+
+    def ListAccessibleDevices(
+        self, request: pb.ListAccessibleDevicesRequest, context: Any
+    ) -> pb.ListAccessibleDevicesResponse:
+        page = self.access.list_accessible_devices(
+            current_principal(),
+            request.user_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            filter=request.filter,
+            order_by=request.order_by,
+        )
+        return pb.ListAccessibleDevicesResponse(
+            devices=[cva.accessible_to_proto(a) for a in page.devices],
             next_page_token=page.next_page_token,
             previous_page_token=page.previous_page_token,
             total_size=page.total_size,

@@ -80,6 +80,8 @@ def audit_event_to_proto(row: Any) -> audit_event_pb2.AuditEvent:
         resource_id=row.resource_id,
         changed_fields=list(row.changed_fields or ()),
         request_id=row.request_id or "",
+        delegation_actor_user_id=row.delegation_actor_user_id or "",
+        delegation_subject_user_id=row.delegation_subject_user_id or "",
         create_time=created,
         update_time=created,
         # events never change, so neither does their etag

@@ -9,6 +9,7 @@ from accounts.v1 import session_pb2, session_service_pb2, user_pb2
 
 from accounts_grpc.rpc.convert import ts
 from accounts_grpc.rpc.convert.users import KIND_TO_PROTO
+from accounts_grpc.services.exchange import ExchangeArgs, Exchanged
 from accounts_grpc.services.sessions import TokenInfo, UserRefArgs
 
 _JWK_FIELDS = tuple(f.name for f in session_pb2.Jwk.DESCRIPTOR.fields)
@@ -59,4 +60,27 @@ def token_info_to_proto(info: TokenInfo) -> session_service_pb2.IntrospectTokenR
         iat=info.iat,
         client_id=info.client_id,
         scope=info.scope,
+    )
+
+
+def exchange_args_of(req: session_service_pb2.ExchangeTokenRequest) -> ExchangeArgs:
+    return ExchangeArgs(
+        subject_token=req.subject_token,
+        subject_token_type=req.subject_token_type,
+        account_id=req.account_id,
+        scope=req.scope,
+        actor_user_id=req.actor_user_id,
+        requested_token_type=req.requested_token_type,
+        requested_lifetime=req.requested_lifetime,
+        grant_type=req.grant_type,
+    )
+
+
+def exchanged_to_proto(out: Exchanged) -> session_service_pb2.ExchangeTokenResponse:
+    return session_service_pb2.ExchangeTokenResponse(
+        access_token=out.issued.token,
+        issued_token_type=out.issued_token_type,
+        token_type="Bearer",
+        expires_in=out.issued.expires_in,
+        scope=out.scope,
     )
