@@ -4,16 +4,16 @@ An ``App`` is one serving process. ``serve --processes N`` (N > 1) runs N of the
 a worker process under the supervisor (supervisor.py), sharing the ports through
 SO_REUSEPORT; the worker's number is ``App(worker=...)``.
 
-The services served are the one list ``SERVICERS``; the gRPC registration and the REST
-shim's handlers both derive from it. The servers get what they need, not the App: the
-gRPC server the pipeline and the servicers, the REST gateway the pipeline, the servicers
-by service and a readiness check (``rest.gateway.GatewayConfig``).
+The services served are the one list ``rpc.registry.SERVICERS``; the gRPC registration,
+the access rules and the REST shim's handlers all derive from it. The servers get what
+they need, not the App: the gRPC server the pipeline and the servicers, the REST gateway
+the pipeline, the servicers by service and a readiness check
+(``rest.gateway.GatewayConfig``).
 """
 
 from __future__ import annotations
 
 import errno
-import importlib
 import logging
 import os
 import signal
@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import Any
 
 import grpc
 from cryptography.fernet import Fernet
@@ -35,48 +34,14 @@ from accounts_grpc.config import Settings, StartupError
 from accounts_grpc.rest.gateway import GatewayConfig, Readiness
 from accounts_grpc.rest.server import HttpServer
 from accounts_grpc.rpc import metrics, registry
-from accounts_grpc.rpc.account_servicer import AccountServiceServicer
-from accounts_grpc.rpc.partition_servicer import PartitionServiceServicer
 from accounts_grpc.rpc.pipeline import Pipeline
 from accounts_grpc.rpc.server import GrpcServer
-from accounts_grpc.rpc.session_servicer import SessionServiceServicer
-from accounts_grpc.rpc.user_group_servicer import UserGroupServiceServicer
-from accounts_grpc.rpc.user_servicer import UserServiceServicer
 from accounts_grpc.services import Services
 from accounts_grpc.services.deps import Deps
 from accounts_grpc.store import migrate
 from accounts_grpc.store.db import Database
 
 log = logging.getLogger("accounts_grpc")
-
-
-#: Every service this server runs, one entry each: its servicer class, built from the
-#: use cases (``Services``). Its generated base class names the service and the function
-#: that registers it on a grpc.Server (``grpc_binding``); the gRPC registration and the
-#: REST shim's servicer map both derive from this list.
-SERVICERS: tuple[type, ...] = (
-    AccountServiceServicer,
-    UserServiceServicer,
-    UserGroupServiceServicer,
-    PartitionServiceServicer,
-    SessionServiceServicer,
-)
-
-AddToServer = Callable[[Any, grpc.Server], None]
-
-
-def grpc_binding(servicer_class: type) -> tuple[str, AddToServer]:
-    """(the service's full name, its ``add_<Service>Servicer_to_server``), from the
-    ``<Service>Servicer`` base class protoc's gRPC plugin wrote into ``*_pb2_grpc``."""
-    base = next((c for c in servicer_class.__mro__ if c.__module__.endswith("_pb2_grpc")),
-                None)
-    if base is None or not base.__name__.endswith("Servicer"):
-        raise TypeError(f"{servicer_class.__qualname__} does not subclass a generated "
-                        "<Service>Servicer")
-    pb2 = importlib.import_module(base.__module__.removesuffix("_grpc"))
-    service = pb2.DESCRIPTOR.services_by_name[base.__name__.removesuffix("Servicer")]
-    add = getattr(importlib.import_module(base.__module__), f"add_{base.__name__}_to_server")
-    return service.full_name, add
 
 
 class SchemaNotReady(StartupError):
@@ -243,14 +208,11 @@ class App:
                                  settings.proxy_networks())
         #: service full name → its servicer
         self.servicers: dict[str, object] = {}
-        registrations: list[tuple[AddToServer, object]] = []
-        for servicer_class in SERVICERS:
-            name, add = grpc_binding(servicer_class)
+        registrations: list[tuple[registry.AddToServer, object]] = []
+        for servicer_class in registry.SERVICERS:
+            name, add = registry.grpc_binding(servicer_class)
             self.servicers[name] = servicer = servicer_class(self.services)
             registrations.append((add, servicer))
-        unknown = sorted(self.servicers.keys() - set(registry.service_names()))
-        if unknown:  # no access rules (every call denied), no REST routes, no health status
-            raise RuntimeError(f"served but not in rpc/registry.py's SERVICE_MODULES: {unknown}")
         self.draining = False
         try:
             self.grpc = GrpcServer(

@@ -188,18 +188,18 @@ def test_every_rpc_has_an_access_rule():
 
 
 def test_every_service_is_served_once_with_its_generated_registration():
-    """app.SERVICERS, the composition root's one list, serves each service exactly once,
+    """registry.SERVICERS, the server's one list, serves each service exactly once,
     and each entry finds its name and `add_<Service>Servicer_to_server` by itself."""
-    from accounts_grpc import app
+    from accounts_grpc.rpc import registry
 
-    bindings = [app.grpc_binding(servicer) for servicer in app.SERVICERS]
+    bindings = [registry.grpc_binding(servicer) for servicer in registry.SERVICERS]
     names = [name for name, _add in bindings]
     assert sorted(names) == sorted(s.full_name for s in _services())
     for name, add in bindings:
         assert add.__name__ == f"add_{name.rsplit('.', 1)[1]}Servicer_to_server"
         assert add.__module__ == f"accounts.v1.{_module_of(name)}_pb2_grpc"
     with pytest.raises(TypeError, match="generated"):
-        app.grpc_binding(object)
+        registry.grpc_binding(object)
 
 
 def _module_of(service_full_name: str) -> str:
