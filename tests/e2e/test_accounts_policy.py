@@ -117,6 +117,15 @@ EXPECT: dict[str, dict[str, tuple[Any, Any, Any]]] = {
         "admin": (OK, OK, OK),
         "intermediary-machine": (ROLE, ROLE, ROLE),
     },
+    # the feed of one account: whoever may list its audit events (the same rule)
+    "WatchEvents": {
+        "member": (ROLE, ROLE, ROLE),
+        "account-admin": (OK, NF, NF),
+        "consultant": (ROLE, ROLE, ROLE),
+        "admin-reader": (OK, OK, OK),
+        "admin": (OK, OK, OK),
+        "intermediary-machine": (ROLE, ROLE, ROLE),
+    },
 }
 # CreateAccount names no existing account: one cell per caller
 EXPECT_CREATE = {
@@ -240,7 +249,19 @@ def run_cell(w: World, rpc: str, caller: str, which: str) -> Any:
         return outcome(
             stub.ListAuditEvents, pb.ListAuditEventsRequest(account_id=target), metadata=md
         )
+    if rpc == "WatchEvents":
+        return outcome(watch_opens, stub, pb.WatchEventsRequest(account_id=target), md)
     raise AssertionError(rpc)
+
+
+def watch_opens(stub: Any, request: pb.WatchEventsRequest, md: Md) -> None:
+    """A refused stream fails at once; an admitted one, from "now", waits for an event
+    that never comes until its deadline (which is then the sign it was open)."""
+    try:
+        next(stub.WatchEvents(request, metadata=md, timeout=1.0))
+    except grpc.RpcError as e:
+        if e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
 
 
 CELLS = [(rpc, caller, i) for rpc in EXPECT for caller in CALLERS for i in range(3)]
