@@ -28,6 +28,7 @@ from accounts_grpc.auth.jwt_tokens import JwtService, actor_claim
 from accounts_grpc.auth.secrets import SESSION_TOKEN_PREFIX, hash_secret
 from accounts_grpc.config import Settings
 from accounts_grpc.domain import delegation as D
+from accounts_grpc.domain import ports
 from accounts_grpc.domain.errors import Unauthenticated
 from accounts_grpc.domain.principal import Principal
 from accounts_grpc.store.db import Database, ReadUnitOfWork, new_etag, now_us
@@ -177,33 +178,32 @@ class Authenticator:
         row = rows[0]
         if row.a_closed:
             raise Unauthenticated("the account is closed", reason="ACCOUNT_CLOSED")
-        roles = set(row.roles or ()) | {"member"}
-        group_ids: set[str] = set()
-        partition_ids: set[str] = set()
-        for g in rows:
-            if g.g_id is None:
-                continue
-            group_ids.add(g.g_id)
-            roles.update(g.g_roles or ())
-            if g.g_partition_id:
-                partition_ids.add(g.g_partition_id)
         interval = self._settings.activity_interval * 1_000_000
         stale = row.a_activity_time is None or now_us() - row.a_activity_time > interval
-        user_row, account_row = uow.principals.user_and_account(row)
-        return Principal(
-            user_id=row.id,
-            account_id=row.account_id,
-            kind=row.kind,
-            roles=frozenset(roles),
-            account_roles=frozenset(row.a_roles or ()),
-            partition_ids=frozenset(partition_ids),
-            group_ids=frozenset(group_ids),
-            client_id=row.client_id,
-            extra={"touch_account": "1"} if stale else {},
-            user_row=user_row,
-            account_row=account_row,
-            **extra,
-        )
+        return principal_of(uow, rows, extra={"touch_account": "1"} if stale else {}, **extra)
+
+
+def principal_of(uow: ports.ReadUnitOfWork, rows: Sequence[Record], **extra: Any) -> Principal:
+    """The Principal that a user's authentication rows (``uow.principals.by_user_id`` or
+    ``by_session_token``: the user, its account, one row per group and partition) describe:
+    its effective roles, groups and partitions, and the rows as read. The one place this is
+    worked out, for a caller and for the user a CheckAccess asks about alike."""
+    row = rows[0]
+    groups = [g for g in rows if g.g_id is not None]
+    user_row, account_row = uow.principals.user_and_account(row)
+    return Principal(
+        user_id=row.id,
+        account_id=row.account_id,
+        kind=row.kind,
+        roles=frozenset(_roles(rows)),
+        account_roles=frozenset(row.a_roles or ()),
+        partition_ids=frozenset(g.g_partition_id for g in groups if g.g_partition_id),
+        group_ids=frozenset(g.g_id for g in groups),
+        client_id=row.client_id,
+        user_row=user_row,
+        account_row=account_row,
+        **extra,
+    )
 
 
 def _roles(rows: Sequence[Record]) -> set[str]:

@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from accounts_grpc.auth.authenticate import principal_of
 from accounts_grpc.domain import access, policy
-from accounts_grpc.domain import roles as R
 from accounts_grpc.domain.access import AssetAction, Decision
 from accounts_grpc.domain.errors import InvalidArgument, Unauthenticated, not_found
 from accounts_grpc.domain.listing import parse_list_request
@@ -97,21 +97,7 @@ def subject_of(uow: ReadUnitOfWork, user_id: str) -> Principal:
     rows = uow.principals.by_user_id(user_id)
     if not rows:
         raise not_found("user", "id", user_id)
-    row = rows[0]
-    user_row, account_row = uow.principals.user_and_account(row)
-    groups = [g for g in rows if g.g_id is not None]
-    roles = {*(row.roles or ()), R.MEMBER, *(r for g in groups for r in g.g_roles or ())}
-    return Principal(
-        user_id=row.id,
-        account_id=row.account_id,
-        kind=row.kind,
-        roles=frozenset(roles),
-        account_roles=frozenset(row.a_roles or ()),
-        partition_ids=frozenset(g.g_partition_id for g in groups if g.g_partition_id),
-        group_ids=frozenset(g.g_id for g in groups),
-        user_row=user_row,
-        account_row=account_row,
-    )
+    return principal_of(uow, rows)
 
 
 def require_may_ask(p: Principal, s: Principal) -> None:
